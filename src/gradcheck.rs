@@ -1,0 +1,217 @@
+//! A finite-difference gradient checker, for built-in ops and for users' own.
+//!
+//! It compares the gradients backward computes with central differences of the
+//! scalar `L = sum(u * output)`, where `u` is a fixed random upstream gradient (so
+//! every output element counts, with a different weight).
+//!
+//! ```
+//! use adgraph as ad;
+//! let g = ad::Graph::new();
+//! let x = g.placeholder([2, 3]);
+//! let y = g.placeholder([3]);
+//! let z = ad::multiply(&x, &y).unwrap();
+//! let feed = ad::feed! {
+//!     x => [[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]],
+//!     y => [1.5, -2.0, 0.25],
+//! }.unwrap();
+//! let report = ad::gradcheck::check_gradients(&z, &[&x, &y], &feed).unwrap();
+//! assert!(report.max_abs_error < 1e-2);
+//! ```
+
+use std::fmt;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::graph::{Node, NodeKind};
+use crate::runtime::{Feed, RunTime};
+use crate::tensor::Tensor;
+
+/// Settings of a gradient check.
+#[derive(Debug, Clone, Copy)]
+pub struct GradCheck {
+    /// Step of the central difference.
+    pub eps: f32,
+    /// Absolute tolerance.
+    pub atol: f32,
+    /// Relative tolerance (of the numeric gradient's magnitude).
+    pub rtol: f32,
+    /// Seed of the random upstream gradient and of the run times used.
+    pub seed: u64,
+}
+
+impl Default for GradCheck {
+    fn default() -> Self {
+        GradCheck {
+            eps: 5e-3,
+            atol: 1e-2,
+            rtol: 1e-2,
+            seed: 0,
+        }
+    }
+}
+
+/// The outcome of a passed gradient check.
+#[derive(Debug, Clone)]
+pub struct GradCheckReport {
+    /// The largest `|analytic - numeric|` over all checked elements.
+    pub max_abs_error: f32,
+    /// The number of elements checked.
+    pub elements: usize,
+}
+
+impl fmt::Display for GradCheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} elements, max abs error {:.3e}",
+            self.elements, self.max_abs_error
+        )
+    }
+}
+
+/// Checks the gradients of `output` w.r.t. each node of `wrt` (placeholders fed
+/// in `feed`, or variables) with the default settings.
+///
+/// # Errors
+/// [`Error::GradCheck`] naming the node and element where the gradients disagree;
+/// any error of forward or backward.
+pub fn check_gradients(output: &Node, wrt: &[&Node], feed: &Feed) -> Result<GradCheckReport> {
+    GradCheck::default().check(output, wrt, feed)
+}
+
+impl GradCheck {
+    /// Runs the check (see [`check_gradients`]).
+    ///
+    /// Variables are restored to their values before the check, whatever happens.
+    ///
+    /// # Errors
+    /// As [`check_gradients`].
+    pub fn check(&self, output: &Node, wrt: &[&Node], feed: &Feed) -> Result<GradCheckReport> {
+        let graph = output.graph().clone();
+        let saved: Vec<(Node, Tensor)> = graph
+            .variables(false)
+            .into_iter()
+            .map(|v| {
+                let value = graph.variable_value(&v)?;
+                Ok((v, value))
+            })
+            .collect::<Result<_>>()?;
+        let result = self.check_inner(output, wrt, feed);
+        for (v, value) in saved {
+            graph.set_variable_value(&v, value)?;
+        }
+        result
+    }
+
+    fn check_inner(&self, output: &Node, wrt: &[&Node], feed: &Feed) -> Result<GradCheckReport> {
+        let graph = output.graph().clone();
+        let out_shape = RunTime::with_seed(self.seed)
+            .forward(output, feed)?
+            .shape()
+            .to_vec();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let upstream = Tensor::from_shape_fn(out_shape, |_| rng.gen_range(-1.0f32..1.0));
+
+        let mut rt = RunTime::with_seed(self.seed);
+        rt.backward(output, feed, Some(upstream.clone()))?;
+        let analytic: Vec<Tensor> = wrt
+            .iter()
+            .map(|n| {
+                rt.grad(n).cloned().or_else(|_| {
+                    // Not reached by backward: the gradient is zero.
+                    Ok(Tensor::zeros(input_value(n, feed)?.shape()))
+                })
+            })
+            .collect::<Result<_>>()?;
+
+        let loss = |feed: &Feed| -> Result<f64> {
+            let mut rt = RunTime::with_seed(self.seed);
+            let value = rt.forward(output, feed)?;
+            Ok(value
+                .iter()
+                .zip(upstream.iter())
+                .map(|(&v, &u)| f64::from(v) * f64::from(u))
+                .sum())
+        };
+
+        let mut max_abs_error = 0.0f32;
+        let mut elements = 0;
+        for (node, analytic) in wrt.iter().zip(&analytic) {
+            let base = input_value(node, feed)?;
+            let is_variable = node.op_type() == "Variable";
+            let shape = base.shape().to_vec();
+            let values: Vec<f32> = base.iter().copied().collect();
+            let analytic: Vec<f32> = analytic.iter().copied().collect();
+            let evaluate = |k: usize, x: f32| -> Result<f64> {
+                let mut data = values.clone();
+                data[k] = x;
+                let probe = Tensor::from_shape_vec(shape.clone(), data)?;
+                if is_variable {
+                    graph.set_variable_value(node, probe)?;
+                    loss(feed)
+                } else {
+                    let mut f = feed.clone();
+                    f.insert(node, probe)?;
+                    loss(&f)
+                }
+            };
+            for (k, (&x, &got)) in values.iter().zip(&analytic).enumerate() {
+                let plus = evaluate(k, x + self.eps)?;
+                let minus = evaluate(k, x - self.eps)?;
+                let numeric = ((plus - minus) / (2.0 * f64::from(self.eps))) as f32;
+                let err = (got - numeric).abs();
+                max_abs_error = max_abs_error.max(err);
+                elements += 1;
+                // A NaN error fails too.
+                let within = err <= self.atol + self.rtol * numeric.abs();
+                if !within {
+                    return Err(Error::GradCheck(format!(
+                        "d(output {})/d({}) at flat index {k}: backward gives {got}, \
+                         finite differences give {numeric} (eps {}, atol {}, rtol {})",
+                        output.name(),
+                        node.name(),
+                        self.eps,
+                        self.atol,
+                        self.rtol
+                    )));
+                }
+            }
+            if is_variable {
+                graph.set_variable_value(node, base)?;
+            }
+        }
+        Ok(GradCheckReport {
+            max_abs_error,
+            elements,
+        })
+    }
+}
+
+/// The current value of a placeholder (from `feed`) or a variable.
+fn input_value(node: &Node, feed: &Feed) -> Result<Tensor> {
+    let graph = node.graph();
+    let kind_ok = matches!(
+        graph.borrow().nodes[node.id.index()].kind,
+        NodeKind::Placeholder | NodeKind::Variable(_)
+    );
+    if !kind_ok {
+        return Err(Error::WrongKind {
+            name: node.name(),
+            kind: node.op_type().to_string(),
+            expected: "Placeholder or Variable".into(),
+        });
+    }
+    let value = match feed.get(node) {
+        Some(v) => v.clone(),
+        None if node.op_type() == "Variable" => graph.variable_value(node)?,
+        None => {
+            return Err(Error::MissingFeed {
+                name: node.name(),
+                shape: node.shape(),
+            })
+        }
+    };
+    Ok(value)
+}

@@ -1,0 +1,4 @@
+//! Hot loops that know arrays but not graphs, so they can be benchmarked and
+//! replaced alone.
+
+pub mod broadcast;

@@ -1,0 +1,87 @@
+//! # adgraph
+//!
+//! A TensorFlow-1-style static-graph, reverse-mode automatic differentiation
+//! framework for training neural networks, computing on [`ndarray`]: a Rust
+//! re-creation of *np-auto-diff*.
+//!
+//! Build a [`Graph`] of [`Node`]s (on the thread's default graph with the free
+//! functions, or on an explicit graph), feed its placeholders, and run forward
+//! and backward in a [`RunTime`]:
+//!
+//! ```
+//! use adgraph as ad;
+//!
+//! let a = ad::placeholder([2, 3]);
+//! let b = ad::placeholder([2, 3]);
+//! let c = ad::add(&a, &b).unwrap();
+//! assert_eq!(a.graph(), &ad::get_default_graph());
+//!
+//! let mut rt = ad::RunTime::new();
+//! let feed = ad::feed! {
+//!     a => [[0., 1., 2.], [3., 4., 5.]],
+//!     b => [[1., 1., 1.], [0., 0., 0.]],
+//! }.unwrap();
+//! let c_val = rt.forward(&c, &feed).unwrap();
+//! assert_eq!(c_val, &ad::tensor([[1., 2., 3.], [3., 4., 5.]]));
+//! rt.backward(&c, &feed, Some(ad::tensor([[1., 1., 1.], [1., 1., 1.]]))).unwrap();
+//! assert_eq!(rt.get_bwval(&a.name()).unwrap(), &ad::tensor([[1., 1., 1.], [1., 1., 1.]]));
+//! ```
+//!
+//! Every node has a static [`TensorShape`] inferred when it is made; impossible
+//! inputs are rejected right then with an [`Error`] naming the op, its inputs and
+//! their shapes. New node types implement [`Op`] (see its module docs).
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod gradcheck;
+pub mod graph;
+pub mod init;
+pub mod kernels;
+pub mod op;
+pub mod operators;
+pub mod ops;
+pub mod runtime;
+pub mod shape;
+pub mod tensor;
+
+pub use error::{Error, Phase, Result};
+pub use graph::{get_default_graph, reset_default_graph, DefaultGraphGuard, Graph, Node, NodeId};
+pub use init::Initializer;
+pub use op::{BackwardContext, ForwardContext, Op};
+pub use operators::Operand;
+pub use ops::arithmetic::{add, divide, multiply, negate, subtract};
+pub use ops::math::exp;
+pub use runtime::{Feed, RunTime};
+pub use shape::TensorShape;
+pub use tensor::{tensor, IntoTensor, Tensor};
+
+/// A placeholder on the default graph: a node fed at run time. `None` dims match any size.
+///
+/// ```
+/// let x = adgraph::placeholder(adgraph::shape![None, 1, 2, 3]);
+/// assert_eq!(x.shape().to_string(), "(None, 1, 2, 3)");
+/// ```
+pub fn placeholder(shape: impl Into<TensorShape>) -> Node {
+    get_default_graph().placeholder(shape)
+}
+
+/// A constant on the default graph.
+///
+/// # Errors
+/// When `value` cannot be made into a tensor.
+pub fn constant(value: impl IntoTensor) -> Result<Node> {
+    get_default_graph().constant(value)
+}
+
+/// A variable on the default graph (see [`Graph::variable`]).
+///
+/// # Errors
+/// Whatever the initializer reports for this shape.
+pub fn variable(
+    shape: &[usize],
+    initializer: impl Initializer + 'static,
+    trainable: bool,
+) -> Result<Node> {
+    get_default_graph().variable(shape, initializer, trainable)
+}

@@ -1,0 +1,196 @@
+//! Element-wise arithmetic with NumPy broadcasting: add, subtract, multiply,
+//! divide, negate.
+//!
+//! A binary op's output has the broadcast shape of its inputs; each input's
+//! gradient is the upstream gradient's contribution summed back to that input's
+//! shape ([`sum_to_shape`]).
+
+use crate::error::Result;
+use crate::graph::Node;
+use crate::kernels::broadcast::sum_to_shape;
+use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::ops::build;
+use crate::shape::{broadcast_shapes, TensorShape};
+use crate::tensor::Tensor;
+
+/// The static shape rule of every broadcasting binary op.
+pub(crate) fn broadcast_rule(inputs: &[&TensorShape]) -> Result<TensorShape> {
+    inputs[0].broadcast(inputs[1])
+}
+
+/// Checks that two values broadcast (ndarray would panic otherwise), then applies `f`.
+fn broadcast_apply(
+    x: &Tensor,
+    y: &Tensor,
+    f: impl Fn(&Tensor, &Tensor) -> Tensor,
+) -> Result<Tensor> {
+    broadcast_shapes(x.shape(), y.shape())?;
+    Ok(f(x, y))
+}
+
+/// `x + y`.
+pub struct Add;
+
+impl Op for Add {
+    fn type_name(&self) -> &'static str {
+        "Add"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        broadcast_rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        broadcast_apply(inputs[0], inputs[1], |x, y| x + y)
+    }
+    // d(x+y)/dx = d(x+y)/dy = 1
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok((0..2)
+            .map(|i| {
+                ctx.needs_grad(i)
+                    .then(|| sum_to_shape(grad, ctx.input(i).shape()))
+            })
+            .collect())
+    }
+}
+
+/// `x - y`.
+pub struct Subtract;
+
+impl Op for Subtract {
+    fn type_name(&self) -> &'static str {
+        "Subtract"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        broadcast_rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        broadcast_apply(inputs[0], inputs[1], |x, y| x - y)
+    }
+    // d(x-y)/dx = 1, d(x-y)/dy = -1
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![
+            ctx.needs_grad(0)
+                .then(|| sum_to_shape(grad, ctx.input(0).shape())),
+            ctx.needs_grad(1)
+                .then(|| -sum_to_shape(grad, ctx.input(1).shape())),
+        ])
+    }
+}
+
+/// `x * y`, element-wise.
+pub struct Multiply;
+
+impl Op for Multiply {
+    fn type_name(&self) -> &'static str {
+        "Multiply"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        broadcast_rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        broadcast_apply(inputs[0], inputs[1], |x, y| x * y)
+    }
+    // d(xy)/dx = y, d(xy)/dy = x
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let (x, y) = (ctx.input(0), ctx.input(1));
+        Ok(vec![
+            ctx.needs_grad(0)
+                .then(|| sum_to_shape(&(grad * y), x.shape())),
+            ctx.needs_grad(1)
+                .then(|| sum_to_shape(&(grad * x), y.shape())),
+        ])
+    }
+}
+
+/// `x / y`, element-wise.
+pub struct Divide;
+
+impl Op for Divide {
+    fn type_name(&self) -> &'static str {
+        "Divide"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        broadcast_rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        broadcast_apply(inputs[0], inputs[1], |x, y| x / y)
+    }
+    // d(x/y)/dx = 1/y, d(x/y)/dy = -x/y^2 = -out/y
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let (x, y, out) = (ctx.input(0), ctx.input(1), ctx.output());
+        Ok(vec![
+            ctx.needs_grad(0)
+                .then(|| sum_to_shape(&(grad / y), x.shape())),
+            ctx.needs_grad(1)
+                .then(|| sum_to_shape(&(-(grad * out) / y), y.shape())),
+        ])
+    }
+}
+
+/// `-x`.
+pub struct Negate;
+
+impl Op for Negate {
+    fn type_name(&self) -> &'static str {
+        "Negate"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        Ok(inputs[0].clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(-inputs[0])
+    }
+    // d(-x)/dx = -1
+    fn backward(&self, grad: &Tensor, _ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(-grad)])
+    }
+}
+
+/// `x + y` with NumPy broadcasting.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([2, 3]);
+/// let y = g.constant([10.0f32, 20.0, 30.0]).unwrap();
+/// let z = ad::add(&x, &y).unwrap();
+/// assert_eq!(z.shape(), ad::shape![2, 3]);
+/// ```
+///
+/// # Errors
+/// [`Error::Node`](crate::Error::Node) wrapping [`Error::Broadcast`](crate::Error::Broadcast)
+/// when the static shapes cannot broadcast; [`Error::GraphMismatch`](crate::Error::GraphMismatch).
+pub fn add(x: &Node, y: &Node) -> Result<Node> {
+    build(Add, &[x, y])
+}
+
+/// `x - y` with NumPy broadcasting.
+///
+/// # Errors
+/// As [`add`].
+pub fn subtract(x: &Node, y: &Node) -> Result<Node> {
+    build(Subtract, &[x, y])
+}
+
+/// `x * y` (element-wise) with NumPy broadcasting.
+///
+/// # Errors
+/// As [`add`].
+pub fn multiply(x: &Node, y: &Node) -> Result<Node> {
+    build(Multiply, &[x, y])
+}
+
+/// `x / y` (element-wise) with NumPy broadcasting.
+///
+/// # Errors
+/// As [`add`].
+pub fn divide(x: &Node, y: &Node) -> Result<Node> {
+    build(Divide, &[x, y])
+}
+
+/// `-x`.
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn negate(x: &Node) -> Result<Node> {
+    build(Negate, &[x])
+}

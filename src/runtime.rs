@@ -1,0 +1,588 @@
+//! [`RunTime`]: the state of one forward/backward cycle, and [`Feed`], the values
+//! given to placeholders.
+//!
+//! ```
+//! use adgraph as ad;
+//!
+//! let g = ad::Graph::new();
+//! let _scope = g.as_default();
+//! let a = ad::placeholder([2, 3]);
+//! let b = ad::placeholder([2, 3]);
+//! let c = ad::add(&a, &b).unwrap();
+//!
+//! let feed = ad::Feed::new()
+//!     .with(&a, [[0., 1., 2.], [3., 4., 5.]]).unwrap()
+//!     .with(&b, [[1., 1., 1.], [0., 0., 0.]]).unwrap();
+//! let mut rt = ad::RunTime::new();
+//! let c_val = rt.forward(&c, &feed).unwrap().clone();
+//! rt.backward(&c, &feed, None).unwrap();
+//! assert_eq!(c_val, ad::tensor([[1., 2., 3.], [3., 4., 5.]]));
+//! assert_eq!(rt.get_bwval(&a.name()).unwrap(), &ad::tensor([[1., 1., 1.], [1., 1., 1.]]));
+//! assert_eq!(rt.get_bwval(&b.name()).unwrap(), &ad::tensor([[1., 1., 1.], [1., 1., 1.]]));
+//! ```
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, InputDesc, Phase, Result};
+use crate::graph::{Graph, GraphInner, Node, NodeId, NodeKind};
+use crate::op::{BackwardContext, ForwardContext};
+use crate::shape::TensorShape;
+use crate::tensor::{full, IntoTensor, Tensor};
+
+/// Values fed to placeholders for a run, checked against their static shapes when added.
+///
+/// ```
+/// use adgraph::{shape, Feed, Graph};
+/// let g = Graph::new();
+/// let x = g.placeholder(shape![None, 2]);
+/// let feed = Feed::new().with(&x, [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]).unwrap();
+/// assert_eq!(feed.len(), 1);
+/// // A value that does not fit the placeholder is refused at once:
+/// assert!(Feed::new().with(&x, [1.0, 2.0]).is_err());
+/// ```
+#[derive(Default, Clone)]
+pub struct Feed {
+    graph_id: Option<u64>,
+    values: HashMap<NodeId, Rc<Tensor>>,
+}
+
+impl Feed {
+    /// An empty feed.
+    pub fn new() -> Self {
+        Feed::default()
+    }
+
+    /// Adds (or replaces) the value of placeholder `node`.
+    ///
+    /// # Errors
+    /// [`Error::WrongKind`] when `node` is not a placeholder, [`Error::FeedShape`]
+    /// when the value does not fit its static shape, [`Error::GraphMismatch`] when
+    /// the feed already holds values for another graph, [`Error::Tensor`] when the
+    /// value cannot be made into a tensor.
+    pub fn insert(&mut self, node: &Node, value: impl IntoTensor) -> Result<&mut Self> {
+        let value = value.into_tensor()?;
+        let graph_id = node.graph.id();
+        if let Some(id) = self.graph_id {
+            if id != graph_id {
+                return Err(Error::GraphMismatch {
+                    context: "feeding".into(),
+                    a: format!("fed nodes of graph #{id}"),
+                    b: node.name(),
+                });
+            }
+        }
+        {
+            let g = node.graph.borrow();
+            let data = &g.nodes[node.id.index()];
+            if !matches!(data.kind, NodeKind::Placeholder) {
+                return Err(Error::WrongKind {
+                    name: data.name.clone(),
+                    kind: data.type_name.to_string(),
+                    expected: "Placeholder".into(),
+                });
+            }
+            if !data.shape.is_compatible_with(value.shape()) {
+                return Err(Error::FeedShape {
+                    name: data.name.clone(),
+                    expected: data.shape.clone(),
+                    got: TensorShape::known(value.shape()),
+                });
+            }
+        }
+        self.graph_id = Some(graph_id);
+        self.values.insert(node.id, Rc::new(value));
+        Ok(self)
+    }
+
+    /// Builder form of [`insert`](Feed::insert).
+    ///
+    /// # Errors
+    /// As [`insert`](Feed::insert).
+    pub fn with(mut self, node: &Node, value: impl IntoTensor) -> Result<Self> {
+        self.insert(node, value)?;
+        Ok(self)
+    }
+
+    /// The number of fed placeholders.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether nothing is fed.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The value fed to `node`, if any.
+    pub fn get(&self, node: &Node) -> Option<&Tensor> {
+        if self.graph_id != Some(node.graph.id()) {
+            return None;
+        }
+        self.values.get(&node.id).map(|v| &**v)
+    }
+}
+
+/// Builds a [`Feed`] from `node => value` pairs; evaluates to `Result<Feed>`.
+///
+/// ```
+/// use adgraph::{feed, Graph};
+/// let g = Graph::new();
+/// let a = g.placeholder([2]);
+/// let b = g.placeholder(adgraph::shape![]);
+/// let f = feed! { a => [1.0, 2.0], b => 3.0 }.unwrap();
+/// assert_eq!(f.len(), 2);
+/// ```
+#[macro_export]
+macro_rules! feed {
+    ($($node:expr => $value:expr),* $(,)?) => {
+        (|| -> $crate::Result<$crate::Feed> {
+            let mut f = $crate::Feed::new();
+            $( f.insert(&$node, $value)?; )*
+            Ok(f)
+        })()
+    };
+}
+
+/// The state of forward/backward cycles on one graph: forward values, gradients,
+/// data ops keep for their backward, and the random generator ops draw from.
+///
+/// Forward computes only what a node needs, each node once per cycle; backward
+/// visits nodes in reverse topological order without recursion, summing the
+/// gradients that reach a node from all its consumers.
+pub struct RunTime {
+    graph: Option<Graph>,
+    values: Vec<Option<Rc<Tensor>>>,
+    grads: Vec<Option<Tensor>>,
+    saved: Vec<Option<Box<dyn Any>>>,
+    stopped: HashSet<NodeId>,
+    rng: ChaCha8Rng,
+}
+
+impl Default for RunTime {
+    fn default() -> Self {
+        RunTime::new()
+    }
+}
+
+impl RunTime {
+    /// A run time whose random generator (dropout masks) starts from seed 0.
+    pub fn new() -> Self {
+        RunTime::with_seed(0)
+    }
+
+    /// A run time whose random generator starts from `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        RunTime {
+            graph: None,
+            values: Vec::new(),
+            grads: Vec::new(),
+            saved: Vec::new(),
+            stopped: HashSet::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Clears every value, gradient and saved datum of the cycle (the generator
+    /// and the stop-gradient set stay).
+    pub fn reset(&mut self) {
+        self.graph = None;
+        self.values.clear();
+        self.grads.clear();
+        self.saved.clear();
+    }
+
+    /// Runs `f` as one forward/backward cycle: the state is cleared at its start and its end.
+    ///
+    /// ```
+    /// use adgraph as ad;
+    /// let g = ad::Graph::new();
+    /// let x = g.placeholder(ad::shape![]);
+    /// let y = ad::exp(&x).unwrap();
+    /// let mut rt = ad::RunTime::new();
+    /// for v in [0.0f32, 1.0] {
+    ///     let feed = ad::Feed::new().with(&x, v).unwrap();
+    ///     let dy = rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
+    ///         rt.backward(&y, &feed, None)?;
+    ///         Ok(rt.grad(&x)?.sum())
+    ///     }).unwrap();
+    ///     assert!((dy - v.exp()).abs() < 1e-6);
+    /// }
+    /// assert!(rt.value(&y).is_err()); // cleared at the end
+    /// ```
+    pub fn forward_backward_cycle<T>(&mut self, f: impl FnOnce(&mut RunTime) -> T) -> T {
+        self.reset();
+        let out = f(self);
+        self.reset();
+        out
+    }
+
+    /// Stops gradients at these nodes: they receive none and pass none on.
+    /// Stays in force across cycles until [`clear_stop_gradients`](RunTime::clear_stop_gradients).
+    pub fn stop_gradients_at(&mut self, nodes: &[&Node]) {
+        self.stopped.extend(nodes.iter().map(|n| n.id));
+    }
+
+    /// Lets gradients flow through every node again.
+    pub fn clear_stop_gradients(&mut self) {
+        self.stopped.clear();
+    }
+
+    fn bind(&mut self, graph: &Graph) -> Result<()> {
+        match &self.graph {
+            Some(g) if g != graph => Err(Error::GraphMismatch {
+                context: "running".into(),
+                a: format!("this cycle's {g:?}"),
+                b: format!("a node of {graph:?}"),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.graph = Some(graph.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn grow(&mut self, n: usize) {
+        if self.values.len() < n {
+            self.values.resize(n, None);
+            self.grads.resize_with(n, || None);
+            self.saved.resize_with(n, || None);
+        }
+    }
+
+    /// Computes `node`'s value (and all it needs that is not computed yet this cycle).
+    ///
+    /// # Errors
+    /// [`Error::MissingFeed`] for an unfed placeholder; [`Error::Node`] when an op
+    /// fails; [`Error::RuntimeShape`] when a value disagrees with its static
+    /// shape; [`Error::GraphMismatch`] when `node` is not of this cycle's graph.
+    pub fn forward(&mut self, node: &Node, feed: &Feed) -> Result<&Tensor> {
+        self.bind(&node.graph)?;
+        let graph = node.graph.clone();
+        self.compute(&graph, node.id, feed)?;
+        Ok(self.values[node.id.index()]
+            .as_deref()
+            .expect("computed above"))
+    }
+
+    /// Evaluates several nodes at once and returns their values, in order.
+    ///
+    /// # Errors
+    /// As [`forward`](RunTime::forward).
+    pub fn evaluate(&mut self, nodes: &[&Node], feed: &Feed) -> Result<Vec<Tensor>> {
+        nodes
+            .iter()
+            .map(|n| self.forward(n, feed).cloned())
+            .collect()
+    }
+
+    fn compute(&mut self, graph: &Graph, target: NodeId, feed: &Feed) -> Result<()> {
+        let mut assignments: Vec<(NodeId, Tensor)> = Vec::new();
+        {
+            let g = graph.borrow();
+            self.grow(g.nodes.len());
+            if self.values[target.index()].is_some() {
+                return Ok(());
+            }
+            // Inputs are always made before their consumers, so ascending node ids
+            // are a topological order: mark what is missing, then compute upwards.
+            let mut needed = vec![false; target.index() + 1];
+            let mut stack = vec![target];
+            needed[target.index()] = true;
+            let mut lowest = target.index();
+            while let Some(id) = stack.pop() {
+                lowest = lowest.min(id.index());
+                for &input in &g.nodes[id.index()].inputs {
+                    if !needed[input.index()] && self.values[input.index()].is_none() {
+                        needed[input.index()] = true;
+                        stack.push(input);
+                    }
+                }
+            }
+            for (i, _) in needed.iter().enumerate().skip(lowest).filter(|(_, &n)| n) {
+                self.compute_one(&g, NodeId(i as u32), feed, &mut assignments)?;
+            }
+        }
+        for (var, value) in assignments {
+            graph.set_variable_by_id(var, value)?;
+        }
+        Ok(())
+    }
+
+    fn compute_one(
+        &mut self,
+        g: &GraphInner,
+        id: NodeId,
+        feed: &Feed,
+        assignments: &mut Vec<(NodeId, Tensor)>,
+    ) -> Result<()> {
+        let data = &g.nodes[id.index()];
+        let value: Rc<Tensor> = match &data.kind {
+            NodeKind::Placeholder => {
+                let v = (feed.graph_id == Some(g.id))
+                    .then(|| feed.values.get(&id))
+                    .flatten()
+                    .ok_or_else(|| Error::MissingFeed {
+                        name: data.name.clone(),
+                        shape: data.shape.clone(),
+                    })?;
+                v.clone()
+            }
+            NodeKind::Constant(v) => v.clone(),
+            NodeKind::Variable(slot) => slot.value.clone(),
+            NodeKind::Failed(e) => return Err(e.clone()),
+            NodeKind::Op(op) => {
+                let inputs: Vec<&Tensor> = data
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        self.values[i.index()]
+                            .as_deref()
+                            .expect("inputs come first")
+                    })
+                    .collect();
+                let mut ctx = ForwardContext::new(&mut self.rng);
+                let out = op
+                    .forward(&inputs, &mut ctx)
+                    .map_err(|e| node_error(g, id, Phase::Forward, &inputs, e))?;
+                for (input, value) in ctx.assignments {
+                    let var = data.inputs.get(input).copied().ok_or_else(|| {
+                        node_error(
+                            g,
+                            id,
+                            Phase::Forward,
+                            &inputs,
+                            Error::invalid(format!("no input {input} to assign")),
+                        )
+                    })?;
+                    assignments.push((var, value));
+                }
+                self.saved[id.index()] = ctx.saved;
+                Rc::new(out)
+            }
+        };
+        if !data.shape.is_compatible_with(value.shape()) {
+            return Err(Error::RuntimeShape {
+                name: data.name.clone(),
+                op: data.type_name.to_string(),
+                expected: data.shape.clone(),
+                got: TensorShape::known(value.shape()),
+            });
+        }
+        self.values[id.index()] = Some(value);
+        Ok(())
+    }
+
+    /// Back-propagates from `node`: computes what forward still needs, then sends
+    /// `upstream` (dL/d`node`; all ones when `None`) to every node it reaches.
+    /// Gradients add up over consumers, and over several `backward` calls in a cycle.
+    ///
+    /// # Errors
+    /// As [`forward`](RunTime::forward); [`Error::ShapeMismatch`] when `upstream`
+    /// does not have the node's shape; [`Error::Node`] when an op's backward fails.
+    pub fn backward(&mut self, node: &Node, feed: &Feed, upstream: Option<Tensor>) -> Result<()> {
+        self.forward(node, feed)?;
+        let graph = node.graph.clone();
+        let g = graph.borrow();
+        let target = node.id;
+        let target_value = self.values[target.index()].as_deref().expect("computed");
+        let upstream = match upstream {
+            None => full(target_value.shape(), 1.0),
+            Some(u) if u.shape() == target_value.shape() => u,
+            Some(u) => {
+                return Err(Error::ShapeMismatch {
+                    what: format!("upstream gradient for {}", g.nodes[target.index()].name),
+                    expected: TensorShape::known(target_value.shape()),
+                    got: TensorShape::known(u.shape()),
+                })
+            }
+        };
+
+        // Which ancestors of the target take a gradient: not constants, not stopped,
+        // and placeholders, variables or ops with such an input.
+        let n = target.index() + 1;
+        let mut reached = vec![false; n];
+        let mut needs = vec![false; n];
+        reached[target.index()] = true;
+        let mut stack = vec![target];
+        while let Some(id) = stack.pop() {
+            for &input in &g.nodes[id.index()].inputs {
+                if !reached[input.index()] {
+                    reached[input.index()] = true;
+                    stack.push(input);
+                }
+            }
+        }
+        for i in 0..n {
+            if !reached[i] || self.stopped.contains(&NodeId(i as u32)) {
+                continue;
+            }
+            let data = &g.nodes[i];
+            needs[i] = match data.kind {
+                NodeKind::Placeholder | NodeKind::Variable(_) => true,
+                NodeKind::Constant(_) | NodeKind::Failed(_) => false,
+                NodeKind::Op(_) => data.inputs.iter().any(|j| needs[j.index()]),
+            };
+        }
+        if !needs[target.index()] {
+            return Ok(());
+        }
+
+        // Gradients of this call, summed into the cycle's at the end.
+        let mut local: HashMap<usize, Tensor> = HashMap::new();
+        local.insert(target.index(), upstream);
+        let mut finished: Vec<(usize, Tensor)> = Vec::new();
+        for i in (0..n).rev() {
+            if !needs[i] {
+                continue;
+            }
+            let data = &g.nodes[i];
+            let NodeKind::Op(op) = &data.kind else {
+                continue;
+            };
+            let Some(grad) = local.remove(&i) else {
+                continue;
+            };
+            let id = NodeId(i as u32);
+            let inputs: Vec<&Tensor> = data
+                .inputs
+                .iter()
+                .map(|j| self.values[j.index()].as_deref().expect("forward ran"))
+                .collect();
+            let ctx = BackwardContext {
+                inputs: inputs.clone(),
+                output: self.values[i].as_deref().expect("forward ran"),
+                saved: self.saved[i].as_deref(),
+                needs_grad: data.inputs.iter().map(|j| needs[j.index()]).collect(),
+            };
+            let input_grads = op
+                .backward(&grad, &ctx)
+                .map_err(|e| node_error(&g, id, Phase::Backward, &inputs, e))?;
+            if input_grads.len() != data.inputs.len() {
+                return Err(node_error(
+                    &g,
+                    id,
+                    Phase::Backward,
+                    &inputs,
+                    Error::invalid(format!(
+                        "backward returned {} gradients for {} inputs",
+                        input_grads.len(),
+                        data.inputs.len()
+                    )),
+                ));
+            }
+            for (k, input_grad) in input_grads.into_iter().enumerate() {
+                let j = data.inputs[k].index();
+                let Some(input_grad) = input_grad else {
+                    continue;
+                };
+                if !needs[j] {
+                    continue;
+                }
+                if input_grad.shape() != inputs[k].shape() {
+                    return Err(node_error(
+                        &g,
+                        id,
+                        Phase::Backward,
+                        &inputs,
+                        Error::ShapeMismatch {
+                            what: format!("gradient for input {k} ({})", g.nodes[j].name),
+                            expected: TensorShape::known(inputs[k].shape()),
+                            got: TensorShape::known(input_grad.shape()),
+                        },
+                    ));
+                }
+                match local.get_mut(&j) {
+                    Some(acc) => *acc += &input_grad,
+                    None => {
+                        local.insert(j, input_grad);
+                    }
+                }
+            }
+            finished.push((i, grad));
+        }
+        drop(g);
+        for (i, grad) in local.into_iter().chain(finished) {
+            match &mut self.grads[i] {
+                Some(acc) => *acc += &grad,
+                slot => *slot = Some(grad),
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of `node` computed in this cycle.
+    ///
+    /// # Errors
+    /// [`Error::NoValue`] when it has not been computed.
+    pub fn value(&self, node: &Node) -> Result<&Tensor> {
+        self.same_graph(node)
+            .then(|| self.values.get(node.id.index()).and_then(|v| v.as_deref()))
+            .flatten()
+            .ok_or_else(|| Error::NoValue(node.name()))
+    }
+
+    /// The gradient of the last backward's target w.r.t. `node`, summed over the cycle.
+    ///
+    /// # Errors
+    /// [`Error::NoGradient`] when backward did not reach `node`.
+    pub fn grad(&self, node: &Node) -> Result<&Tensor> {
+        self.same_graph(node)
+            .then(|| self.grads.get(node.id.index()).and_then(Option::as_ref))
+            .flatten()
+            .ok_or_else(|| Error::NoGradient(node.name()))
+    }
+
+    /// The forward value of the node called `name` (the original's `get_fwval`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], or as [`value`](RunTime::value).
+    pub fn get_fwval(&self, name: &str) -> Result<&Tensor> {
+        let node = self.lookup(name)?;
+        self.value(&node)
+    }
+
+    /// The gradient of the node called `name` (the original's `get_bwval`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`], or as [`grad`](RunTime::grad).
+    pub fn get_bwval(&self, name: &str) -> Result<&Tensor> {
+        let node = self.lookup(name)?;
+        self.grad(&node)
+    }
+
+    fn lookup(&self, name: &str) -> Result<Node> {
+        match &self.graph {
+            Some(g) => g.node(name),
+            None => Err(Error::UnknownNode(name.to_string())),
+        }
+    }
+
+    fn same_graph(&self, node: &Node) -> bool {
+        self.graph.as_ref() == Some(&node.graph)
+    }
+}
+
+fn node_error(g: &GraphInner, id: NodeId, phase: Phase, inputs: &[&Tensor], e: Error) -> Error {
+    let data = &g.nodes[id.index()];
+    Error::Node {
+        node: data.name.clone(),
+        op: data.type_name.to_string(),
+        phase,
+        inputs: data
+            .inputs
+            .iter()
+            .zip(inputs)
+            .map(|(j, v)| InputDesc {
+                name: g.nodes[j.index()].name.clone(),
+                shape: TensorShape::known(v.shape()),
+            })
+            .collect(),
+        source: Box::new(e),
+    }
+}
