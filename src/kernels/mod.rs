@@ -2,3 +2,4 @@
 //! replaced alone.
 
 pub mod broadcast;
+pub mod gemm;
