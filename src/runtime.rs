@@ -45,7 +45,7 @@ use crate::tensor::{full, IntoTensor, Tensor};
 /// // A value that does not fit the placeholder is refused at once:
 /// assert!(Feed::new().with(&x, [1.0, 2.0]).is_err());
 /// ```
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct Feed {
     graph_id: Option<u64>,
     values: HashMap<NodeId, Rc<Tensor>>,

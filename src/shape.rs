@@ -282,12 +282,6 @@ impl From<Vec<Option<usize>>> for TensorShape {
     }
 }
 
-impl<const N: usize> From<[Option<usize>; N]> for TensorShape {
-    fn from(d: [Option<usize>; N]) -> Self {
-        TensorShape::new(d.to_vec())
-    }
-}
-
 impl From<&TensorShape> for TensorShape {
     fn from(s: &TensorShape) -> Self {
         s.clone()
