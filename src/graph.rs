@@ -493,6 +493,25 @@ impl Graph {
         }
     }
 
+    /// Applies `update` to a variable's value in place (copy-free when no run
+    /// time still holds the old value).
+    pub(crate) fn update_variable_in_place(
+        &self,
+        node: &Node,
+        update: impl FnOnce(&mut Tensor),
+    ) -> Result<()> {
+        self.check_same(node, "updating a variable")?;
+        let mut g = self.inner.borrow_mut();
+        let data = &mut g.nodes[node.id.index()];
+        match &mut data.kind {
+            NodeKind::Variable(slot) => {
+                update(Rc::make_mut(&mut slot.value));
+                Ok(())
+            }
+            _ => Err(wrong_kind(data, "Variable")),
+        }
+    }
+
     pub(crate) fn check_same(&self, node: &Node, context: &str) -> Result<()> {
         if node.graph != *self {
             return Err(Error::GraphMismatch {

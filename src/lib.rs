@@ -41,6 +41,7 @@ pub mod kernels;
 pub mod op;
 pub mod operators;
 pub mod ops;
+pub mod optim;
 pub mod runtime;
 pub mod shape;
 pub mod tensor;

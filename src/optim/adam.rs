@@ -1,0 +1,126 @@
+//! Adam (the original's formula, identical to TF1's `AdamOptimizer`) and AdamW.
+
+use ndarray::Zip;
+
+use super::{update_variable, Optimizer, Schedule, Slots};
+use crate::error::Result;
+use crate::graph::Node;
+use crate::tensor::Tensor;
+
+/// Adam: `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g²`,
+/// `p -= alpha_t m / (sqrt(v) + eps)` with `alpha_t = alpha sqrt(1-b2^t) / (1-b1^t)`.
+/// One step count `t` (from 1) is shared by all variables.
+#[derive(Clone)]
+pub struct Adam {
+    schedule: Schedule,
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+    t: u64,
+    m: Slots,
+    v: Slots,
+}
+
+impl Adam {
+    /// Adam with learning rate `alpha` and the usual defaults
+    /// (beta1 0.9, beta2 0.999, epsilon 1e-8).
+    pub fn new(alpha: f32) -> Self {
+        Adam {
+            schedule: Schedule::Constant(alpha),
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.0,
+            t: 0,
+            m: Slots::default(),
+            v: Slots::default(),
+        }
+    }
+
+    /// Sets beta1, the decay of the first moment.
+    pub fn beta1(mut self, beta1: f32) -> Self {
+        self.beta1 = beta1;
+        self
+    }
+
+    /// Sets beta2, the decay of the second moment.
+    pub fn beta2(mut self, beta2: f32) -> Self {
+        self.beta2 = beta2;
+        self
+    }
+
+    /// Sets epsilon, added to `sqrt(v)`.
+    pub fn epsilon(mut self, epsilon: f32) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+
+    /// Uses `schedule` for the learning rate.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// The number of steps applied so far.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+}
+
+impl Optimizer for Adam {
+    fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
+        let alpha = self.schedule.rate(self.t);
+        self.t += 1;
+        // Bias corrections in f64: beta^t underflows gracefully and stays exact longer.
+        let t = self.t as i32;
+        let alpha_t = (f64::from(alpha) * (1.0 - f64::from(self.beta2).powi(t)).sqrt()
+            / (1.0 - f64::from(self.beta1).powi(t))) as f32;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
+        // AdamW's decoupled decay uses the scheduled rate, not the bias-corrected one.
+        let decay = alpha * self.weight_decay;
+        for (var, grad) in grads_and_vars {
+            let m = self.m.get_mut(var, grad.shape());
+            let v = self.v.get_mut(var, grad.shape());
+            update_variable(var, grad, |p, g| {
+                Zip::from(p)
+                    .and(&mut *m)
+                    .and(&mut *v)
+                    .and(g)
+                    .for_each(|p, m, v, &g| {
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *p -= alpha_t * *m / (v.sqrt() + eps) + decay * *p;
+                    });
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// AdamW: Adam with decoupled weight decay, `p -= alpha * wd * p` besides the Adam step.
+#[derive(Clone)]
+pub struct AdamW(Adam);
+
+impl AdamW {
+    /// AdamW with learning rate `alpha` and weight decay `weight_decay` (e.g. 0.01).
+    pub fn new(alpha: f32, weight_decay: f32) -> Self {
+        let mut adam = Adam::new(alpha);
+        adam.weight_decay = weight_decay;
+        AdamW(adam)
+    }
+
+    /// The inner Adam, to set betas, epsilon or a schedule.
+    pub fn with_adam(mut self, f: impl FnOnce(Adam) -> Adam) -> Self {
+        let decay = self.0.weight_decay;
+        self.0 = f(self.0);
+        self.0.weight_decay = decay;
+        self
+    }
+}
+
+impl Optimizer for AdamW {
+    fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
+        self.0.apply_gradients(grads_and_vars)
+    }
+}
