@@ -3,7 +3,10 @@
 //! plus a free function that adds it to the graph of its inputs.
 
 pub mod arithmetic;
+pub mod array;
+pub mod linalg;
 pub mod math;
+pub mod reduce;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;

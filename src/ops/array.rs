@@ -1,0 +1,676 @@
+//! Array ops that move data without arithmetic: reshape, transpose, pad,
+//! concat, slice, and stop_gradient.
+//!
+//! Each op has one shape function used twice: at build time on the static shape
+//! (unknown `None` dims stay unknown where they must, and impossible attributes
+//! are rejected as soon as the known dims prove it), and at run time on the
+//! concrete shapes of the values, where every dim is known and every check
+//! applies. So a run-time error says exactly what the build-time error would
+//! have said had the dims been known.
+
+use ndarray::{concatenate, ArrayViewD, Axis, IxDyn, Slice};
+
+use crate::error::{Error, Result};
+use crate::graph::Node;
+use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::ops::build;
+use crate::shape::TensorShape;
+use crate::tensor::Tensor;
+
+/// Checks that an op got `n` inputs (only a hand-made [`Graph::add_op`](crate::Graph::add_op)
+/// call can give another number), so that indexing `inputs` cannot panic.
+pub(crate) fn expect_inputs<T>(inputs: &[T], n: usize, op: &str) -> Result<()> {
+    if inputs.len() != n {
+        return Err(Error::invalid(format!(
+            "{op} takes {n} input(s), got {}",
+            inputs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The number of elements of a concrete shape, checked to fit an allocation
+/// (ndarray panics on shapes whose size overflows `isize`).
+pub(crate) fn checked_num_elements(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| isize::try_from(n).is_ok())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "a tensor of shape {} would have too many elements",
+                TensorShape::known(dims)
+            ))
+        })
+}
+
+/// [`Error::Axis`] for an axis given as `usize`.
+pub(crate) fn axis_error(axis: usize, rank: usize) -> Error {
+    Error::Axis {
+        axis: isize::try_from(axis).unwrap_or(isize::MAX),
+        rank,
+    }
+}
+
+/// The concrete output shape from a shape rule applied to concrete input shapes.
+fn concrete(shape: TensorShape) -> Result<Vec<usize>> {
+    shape
+        .to_vec()
+        .ok_or_else(|| Error::invalid("internal: shape rule left a dim unknown for known inputs"))
+}
+
+// ---------------------------------------------------------------------------
+// reshape
+// ---------------------------------------------------------------------------
+
+/// Row-major reshape to a target shape with at most one `-1` (inferred) dim.
+pub struct Reshape {
+    shape: Vec<isize>,
+}
+
+impl Reshape {
+    /// The output shape for an input of (static or concrete) shape `input`.
+    fn rule(&self, input: &TensorShape) -> Result<TensorShape> {
+        let target = &self.shape;
+        let mut wildcard = None;
+        let mut known = 1usize;
+        let mut dims = Vec::with_capacity(target.len());
+        for (i, &d) in target.iter().enumerate() {
+            if d == -1 {
+                if wildcard.is_some() {
+                    return Err(Error::invalid(format!(
+                        "reshape: shape {target:?} has more than one -1"
+                    )));
+                }
+                wildcard = Some(i);
+                dims.push(None);
+            } else {
+                let d = usize::try_from(d).map_err(|_| {
+                    Error::invalid(format!(
+                        "reshape: shape[{i}] = {d} is negative (only -1, \"infer this dim\", is allowed)"
+                    ))
+                })?;
+                known = known.checked_mul(d).ok_or_else(|| {
+                    Error::invalid(format!("reshape: shape {target:?} has too many elements"))
+                })?;
+                dims.push(Some(d));
+            }
+        }
+        // Input element count: known if every dim is, or if some known dim is 0.
+        let known_in: Option<usize> = input
+            .dims()
+            .iter()
+            .flatten()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let n_in = if input.dims().contains(&Some(0)) {
+            Some(0)
+        } else if input.is_fully_defined() {
+            known_in
+        } else {
+            None
+        };
+        let mismatch = |n: usize| {
+            Error::invalid(format!(
+                "reshape: cannot reshape a tensor of {n} elements (shape {input}) into shape {target:?}"
+            ))
+        };
+        match (wildcard, n_in) {
+            (None, Some(n)) if n != known => return Err(mismatch(n)),
+            (None, None) => {
+                // The input has `known_in * u` elements for some unknown u.
+                if let Some(k) = known_in.filter(|&k| k != 0) {
+                    if known % k != 0 {
+                        return Err(Error::invalid(format!(
+                            "reshape: a tensor of shape {input} has a multiple of {k} elements, \
+                             which can never be the {known} of shape {target:?}"
+                        )));
+                    }
+                }
+            }
+            (Some(w), Some(n)) => {
+                if known == 0 {
+                    return Err(Error::invalid(format!(
+                        "reshape: cannot infer the -1 of shape {target:?} when its other dims \
+                         have 0 elements (input shape {input})"
+                    )));
+                }
+                if n % known != 0 {
+                    return Err(mismatch(n));
+                }
+                dims[w] = Some(n / known);
+            }
+            _ => {}
+        }
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for Reshape {
+    fn type_name(&self) -> &'static str {
+        "Reshape"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Reshape")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Reshape")?;
+        let x = inputs[0];
+        let dims = concrete(self.rule(&TensorShape::known(x.shape()))?)?;
+        Ok(x.to_shape(dims)?.into_owned())
+    }
+    // dx = reshape(g, shape(x)): reshaping only renumbers the elements
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(
+            grad.to_shape(ctx.input(0).shape())?.into_owned(),
+        )])
+    }
+}
+
+/// Reshapes `x` to `shape` in row-major order. One entry may be `-1`: that dim
+/// is inferred from the number of elements.
+///
+/// With unknown input dims the static output keeps the dims given and leaves
+/// the `-1` dim unknown; the element count is then checked at run time.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 2, 3]);
+/// assert_eq!(ad::reshape(&x, &[-1, 6]).unwrap().shape(), ad::shape![None, 6]);
+/// let y = g.placeholder([4, 3]);
+/// assert_eq!(ad::reshape(&y, &[2, -1]).unwrap().shape(), ad::shape![2, 6]);
+/// assert!(ad::reshape(&y, &[5, -1]).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::InvalidArgument`] when `shape` has two
+/// `-1`s or another negative entry, or when the element counts cannot match
+/// (at build time when the static dims prove it, otherwise in forward).
+pub fn reshape(x: &Node, shape: &[isize]) -> Result<Node> {
+    build(
+        Reshape {
+            shape: shape.to_vec(),
+        },
+        &[x],
+    )
+}
+
+// ---------------------------------------------------------------------------
+// transpose
+// ---------------------------------------------------------------------------
+
+/// Permutes the axes: output axis `k` is input axis `perm[k]`.
+pub struct Transpose {
+    perm: Vec<usize>,
+}
+
+impl Transpose {
+    fn rule(&self, input: &TensorShape) -> Result<TensorShape> {
+        let rank = input.rank();
+        if self.perm.len() != rank {
+            return Err(Error::Rank {
+                what: format!("transpose input (perm {:?})", self.perm),
+                expected: self.perm.len().to_string(),
+                got: input.clone(),
+            });
+        }
+        let mut seen = vec![false; rank];
+        for &p in &self.perm {
+            let slot = seen.get_mut(p).ok_or_else(|| axis_error(p, rank))?;
+            if *slot {
+                return Err(Error::invalid(format!(
+                    "transpose: perm {:?} repeats axis {p} (it must be a permutation of 0..{rank})",
+                    self.perm
+                )));
+            }
+            *slot = true;
+        }
+        Ok(TensorShape::new(
+            self.perm.iter().map(|&p| input.dims()[p]).collect(),
+        ))
+    }
+}
+
+impl Op for Transpose {
+    fn type_name(&self) -> &'static str {
+        "Transpose"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Transpose")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Transpose")?;
+        let x = inputs[0];
+        self.rule(&TensorShape::known(x.shape()))?;
+        Ok(x.view()
+            .permuted_axes(self.perm.clone())
+            .as_standard_layout()
+            .into_owned())
+    }
+    // dx = transpose(g, inverse(perm)), where inverse(perm)[perm[k]] = k
+    fn backward(&self, grad: &Tensor, _ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let mut inverse = vec![0; self.perm.len()];
+        for (k, &p) in self.perm.iter().enumerate() {
+            inverse[p] = k;
+        }
+        Ok(vec![Some(
+            grad.view()
+                .permuted_axes(inverse)
+                .as_standard_layout()
+                .into_owned(),
+        )])
+    }
+}
+
+/// Permutes the axes of `x`: output axis `k` is input axis `perm[k]`
+/// (`perm = [1, 0]` transposes a matrix). The result is in standard
+/// (row-major, contiguous) layout.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 3, 4]);
+/// assert_eq!(ad::transpose(&x, &[2, 0, 1]).unwrap().shape(), ad::shape![4, None, 3]);
+/// assert!(ad::transpose(&x, &[0, 0, 1]).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Rank`] when `perm` has not one entry per
+/// dim, [`Error::Axis`] for an entry out of range, [`Error::InvalidArgument`]
+/// for a repeated entry.
+pub fn transpose(x: &Node, perm: &[usize]) -> Result<Node> {
+    build(
+        Transpose {
+            perm: perm.to_vec(),
+        },
+        &[x],
+    )
+}
+
+// ---------------------------------------------------------------------------
+// pad
+// ---------------------------------------------------------------------------
+
+/// Constant padding: `[before, after]` elements of `constant_value` per dim.
+pub struct Pad {
+    paddings: Vec<[usize; 2]>,
+    constant_value: f32,
+}
+
+impl Pad {
+    fn rule(&self, input: &TensorShape) -> Result<TensorShape> {
+        if self.paddings.len() != input.rank() {
+            return Err(Error::Rank {
+                what: format!(
+                    "pad input ({} [before, after] pairs given)",
+                    self.paddings.len()
+                ),
+                expected: self.paddings.len().to_string(),
+                got: input.clone(),
+            });
+        }
+        let dims = input
+            .dims()
+            .iter()
+            .zip(&self.paddings)
+            .enumerate()
+            .map(|(i, (d, &[b, a]))| match d {
+                None => Ok(None),
+                Some(d) => d
+                    .checked_add(b)
+                    .and_then(|s| s.checked_add(a))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        Error::invalid(format!("pad: paddings[{i}] = [{b}, {a}] is too large"))
+                    }),
+            })
+            .collect::<Result<_>>()?;
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for Pad {
+    fn type_name(&self) -> &'static str {
+        "Pad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Pad")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Pad")?;
+        let x = inputs[0];
+        let dims = concrete(self.rule(&TensorShape::known(x.shape()))?)?;
+        checked_num_elements(&dims)?;
+        let mut out = Tensor::from_elem(IxDyn(&dims), self.constant_value);
+        out.slice_each_axis_mut(|ax| {
+            let i = ax.axis.index();
+            let before = self.paddings[i][0];
+            Slice::from(before..before + x.shape()[i])
+        })
+        .assign(x);
+        Ok(out)
+    }
+    // dx = g[before_0 .. before_0 + n_0, before_1 .. , ...]: padded cells do not depend on x
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let shape = ctx.input(0).shape();
+        let dx = grad
+            .slice_each_axis(|ax| {
+                let i = ax.axis.index();
+                let before = self.paddings[i][0];
+                Slice::from(before..before + shape[i])
+            })
+            .to_owned();
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// Pads `x` with `constant_value`: `paddings[i] = [before, after]` elements
+/// are added before and after the data along dim `i` (one pair per dim).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 3]);
+/// let y = ad::pad(&x, &[[0, 0], [1, 2]], 0.0).unwrap();
+/// assert_eq!(y.shape(), ad::shape![None, 6]);
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Rank`] when `paddings` has not one pair
+/// per dim of `x`.
+pub fn pad(x: &Node, paddings: &[[usize; 2]], constant_value: f32) -> Result<Node> {
+    build(
+        Pad {
+            paddings: paddings.to_vec(),
+            constant_value,
+        },
+        &[x],
+    )
+}
+
+// ---------------------------------------------------------------------------
+// concat
+// ---------------------------------------------------------------------------
+
+/// Concatenation of its inputs along one axis.
+pub struct Concat {
+    axis: usize,
+}
+
+impl Concat {
+    fn rule(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::invalid("concat needs at least one input"))?;
+        let rank = first.rank();
+        let axis = self.axis;
+        if axis >= rank {
+            return Err(axis_error(axis, rank));
+        }
+        let mut dims = first.dims().to_vec();
+        let mut axis_len = Some(0usize);
+        for (i, s) in inputs.iter().enumerate() {
+            if s.rank() != rank {
+                return Err(Error::Rank {
+                    what: format!("concat input {i} (input 0 has shape {first})"),
+                    expected: rank.to_string(),
+                    got: (*s).clone(),
+                });
+            }
+            for (k, (d, &e)) in dims.iter_mut().zip(s.dims()).enumerate() {
+                if k == axis {
+                    axis_len = match (axis_len, e) {
+                        (Some(a), Some(b)) => Some(a.checked_add(b).ok_or_else(|| {
+                            Error::invalid("concat: the output is too large along the axis")
+                        })?),
+                        _ => None,
+                    };
+                    continue;
+                }
+                match (*d, e) {
+                    (Some(a), Some(b)) if a != b => {
+                        return Err(Error::invalid(format!(
+                            "concat: input {i} has shape {s}, which differs from the shapes \
+                             before it ({}) on dim {k}; only dim {axis} (the axis) may differ",
+                            TensorShape::new(dims.clone())
+                        )))
+                    }
+                    _ => *d = d.or(e),
+                }
+            }
+        }
+        dims[axis] = axis_len;
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for Concat {
+    fn type_name(&self) -> &'static str {
+        "Concat"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let shapes: Vec<TensorShape> = inputs
+            .iter()
+            .map(|x| TensorShape::known(x.shape()))
+            .collect();
+        let dims = concrete(self.rule(&shapes.iter().collect::<Vec<_>>())?)?;
+        checked_num_elements(&dims)?;
+        let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|x| x.view()).collect();
+        Ok(concatenate(Axis(self.axis), &views)?)
+    }
+    // dx_i = g[.., o_i .. o_i + n_i, ..] along the axis, o_i = n_0 + ... + n_{i-1};
+    // one gradient per input position, so a repeated input gets each of its parts
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let mut offset = 0;
+        Ok(ctx
+            .inputs()
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let len = x.shape()[self.axis];
+                let part = ctx.needs_grad(i).then(|| {
+                    grad.slice_axis(Axis(self.axis), Slice::from(offset..offset + len))
+                        .to_owned()
+                });
+                offset += len;
+                part
+            })
+            .collect())
+    }
+}
+
+/// Concatenates `xs` along `axis`. All inputs have the same rank and agree on
+/// every dim but `axis`, where they may have any size, 0 included. One input
+/// is allowed (a copy); the same node may appear several times.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let a = g.placeholder(ad::shape![None, 2]);
+/// let b = g.placeholder(ad::shape![None, 3]);
+/// assert_eq!(ad::concat(&[&a, &b, &a], 1).unwrap().shape(), ad::shape![None, 7]);
+/// assert!(ad::concat(&[&a, &b], 0).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `xs` is empty; [`Error::Node`] wrapping
+/// [`Error::Axis`] when `axis` is not a dim of the inputs, [`Error::Rank`] when
+/// the ranks differ, [`Error::InvalidArgument`] when another dim differs
+/// (at build time when known, otherwise in forward);
+/// [`Error::GraphMismatch`] when the inputs belong to different graphs.
+pub fn concat(xs: &[&Node], axis: usize) -> Result<Node> {
+    build(Concat { axis }, xs)
+}
+
+// ---------------------------------------------------------------------------
+// slice
+// ---------------------------------------------------------------------------
+
+/// A box of `x`: `sizes[i]` elements from `begin[i]` along dim `i`
+/// (`-1`: to the end of the dim).
+pub struct SliceOp {
+    begin: Vec<usize>,
+    sizes: Vec<isize>,
+}
+
+impl SliceOp {
+    fn rule(&self, input: &TensorShape) -> Result<TensorShape> {
+        let rank = input.rank();
+        if self.begin.len() != rank || self.sizes.len() != rank {
+            return Err(Error::Rank {
+                what: format!(
+                    "slice input (begin {:?}, sizes {:?})",
+                    self.begin, self.sizes
+                ),
+                expected: if self.begin.len() == self.sizes.len() {
+                    self.begin.len().to_string()
+                } else {
+                    format!("{} = len(begin) = len(sizes)", rank)
+                },
+                got: input.clone(),
+            });
+        }
+        let mut dims = Vec::with_capacity(rank);
+        for (i, (&b, &s)) in self.begin.iter().zip(&self.sizes).enumerate() {
+            let size = match s {
+                -1 => None,
+                s => Some(usize::try_from(s).map_err(|_| {
+                    Error::invalid(format!(
+                        "slice: sizes[{i}] = {s} is negative (only -1, \"to the end\", is allowed)"
+                    ))
+                })?),
+            };
+            let out = match (input.dims()[i], size) {
+                (Some(d), _) if b > d => {
+                    return Err(Error::OutOfBounds(format!(
+                        "slice: begin[{i}] = {b} is past the end of dim {i} (size {d})"
+                    )))
+                }
+                (Some(d), None) => Some(d - b),
+                (Some(d), Some(s)) => {
+                    if b.checked_add(s).is_none_or(|end| end > d) {
+                        return Err(Error::OutOfBounds(format!(
+                            "slice: begin[{i}] + sizes[{i}] = {b} + {s} exceeds dim {i} (size {d})"
+                        )));
+                    }
+                    Some(s)
+                }
+                (None, size) => size,
+            };
+            dims.push(out);
+        }
+        Ok(TensorShape::new(dims))
+    }
+
+    /// The slice of each axis, for concrete output dims `dims`.
+    fn ranges(&self, dims: &[usize]) -> impl Fn(ndarray::AxisDescription) -> Slice + '_ {
+        let begin = self.begin.clone();
+        let dims = dims.to_vec();
+        move |ax| {
+            let i = ax.axis.index();
+            Slice::from(begin[i]..begin[i] + dims[i])
+        }
+    }
+}
+
+impl Op for SliceOp {
+    fn type_name(&self) -> &'static str {
+        "Slice"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Slice")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Slice")?;
+        let x = inputs[0];
+        let dims = concrete(self.rule(&TensorShape::known(x.shape()))?)?;
+        Ok(x.slice_each_axis(self.ranges(&dims))
+            .as_standard_layout()
+            .into_owned())
+    }
+    // dx = zeros(shape(x)) with dx[begin .. begin + size] = g
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let mut dx = Tensor::zeros(ctx.input(0).shape());
+        dx.slice_each_axis_mut(self.ranges(grad.shape()))
+            .assign(grad);
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The part of `x` that starts at `begin` and has `sizes[i]` elements along
+/// dim `i`; `sizes[i] == -1` means "to the end of dim `i`" (TensorFlow's
+/// `tf.slice`). Sizes of 0 give an empty result.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 5]);
+/// assert_eq!(ad::slice(&x, &[0, 1], &[-1, 3]).unwrap().shape(), ad::shape![None, 3]);
+/// assert!(ad::slice(&x, &[0, 3], &[-1, 3]).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Rank`] when `begin` or `sizes` has not one
+/// entry per dim, [`Error::InvalidArgument`] for a size below `-1`,
+/// [`Error::OutOfBounds`] when the box leaves `x` (at build time when the dim is
+/// known, otherwise in forward).
+pub fn slice(x: &Node, begin: &[usize], sizes: &[isize]) -> Result<Node> {
+    build(
+        SliceOp {
+            begin: begin.to_vec(),
+            sizes: sizes.to_vec(),
+        },
+        &[x],
+    )
+}
+
+// ---------------------------------------------------------------------------
+// stop_gradient
+// ---------------------------------------------------------------------------
+
+/// The identity, through which no gradient flows.
+pub struct StopGradient;
+
+impl Op for StopGradient {
+    fn type_name(&self) -> &'static str {
+        "StopGradient"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "StopGradient")?;
+        Ok(inputs[0].clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "StopGradient")?;
+        Ok(inputs[0].clone())
+    }
+    // treated as a constant: dx = 0, sent as no gradient at all
+    fn backward(&self, _grad: &Tensor, _ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![None])
+    }
+}
+
+/// `x` itself, treated as a constant by backward: no gradient flows through it
+/// (`tf.stop_gradient`).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([2]);
+/// let y = ad::multiply(&x, &ad::stop_gradient(&x).unwrap()).unwrap(); // d/dx = x, not 2x
+/// let mut rt = ad::RunTime::new();
+/// let feed = ad::feed! { x => [3.0, -1.0] }.unwrap();
+/// rt.backward(&y, &feed, None).unwrap();
+/// assert_eq!(rt.grad(&x).unwrap(), &ad::tensor([3.0, -1.0]));
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn stop_gradient(x: &Node) -> Result<Node> {
+    build(StopGradient, &[x])
+}

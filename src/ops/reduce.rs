@@ -1,0 +1,266 @@
+//! Reductions over a set of axes: reduce_sum, reduce_mean.
+//!
+//! Both take the axes as anything that converts into [`Axes`] (`0`, `[0, 2]`,
+//! `&[1][..]`, `vec![1, 2]`, or [`Axes::All`]) and a `keep_dims` flag: when it is
+//! set the reduced dims stay as size 1, otherwise they are removed.
+
+use ndarray::{Axis, IxDyn};
+
+use crate::error::{Error, Result};
+use crate::graph::Node;
+use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::ops::array::{axis_error, expect_inputs};
+use crate::ops::build;
+use crate::shape::TensorShape;
+use crate::tensor::Tensor;
+
+/// The axes a reduction runs over.
+///
+/// ```
+/// use adgraph::Axes;
+/// assert_eq!(Axes::from(1), Axes::List(vec![1]));
+/// assert_eq!(Axes::from([2, 0]).resolve(3).unwrap(), vec![0, 2]);
+/// assert_eq!(Axes::All.resolve(2).unwrap(), vec![0, 1]);
+/// assert!(Axes::from([1, 1]).resolve(3).is_err());
+/// assert!(Axes::from(3).resolve(3).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Axes {
+    /// Every axis (the result of a reduction without `keep_dims` is a scalar).
+    All,
+    /// These axes, in any order, each at most once. An empty list reduces nothing.
+    List(Vec<usize>),
+}
+
+impl Axes {
+    /// The axes for a tensor of rank `rank`, sorted ascending.
+    ///
+    /// # Errors
+    /// [`Error::Axis`] for an axis `>= rank`; [`Error::InvalidArgument`] for an
+    /// axis given twice.
+    pub fn resolve(&self, rank: usize) -> Result<Vec<usize>> {
+        match self {
+            Axes::All => Ok((0..rank).collect()),
+            Axes::List(list) => {
+                let mut seen = vec![false; rank];
+                for &a in list {
+                    let slot = seen.get_mut(a).ok_or_else(|| axis_error(a, rank))?;
+                    if *slot {
+                        return Err(Error::invalid(format!(
+                            "reduction axes {list:?} name axis {a} twice"
+                        )));
+                    }
+                    *slot = true;
+                }
+                Ok((0..rank).filter(|&a| seen[a]).collect())
+            }
+        }
+    }
+}
+
+impl From<usize> for Axes {
+    fn from(axis: usize) -> Self {
+        Axes::List(vec![axis])
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Axes {
+    fn from(axes: [usize; N]) -> Self {
+        Axes::List(axes.to_vec())
+    }
+}
+
+impl<const N: usize> From<&[usize; N]> for Axes {
+    fn from(axes: &[usize; N]) -> Self {
+        Axes::List(axes.to_vec())
+    }
+}
+
+impl From<&[usize]> for Axes {
+    fn from(axes: &[usize]) -> Self {
+        Axes::List(axes.to_vec())
+    }
+}
+
+impl From<Vec<usize>> for Axes {
+    fn from(axes: Vec<usize>) -> Self {
+        Axes::List(axes)
+    }
+}
+
+/// The static shape of a reduction of `input` over `axes` (sorted, valid).
+fn reduced_shape(input: &TensorShape, axes: &[usize], keep_dims: bool) -> TensorShape {
+    TensorShape::new(
+        input
+            .dims()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &d)| match (axes.contains(&i), keep_dims) {
+                (false, _) => Some(d),
+                (true, true) => Some(Some(1)),
+                (true, false) => None,
+            })
+            .collect(),
+    )
+}
+
+/// The sum of `x` over `axes` (sorted, valid).
+fn sum_axes(x: &Tensor, axes: &[usize], keep_dims: bool) -> Tensor {
+    if axes.len() == x.ndim() {
+        let shape = if keep_dims { vec![1; x.ndim()] } else { vec![] };
+        return Tensor::from_elem(IxDyn(&shape), x.sum());
+    }
+    // Highest axis first, so the lower axes keep their numbers when dims are removed.
+    let mut out: Option<Tensor> = None;
+    for &a in axes.iter().rev() {
+        let s = out.as_ref().unwrap_or(x).sum_axis(Axis(a));
+        out = Some(if keep_dims { s.insert_axis(Axis(a)) } else { s });
+    }
+    out.unwrap_or_else(|| x.clone())
+}
+
+/// The number of elements each output element of a reduction sums.
+fn reduced_count(x_shape: &[usize], axes: &[usize]) -> usize {
+    axes.iter().map(|&a| x_shape[a]).product()
+}
+
+/// `grad` (shaped like the reduction's output) broadcast back to `x_shape`,
+/// times `scale`: the reduced axes are reinserted with size 1 and repeated.
+fn broadcast_back(grad: &Tensor, x_shape: &[usize], axes: &[usize], scale: f32) -> Result<Tensor> {
+    let kept: Vec<usize> = x_shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let g = grad.to_shape(kept)?;
+    let b = g
+        .broadcast(IxDyn(x_shape))
+        .ok_or_else(|| Error::Broadcast {
+            lhs: TensorShape::known(grad.shape()),
+            rhs: TensorShape::known(x_shape),
+        })?;
+    Ok(if scale == 1.0 {
+        b.to_owned()
+    } else {
+        b.mapv(|v| v * scale)
+    })
+}
+
+/// Sum over some axes.
+pub struct ReduceSum {
+    axes: Axes,
+    keep_dims: bool,
+}
+
+impl Op for ReduceSum {
+    fn type_name(&self) -> &'static str {
+        "ReduceSum"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "ReduceSum")?;
+        let axes = self.axes.resolve(inputs[0].rank())?;
+        Ok(reduced_shape(inputs[0], &axes, self.keep_dims))
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "ReduceSum")?;
+        let axes = self.axes.resolve(inputs[0].ndim())?;
+        Ok(sum_axes(inputs[0], &axes, self.keep_dims))
+    }
+    // dx[i] = g[i with the reduced axes dropped (or set to 0 with keep_dims)]
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let x = ctx.input(0);
+        let axes = self.axes.resolve(x.ndim())?;
+        Ok(vec![Some(broadcast_back(grad, x.shape(), &axes, 1.0)?)])
+    }
+}
+
+/// Mean over some axes.
+pub struct ReduceMean {
+    axes: Axes,
+    keep_dims: bool,
+}
+
+impl Op for ReduceMean {
+    fn type_name(&self) -> &'static str {
+        "ReduceMean"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "ReduceMean")?;
+        let axes = self.axes.resolve(inputs[0].rank())?;
+        Ok(reduced_shape(inputs[0], &axes, self.keep_dims))
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "ReduceMean")?;
+        let x = inputs[0];
+        let axes = self.axes.resolve(x.ndim())?;
+        // An empty reduction gives 0/0 = NaN, as in NumPy and TensorFlow.
+        let count = reduced_count(x.shape(), &axes) as f32;
+        let mut out = sum_axes(x, &axes, self.keep_dims);
+        out.mapv_inplace(|v| v / count);
+        Ok(out)
+    }
+    // dx[i] = g[i with the reduced axes dropped] / n, n = number of elements reduced per output
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let x = ctx.input(0);
+        let axes = self.axes.resolve(x.ndim())?;
+        let count = reduced_count(x.shape(), &axes) as f32;
+        Ok(vec![Some(broadcast_back(
+            grad,
+            x.shape(),
+            &axes,
+            1.0 / count,
+        )?)])
+    }
+}
+
+/// The sum of `x` over `axes` (`tf.reduce_sum`). Reduced dims are removed,
+/// or kept with size 1 if `keep_dims`. [`Axes::All`] sums everything; over a
+/// scalar it is the identity.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 3, 4]);
+/// assert_eq!(ad::reduce_sum(&x, [2, 0], false).unwrap().shape(), ad::shape![3]);
+/// assert_eq!(ad::reduce_sum(&x, 1, true).unwrap().shape(), ad::shape![None, 1, 4]);
+/// assert_eq!(ad::reduce_sum(&x, ad::Axes::All, false).unwrap().shape(), ad::shape![]);
+/// assert!(ad::reduce_sum(&x, 3, false).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Axis`] for an axis out of range or
+/// [`Error::InvalidArgument`] for an axis given twice.
+pub fn reduce_sum(x: &Node, axes: impl Into<Axes>, keep_dims: bool) -> Result<Node> {
+    build(
+        ReduceSum {
+            axes: axes.into(),
+            keep_dims,
+        },
+        &[x],
+    )
+}
+
+/// The mean of `x` over `axes` (`tf.reduce_mean`); see [`reduce_sum`] for the
+/// axes and `keep_dims`. The mean of no elements is NaN.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([2, 2]);
+/// let m = ad::reduce_mean(&x, 1, false).unwrap();
+/// let mut rt = ad::RunTime::new();
+/// let feed = ad::feed! { x => [[1.0, 3.0], [5.0, 9.0]] }.unwrap();
+/// assert_eq!(rt.forward(&m, &feed).unwrap(), &ad::tensor([2.0, 7.0]));
+/// ```
+///
+/// # Errors
+/// As [`reduce_sum`].
+pub fn reduce_mean(x: &Node, axes: impl Into<Axes>, keep_dims: bool) -> Result<Node> {
+    build(
+        ReduceMean {
+            axes: axes.into(),
+            keep_dims,
+        },
+        &[x],
+    )
+}
