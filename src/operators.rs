@@ -5,7 +5,7 @@
 //! be built (shapes that do not broadcast, nodes of two graphs), the returned node
 //! *records* the error: every op built on it, and every forward or backward that
 //! reaches it, returns that error. [`Node::check`] reports it at once. The free
-//! functions ([`add`](crate::add), ...) return `Result<Node>` and fail eagerly.
+//! functions ([`add`], ...) return `Result<Node>` and fail eagerly.
 //!
 //! The non-node operand becomes a [`constant`](crate::Graph::constant) of the
 //! node's graph, in either order, so `2.0 - &x` subtracts `x` from 2.

@@ -1,5 +1,5 @@
 //! The built-in ops, one file per family. Each op is a struct implementing
-//! [`Op`](crate::Op) with its shape rule, forward and backward side by side,
+//! [`Op`] with its shape rule, forward and backward side by side,
 //! plus a free function that adds it to the graph of its inputs.
 
 pub mod arithmetic;
