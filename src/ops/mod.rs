@@ -2,7 +2,9 @@
 //! [`Op`](crate::Op) with its shape rule, forward and backward side by side,
 //! plus a free function that adds it to the graph of its inputs.
 
+pub mod activation;
 pub mod arithmetic;
+pub mod loss;
 pub mod math;
 
 use crate::error::{Error, Result};
