@@ -51,10 +51,12 @@ pub use graph::{get_default_graph, reset_default_graph, DefaultGraphGuard, Graph
 pub use init::Initializer;
 pub use op::{BackwardContext, ForwardContext, Op};
 pub use operators::Operand;
+pub use ops::activation::{leaky_relu, relu, sigmoid, softmax, tanh};
 pub use ops::arithmetic::{add, divide, multiply, negate, subtract};
 pub use ops::array::{concat, pad, reshape, slice, stop_gradient, transpose};
 pub use ops::linalg::matmul;
-pub use ops::math::exp;
+pub use ops::loss::{l2norm, sigmoid_cross_entropy_loss, softmax_cross_entropy_loss};
+pub use ops::math::{exp, log, pow, sqrt, square};
 pub use ops::reduce::{reduce_mean, reduce_sum, Axes};
 pub use runtime::{Feed, RunTime};
 pub use shape::TensorShape;

@@ -2,4 +2,5 @@
 //! replaced alone.
 
 pub mod broadcast;
+pub mod elementwise;
 pub mod gemm;

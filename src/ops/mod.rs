@@ -2,9 +2,11 @@
 //! [`Op`] with its shape rule, forward and backward side by side,
 //! plus a free function that adds it to the graph of its inputs.
 
+pub mod activation;
 pub mod arithmetic;
 pub mod array;
 pub mod linalg;
+pub mod loss;
 pub mod math;
 pub mod reduce;
 

@@ -1,0 +1,296 @@
+//! Element-wise and last-axis (row) kernels: single-pass maps over one, two or
+//! three same-shaped arrays, a numerically stable sigmoid, softmax over the last
+//! axis and its vector-Jacobian product, and softmax cross-entropy.
+//!
+//! Arrays with at least [`PARALLEL_MIN_LEN`] elements are processed with rayon
+//! (ndarray's `par_map_collect`, or rayon's `par_chunks` for rows); smaller ones
+//! in one sequential pass, where a thread hand-off would cost more than it saves.
+
+use std::borrow::Cow;
+
+use ndarray::{IxDyn, Zip};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::shape::TensorShape;
+use crate::tensor::Tensor;
+
+/// Arrays with at least this many elements are processed in parallel.
+pub const PARALLEL_MIN_LEN: usize = 1 << 16;
+
+/// `f` applied to every element of `x`, in one pass.
+///
+/// ```
+/// use adgraph::kernels::elementwise::map1;
+/// let x = adgraph::tensor([1.0, -2.0]);
+/// assert_eq!(map1(&x, |v| 2.0 * v), adgraph::tensor([2.0, -4.0]));
+/// ```
+pub fn map1(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
+    if x.len() >= PARALLEL_MIN_LEN {
+        Zip::from(x).par_map_collect(|&v| f(v))
+    } else {
+        x.mapv(f)
+    }
+}
+
+/// Checks that `b` has `a`'s shape (ndarray's `Zip` would panic otherwise).
+fn same_shape(a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            what: "operands of an element-wise kernel".into(),
+            expected: TensorShape::known(a.shape()),
+            got: TensorShape::known(b.shape()),
+        })
+    }
+}
+
+/// `f(a, b)` element by element for two arrays of the same shape, in one pass.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when the shapes differ (no broadcasting here).
+pub fn map2(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<Tensor> {
+    same_shape(a, b)?;
+    let zip = Zip::from(a).and(b);
+    Ok(if a.len() >= PARALLEL_MIN_LEN {
+        zip.par_map_collect(|&a, &b| f(a, b))
+    } else {
+        zip.map_collect(|&a, &b| f(a, b))
+    })
+}
+
+/// `f(a, b, c)` element by element for three arrays of the same shape, in one pass.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when the shapes differ (no broadcasting here).
+pub fn map3(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
+) -> Result<Tensor> {
+    same_shape(a, b)?;
+    same_shape(a, c)?;
+    let zip = Zip::from(a).and(b).and(c);
+    Ok(if a.len() >= PARALLEL_MIN_LEN {
+        zip.par_map_collect(|&a, &b, &c| f(a, b, c))
+    } else {
+        zip.map_collect(|&a, &b, &c| f(a, b, c))
+    })
+}
+
+/// `1 / (1 + e^-x)`, without overflow: `e^x / (1 + e^x)` for negative `x`.
+///
+/// ```
+/// use adgraph::kernels::elementwise::sigmoid;
+/// assert_eq!(sigmoid(0.0), 0.5);
+/// assert_eq!(sigmoid(1e4), 1.0);
+/// assert_eq!(sigmoid(-1e4), 0.0);
+/// ```
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// The elements of `x` in row-major order, borrowed when `x` is already so laid out.
+fn row_major(x: &Tensor) -> Cow<'_, [f32]> {
+    match x.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(x.iter().copied().collect()),
+    }
+}
+
+/// Calls `f(r, row)` for each row `r` (a chunk of `n` elements) of `out`, in
+/// parallel when `out` is large. `n` must be positive.
+fn for_each_row(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if out.len() >= PARALLEL_MIN_LEN {
+        out.par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    } else {
+        out.chunks_mut(n).enumerate().for_each(|(r, row)| f(r, row));
+    }
+}
+
+/// The length of the last axis of `x`.
+fn last_dim(x: &Tensor, what: &str) -> Result<usize> {
+    x.shape().last().copied().ok_or_else(|| Error::Rank {
+        what: what.into(),
+        expected: "at least 1".into(),
+        got: TensorShape::known(x.shape()),
+    })
+}
+
+/// Writes the softmax of `z` into `out` (same length, non-empty) and returns
+/// `(max(z), ln(sum(e^(z - max))))`, so that `log_softmax(z)_j = z_j - max - ln_sum`.
+#[inline]
+fn softmax_row(z: &[f32], out: &mut [f32]) -> (f32, f32) {
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // An all -inf (or all +inf) row: shift by 0 to give NaN like TF, never panic.
+    let shift = if m.is_finite() { m } else { 0.0 };
+    let mut s = 0.0f32;
+    for (o, &v) in out.iter_mut().zip(z) {
+        let e = (v - shift).exp();
+        *o = e;
+        s += e;
+    }
+    let inv = 1.0 / s;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+    (shift, s.ln())
+}
+
+/// Softmax over the last axis: `e^(x - max) / sum(e^(x - max))` per row, the
+/// row maximum subtracted so that no exponential overflows.
+///
+/// ```
+/// use adgraph::kernels::elementwise::softmax_last_axis;
+/// let y = softmax_last_axis(&adgraph::tensor([[0.0, 0.0], [1e4, 0.0]])).unwrap();
+/// assert_eq!(y, adgraph::tensor([[0.5, 0.5], [1.0, 0.0]]));
+/// ```
+///
+/// # Errors
+/// [`Error::Rank`] when `x` is a scalar.
+pub fn softmax_last_axis(x: &Tensor) -> Result<Tensor> {
+    let n = last_dim(x, "softmax input")?;
+    if n == 0 {
+        return Ok(x.clone());
+    }
+    let z = row_major(x);
+    let mut out = vec![0.0f32; z.len()];
+    for_each_row(&mut out, n, |r, row| {
+        softmax_row(&z[r * n..(r + 1) * n], row);
+    });
+    Ok(Tensor::from_shape_vec(IxDyn(x.shape()), out)?)
+}
+
+/// The vector-Jacobian product of softmax over the last axis:
+/// `y * (g - sum(g * y, last axis))`, with `y` the softmax output and `g` the
+/// upstream gradient.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `y` and `g` differ in shape; [`Error::Rank`]
+/// when they are scalars.
+pub fn softmax_last_axis_grad(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    same_shape(y, g)?;
+    let n = last_dim(y, "softmax output")?;
+    if n == 0 {
+        return Ok(g.clone());
+    }
+    let (ys, gs) = (row_major(y), row_major(g));
+    let mut out = vec![0.0f32; ys.len()];
+    for_each_row(&mut out, n, |r, row| {
+        let (yr, gr) = (&ys[r * n..(r + 1) * n], &gs[r * n..(r + 1) * n]);
+        let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+        for ((o, &yv), &gv) in row.iter_mut().zip(yr).zip(gr) {
+            *o = yv * (gv - dot);
+        }
+    });
+    Ok(Tensor::from_shape_vec(IxDyn(y.shape()), out)?)
+}
+
+/// Softmax cross-entropy over the last axis: for each row, with `z` the logits
+/// and `y` the labels, `loss = -sum(y * log_softmax(z)) = sum(y * (max(z) - z + ln(sum(e^(z - max)))))`.
+///
+/// Returns the losses (shape `labels.shape[:-1]`) and `softmax(logits)` (for the
+/// gradient). Finite for finite logits of any magnitude.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when labels and logits differ in shape; [`Error::Rank`]
+/// when they are scalars.
+pub fn softmax_cross_entropy(labels: &Tensor, logits: &Tensor) -> Result<(Tensor, Tensor)> {
+    same_shape(logits, labels)?;
+    let n = last_dim(logits, "logits")?;
+    let batch_shape = &logits.shape()[..logits.ndim() - 1];
+    let rows: usize = batch_shape.iter().product();
+    if n == 0 {
+        return Ok((Tensor::zeros(IxDyn(batch_shape)), logits.clone()));
+    }
+    let (ys, zs) = (row_major(labels), row_major(logits));
+    let mut probs = vec![0.0f32; zs.len()];
+    let mut loss = vec![0.0f32; rows];
+    let row_loss = |r: usize, p: &mut [f32], l: &mut f32| {
+        let (zr, yr) = (&zs[r * n..(r + 1) * n], &ys[r * n..(r + 1) * n]);
+        let (m, ln_sum) = softmax_row(zr, p);
+        *l = yr
+            .iter()
+            .zip(zr)
+            .map(|(&y, &z)| y * ((m - z) + ln_sum))
+            .sum();
+    };
+    if zs.len() >= PARALLEL_MIN_LEN {
+        probs
+            .par_chunks_mut(n)
+            .zip(loss.par_iter_mut())
+            .enumerate()
+            .for_each(|(r, (p, l))| row_loss(r, p, l));
+    } else {
+        probs
+            .chunks_mut(n)
+            .zip(loss.iter_mut())
+            .enumerate()
+            .for_each(|(r, (p, l))| row_loss(r, p, l));
+    }
+    Ok((
+        Tensor::from_shape_vec(IxDyn(batch_shape), loss)?,
+        Tensor::from_shape_vec(IxDyn(logits.shape()), probs)?,
+    ))
+}
+
+/// The gradient of softmax cross-entropy w.r.t. the logits:
+/// `g[..., None] * (probs - labels)`, with `g` shaped `labels.shape[:-1]`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when the shapes do not fit together.
+pub fn softmax_cross_entropy_grad(g: &Tensor, probs: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    same_shape(probs, labels)?;
+    let n = last_dim(probs, "logits")?;
+    if g.shape() != &probs.shape()[..probs.ndim() - 1] {
+        return Err(Error::ShapeMismatch {
+            what: "upstream gradient of softmax cross-entropy".into(),
+            expected: TensorShape::known(&probs.shape()[..probs.ndim() - 1]),
+            got: TensorShape::known(g.shape()),
+        });
+    }
+    if n == 0 {
+        return Ok(probs.clone());
+    }
+    let (gs, ps, ys) = (row_major(g), row_major(probs), row_major(labels));
+    let mut out = vec![0.0f32; ps.len()];
+    for_each_row(&mut out, n, |r, row| {
+        let gr = gs[r];
+        let (pr, yr) = (&ps[r * n..(r + 1) * n], &ys[r * n..(r + 1) * n]);
+        for ((o, &p), &y) in row.iter_mut().zip(pr).zip(yr) {
+            *o = gr * (p - y);
+        }
+    });
+    Ok(Tensor::from_shape_vec(IxDyn(probs.shape()), out)?)
+}
+
+/// `sum(x^2)`, accumulated in `f64`.
+///
+/// ```
+/// use adgraph::kernels::elementwise::sum_of_squares;
+/// assert_eq!(sum_of_squares(&adgraph::tensor([3.0, -4.0])), 25.0);
+/// ```
+pub fn sum_of_squares(x: &Tensor) -> f64 {
+    let sq = |v: &f32| {
+        let d = f64::from(*v);
+        d * d
+    };
+    match x.as_slice_memory_order() {
+        Some(s) if s.len() >= PARALLEL_MIN_LEN => s
+            .par_chunks(1 << 14)
+            .map(|c| c.iter().map(sq).sum::<f64>())
+            .sum(),
+        Some(s) => s.iter().map(sq).sum(),
+        None => x.iter().map(sq).sum(),
+    }
+}

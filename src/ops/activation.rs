@@ -1,0 +1,232 @@
+//! Activations: sigmoid, tanh, relu, leaky relu (element-wise) and softmax over
+//! the last axis.
+
+use crate::error::{Error, Result};
+use crate::graph::Node;
+use crate::kernels::elementwise::{
+    map1, map2, sigmoid as sigmoid_f32, softmax_last_axis, softmax_last_axis_grad,
+};
+use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::ops::build;
+use crate::ops::math::{finite_attr, unary_rule};
+use crate::shape::TensorShape;
+use crate::tensor::Tensor;
+
+/// The logistic function `1 / (1 + e^-x)`, element-wise.
+pub struct Sigmoid;
+
+impl Op for Sigmoid {
+    fn type_name(&self) -> &'static str {
+        "Sigmoid"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], sigmoid_f32))
+    }
+    // d(sigmoid x)/dx = y * (1 - y)
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(map2(grad, ctx.output(), |g, y| {
+            g * y * (1.0 - y)
+        })?)])
+    }
+}
+
+/// The hyperbolic tangent, element-wise.
+pub struct Tanh;
+
+impl Op for Tanh {
+    fn type_name(&self) -> &'static str {
+        "Tanh"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], f32::tanh))
+    }
+    // d(tanh x)/dx = 1 - y^2
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(map2(grad, ctx.output(), |g, y| {
+            g * (1.0 - y * y)
+        })?)])
+    }
+}
+
+/// `max(x, 0)`, element-wise (NaN stays NaN).
+pub struct Relu;
+
+impl Op for Relu {
+    fn type_name(&self) -> &'static str {
+        "Relu"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], |x| if x <= 0.0 { 0.0 } else { x }))
+    }
+    // d(relu x)/dx = 1 if x > 0 else 0 (0 at x = 0, as TF)
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(map2(grad, ctx.input(0), |g, x| {
+            if x > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        })?)])
+    }
+}
+
+/// `x if x > 0 else alpha * x`, element-wise.
+pub struct LeakyRelu {
+    /// The slope for `x <= 0`; must be finite.
+    pub alpha: f32,
+}
+
+impl Op for LeakyRelu {
+    fn type_name(&self) -> &'static str {
+        "LeakyRelu"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        finite_attr(self.type_name(), "alpha", self.alpha)?;
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let alpha = self.alpha;
+        Ok(map1(inputs[0], |x| if x > 0.0 { x } else { alpha * x }))
+    }
+    // d(leaky_relu x)/dx = 1 if x > 0 else alpha
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let alpha = self.alpha;
+        Ok(vec![Some(map2(grad, ctx.input(0), |g, x| {
+            if x > 0.0 {
+                g
+            } else {
+                alpha * g
+            }
+        })?)])
+    }
+}
+
+/// Softmax over the last axis: `e^(x - max) / sum(e^(x - max))` per row.
+pub struct Softmax;
+
+impl Op for Softmax {
+    fn type_name(&self) -> &'static str {
+        "Softmax"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        let x = unary_rule(self.type_name(), inputs)?;
+        if x.rank() == 0 {
+            return Err(Error::Rank {
+                what: "softmax input x (softmax is over the last axis)".into(),
+                expected: "at least 1".into(),
+                got: x,
+            });
+        }
+        Ok(x)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        softmax_last_axis(inputs[0])
+    }
+    // dx = y * (g - sum(g * y, last axis, keepdims))
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(softmax_last_axis_grad(ctx.output(), grad)?)])
+    }
+}
+
+/// The logistic sigmoid `1 / (1 + e^-x)`, element-wise.
+///
+/// Numerically stable: computed as `e^x / (1 + e^x)` for negative `x`, so
+/// `sigmoid(-1e4) = 0` and `sigmoid(1e4) = 1` with gradient 0, never NaN.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([3]);
+/// let y = ad::sigmoid(&x).unwrap();
+/// let feed = ad::Feed::new().with(&x, [-1e4, 0.0, 1e4]).unwrap();
+/// let v = ad::RunTime::new().forward(&y, &feed).unwrap().clone();
+/// assert_eq!(v, ad::tensor([0.0, 0.5, 1.0]));
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn sigmoid(x: &Node) -> Result<Node> {
+    build(Sigmoid, &[x])
+}
+
+/// The hyperbolic tangent, element-wise; gradient `1 - tanh(x)^2`.
+///
+/// ```
+/// let g = adgraph::Graph::new();
+/// let x = g.placeholder(adgraph::shape![None, 3]);
+/// assert_eq!(adgraph::tanh(&x).unwrap().shape(), adgraph::shape![None, 3]);
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn tanh(x: &Node) -> Result<Node> {
+    build(Tanh, &[x])
+}
+
+/// The rectified linear unit `max(x, 0)`, element-wise.
+///
+/// Its gradient is 1 where `x > 0` and 0 elsewhere, including at `x = 0` (as TF).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([3]);
+/// let y = ad::relu(&x).unwrap();
+/// let feed = ad::Feed::new().with(&x, [-1.0, 0.0, 2.0]).unwrap();
+/// let mut rt = ad::RunTime::new();
+/// assert_eq!(rt.forward(&y, &feed).unwrap(), &ad::tensor([0.0, 0.0, 2.0]));
+/// rt.backward(&y, &feed, None).unwrap();
+/// assert_eq!(rt.grad(&x).unwrap(), &ad::tensor([0.0, 0.0, 1.0]));
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn relu(x: &Node) -> Result<Node> {
+    build(Relu, &[x])
+}
+
+/// The leaky rectified linear unit: `x` where `x > 0`, else `alpha * x`.
+///
+/// Its gradient is 1 where `x > 0` and `alpha` elsewhere.
+///
+/// ```
+/// let g = adgraph::Graph::new();
+/// let x = g.placeholder([2]);
+/// assert!(adgraph::leaky_relu(&x, 0.2).is_ok());
+/// assert!(adgraph::leaky_relu(&x, f32::INFINITY).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::InvalidArgument`] when
+/// `alpha` is not finite; or when `x` is a failed operator node.
+pub fn leaky_relu(x: &Node, alpha: f32) -> Result<Node> {
+    build(LeakyRelu { alpha }, &[x])
+}
+
+/// Softmax over the last axis, `e^x / sum(e^x)` per row, computed stably by
+/// subtracting each row's maximum first.
+///
+/// The gradient is `y * (g - sum(g * y, last axis))` with `y` the output.
+///
+/// ```
+/// let g = adgraph::Graph::new();
+/// let x = g.placeholder(adgraph::shape![None, 10]);
+/// assert_eq!(adgraph::softmax(&x).unwrap().shape(), adgraph::shape![None, 10]);
+/// assert!(adgraph::softmax(&g.placeholder(adgraph::shape![])).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Rank`] when `x` is a
+/// scalar; or when `x` is a failed operator node.
+pub fn softmax(x: &Node) -> Result<Node> {
+    build(Softmax, &[x])
+}

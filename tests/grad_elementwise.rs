@@ -1,0 +1,766 @@
+//! Finite-difference gradient checks and bad-input tests for the element-wise
+//! math ops, the activations and the losses.
+
+use adgraph as ad;
+use adgraph::gradcheck::{check_gradients, GradCheck};
+use adgraph::{Error, Feed, Graph, Node, Result, RunTime, Tensor, TensorShape};
+use ndarray::{Axis, IxDyn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A scalar formula an op is compared with.
+type Reference = fn(f32) -> f32;
+/// A scalar formula that captures attributes.
+type BoxedReference = Box<dyn Fn(f32) -> f32>;
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// A random shape of the given rank, small enough for element-wise finite differences.
+fn random_shape(rng: &mut ChaCha8Rng, rank: usize) -> Vec<usize> {
+    let max = if rank >= 3 { 3 } else { 5 };
+    (0..rank).map(|_| rng.gen_range(1..=max)).collect()
+}
+
+fn random_tensor(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+    Tensor::from_shape_fn(IxDyn(shape), |_| rng.gen_range(lo..hi))
+}
+
+/// Values with `lo <= |v| < hi` and a random sign (kept away from 0).
+fn away_from_zero(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+    Tensor::from_shape_fn(IxDyn(shape), |_| {
+        let v = rng.gen_range(lo..hi);
+        if rng.gen_bool(0.5) {
+            v
+        } else {
+            -v
+        }
+    })
+}
+
+/// Gradient-checks a one-input op on random shapes of every rank 0..=4.
+fn check_unary(
+    name: &str,
+    seed: u64,
+    make: impl Fn(&Node) -> Result<Node>,
+    input: impl Fn(&mut ChaCha8Rng, &[usize]) -> Tensor,
+) {
+    let mut rng = rng(seed);
+    for rank in 0..=4 {
+        for _ in 0..2 {
+            let shape = random_shape(&mut rng, rank);
+            let g = Graph::new();
+            let x = g.placeholder(shape.as_slice());
+            let y = make(&x).unwrap();
+            assert_eq!(y.shape(), TensorShape::known(&shape), "{name}");
+            let value = input(&mut rng, &shape);
+            let feed = Feed::new().with(&x, value).unwrap();
+            let report = check_gradients(&y, &[&x], &feed)
+                .unwrap_or_else(|e| panic!("{name}, shape {shape:?}: {e}"));
+            assert_eq!(report.elements, shape.iter().product::<usize>());
+        }
+    }
+}
+
+fn forward(y: &Node, feed: &Feed) -> Result<Tensor> {
+    RunTime::new().forward(y, feed).cloned()
+}
+
+// ---------------------------------------------------------------- math
+
+#[test]
+fn grad_exp() {
+    check_unary("exp", 1, ad::exp, |r, s| random_tensor(r, s, -2.0, 2.0));
+}
+
+#[test]
+fn grad_log() {
+    check_unary("log", 2, ad::log, |r, s| random_tensor(r, s, 0.5, 3.0));
+}
+
+#[test]
+fn grad_sqrt() {
+    check_unary("sqrt", 3, ad::sqrt, |r, s| random_tensor(r, s, 0.5, 3.0));
+}
+
+#[test]
+fn grad_square() {
+    check_unary("square", 4, ad::square, |r, s| {
+        random_tensor(r, s, -2.0, 2.0)
+    });
+}
+
+#[test]
+fn grad_pow_integer_exponents_any_sign() {
+    for (i, p) in [2.0f32, 3.0, -1.0, -2.0, 1.0, 0.0].into_iter().enumerate() {
+        check_unary(
+            "pow",
+            10 + i as u64,
+            |x| ad::pow(x, p),
+            |r, s| away_from_zero(r, s, 0.5, 1.5),
+        );
+    }
+}
+
+#[test]
+fn grad_pow_fractional_exponents_positive_base() {
+    for (i, p) in [0.5f32, 1.5, -0.5, 2.7, 20.5].into_iter().enumerate() {
+        check_unary(
+            "pow",
+            20 + i as u64,
+            |x| ad::pow(x, p),
+            |r, s| random_tensor(r, s, 0.6, 1.1),
+        );
+    }
+}
+
+#[test]
+fn math_forward_values() {
+    let g = Graph::new();
+    let x = g.placeholder([5]);
+    let feed = Feed::new().with(&x, [0.25, 1.0, 2.0, 4.0, 9.0]).unwrap();
+    let xs = [0.25f32, 1.0, 2.0, 4.0, 9.0];
+    let cases: Vec<(Node, Reference)> = vec![
+        (ad::log(&x).unwrap(), f32::ln),
+        (ad::sqrt(&x).unwrap(), f32::sqrt),
+        (ad::square(&x).unwrap(), |v| v * v),
+        (ad::pow(&x, 1.5).unwrap(), |v| v.powf(1.5)),
+        (ad::pow(&x, -2.0).unwrap(), |v| 1.0 / (v * v)),
+    ];
+    for (y, f) in cases {
+        let v = forward(&y, &feed).unwrap();
+        for (got, &x) in v.iter().zip(&xs) {
+            let want = f(x);
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn math_domain_edges_do_not_panic() {
+    let g = Graph::new();
+    let x = g.placeholder([3]);
+    let feed = Feed::new().with(&x, [0.0, -1.0, 4.0]).unwrap();
+
+    let log = ad::log(&x).unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.forward(&log, &feed).unwrap().clone();
+    assert_eq!(v[0], f32::NEG_INFINITY);
+    assert!(v[1].is_nan());
+    assert_eq!(v[2], 4f32.ln());
+    rt.backward(&log, &feed, None).unwrap();
+    let d = rt.grad(&x).unwrap();
+    assert_eq!(d[0], f32::INFINITY);
+    assert_eq!(d[2], 0.25);
+
+    let sqrt = ad::sqrt(&x).unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.forward(&sqrt, &feed).unwrap().clone();
+    assert_eq!(v[0], 0.0);
+    assert!(v[1].is_nan());
+    assert_eq!(v[2], 2.0);
+    rt.backward(&sqrt, &feed, None).unwrap();
+    assert_eq!(rt.grad(&x).unwrap()[0], f32::INFINITY);
+    assert_eq!(rt.grad(&x).unwrap()[2], 0.25);
+
+    // pow: 0^0 = 1 with zero gradient; 0^2 has gradient 0; (-1)^0.5 is NaN.
+    for (p, want_grad0) in [(0.0f32, 0.0f32), (2.0, 0.0), (3.0, 0.0)] {
+        let y = ad::pow(&x, p).unwrap();
+        let mut rt = RunTime::new();
+        rt.backward(&y, &feed, None).unwrap();
+        assert_eq!(rt.grad(&x).unwrap()[0], want_grad0, "p = {p}");
+        assert!(
+            rt.grad(&x).unwrap().iter().all(|v| v.is_finite()),
+            "p = {p}"
+        );
+    }
+    let y = ad::pow(&x, 0.5).unwrap();
+    let v = forward(&y, &feed).unwrap();
+    assert!(v[1].is_nan());
+    assert_eq!(v[2], 2.0);
+    let y = ad::pow(&x, -1.0).unwrap();
+    assert_eq!(forward(&y, &feed).unwrap()[0], f32::INFINITY);
+}
+
+#[test]
+fn pow_rejects_non_finite_exponent() {
+    let g = Graph::new();
+    let x = g.placeholder([2]);
+    for p in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let e = ad::pow(&x, p).unwrap_err();
+        assert!(matches!(e, Error::Node { .. }), "{e}");
+        assert!(matches!(e.root_cause(), Error::InvalidArgument(_)), "{e}");
+        assert!(e.to_string().contains("exponent"), "{e}");
+    }
+}
+
+#[test]
+fn unary_ops_keep_unknown_dims() {
+    let g = Graph::new();
+    let x = g.placeholder(ad::shape![None, 3]);
+    let ops: Vec<Node> = vec![
+        ad::exp(&x).unwrap(),
+        ad::log(&x).unwrap(),
+        ad::sqrt(&x).unwrap(),
+        ad::square(&x).unwrap(),
+        ad::pow(&x, 2.5).unwrap(),
+        ad::sigmoid(&x).unwrap(),
+        ad::tanh(&x).unwrap(),
+        ad::relu(&x).unwrap(),
+        ad::leaky_relu(&x, 0.1).unwrap(),
+        ad::softmax(&x).unwrap(),
+    ];
+    for y in &ops {
+        assert_eq!(y.shape(), ad::shape![None, 3], "{}", y.name());
+    }
+    let feed = Feed::new()
+        .with(&x, random_tensor(&mut rng(5), &[7, 3], 0.1, 1.0))
+        .unwrap();
+    for y in &ops {
+        assert_eq!(forward(y, &feed).unwrap().shape(), &[7, 3], "{}", y.name());
+    }
+}
+
+#[test]
+fn wrong_arity_through_add_op_is_an_error() {
+    let g = Graph::new();
+    let x = g.placeholder([2]);
+    assert!(g.add_op(ad::ops::math::Log, &[&x, &x]).is_err());
+    assert!(g.add_op(ad::ops::activation::Softmax, &[]).is_err());
+    assert!(g
+        .add_op(ad::ops::loss::SoftmaxCrossEntropyLoss, &[&x])
+        .is_err());
+    assert!(g
+        .add_op(ad::ops::loss::SigmoidCrossEntropyLoss, &[&x, &x, &x])
+        .is_err());
+    assert!(g.add_op(ad::ops::loss::L2Norm { scale: 1.0 }, &[]).is_err());
+}
+
+// ---------------------------------------------------------------- activations
+
+#[test]
+fn grad_sigmoid() {
+    check_unary("sigmoid", 30, ad::sigmoid, |r, s| {
+        random_tensor(r, s, -4.0, 4.0)
+    });
+}
+
+#[test]
+fn grad_tanh() {
+    check_unary("tanh", 31, ad::tanh, |r, s| random_tensor(r, s, -2.0, 2.0));
+}
+
+#[test]
+fn grad_relu() {
+    check_unary("relu", 32, ad::relu, |r, s| away_from_zero(r, s, 0.05, 2.0));
+}
+
+#[test]
+fn grad_leaky_relu() {
+    for (i, alpha) in [0.0f32, 0.01, 0.2, 1.0, -0.5, 3.0].into_iter().enumerate() {
+        check_unary(
+            "leaky_relu",
+            40 + i as u64,
+            |x| ad::leaky_relu(x, alpha),
+            |r, s| away_from_zero(r, s, 0.05, 2.0),
+        );
+    }
+}
+
+#[test]
+fn grad_softmax() {
+    let mut rng = rng(50);
+    for rank in 1..=4 {
+        for _ in 0..3 {
+            let shape = random_shape(&mut rng, rank);
+            let g = Graph::new();
+            let x = g.placeholder(shape.as_slice());
+            let y = ad::softmax(&x).unwrap();
+            let feed = Feed::new()
+                .with(&x, random_tensor(&mut rng, &shape, -3.0, 3.0))
+                .unwrap();
+            let check = GradCheck {
+                eps: 2e-3,
+                atol: 2e-3,
+                ..GradCheck::default()
+            };
+            check
+                .check(&y, &[&x], &feed)
+                .unwrap_or_else(|e| panic!("softmax {shape:?}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn activation_forward_values() {
+    let g = Graph::new();
+    let x = g.placeholder([6]);
+    let xs = [-3.0f32, -0.5, -0.1, 0.2, 1.0, 4.0];
+    let feed = Feed::new().with(&x, xs).unwrap();
+    let cases: Vec<(Node, BoxedReference)> = vec![
+        (
+            ad::sigmoid(&x).unwrap(),
+            Box::new(|v: f32| (1.0 / (1.0 + (-f64::from(v)).exp())) as f32),
+        ),
+        (ad::tanh(&x).unwrap(), Box::new(|v: f32| v.tanh())),
+        (ad::relu(&x).unwrap(), Box::new(|v: f32| v.max(0.0))),
+        (
+            ad::leaky_relu(&x, 0.3).unwrap(),
+            Box::new(|v: f32| if v > 0.0 { v } else { 0.3 * v }),
+        ),
+    ];
+    for (y, f) in cases {
+        let v = forward(&y, &feed).unwrap();
+        for (got, &x) in v.iter().zip(&xs) {
+            assert!(
+                (got - f(x)).abs() <= 1e-6,
+                "{}: {got} vs {}",
+                y.name(),
+                f(x)
+            );
+        }
+    }
+}
+
+#[test]
+fn relu_gradient_is_zero_at_zero_and_nan_propagates() {
+    let g = Graph::new();
+    let x = g.placeholder([3]);
+    let y = ad::relu(&x).unwrap();
+    let feed = Feed::new().with(&x, [0.0, f32::NAN, -2.0]).unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.forward(&y, &feed).unwrap().clone();
+    assert_eq!(v[0], 0.0);
+    assert!(v[1].is_nan());
+    assert_eq!(v[2], 0.0);
+    rt.backward(&y, &feed, None).unwrap();
+    assert_eq!(rt.grad(&x).unwrap()[0], 0.0);
+    assert_eq!(rt.grad(&x).unwrap()[2], 0.0);
+
+    let y = ad::leaky_relu(&x, 0.25).unwrap();
+    let mut rt = RunTime::new();
+    rt.backward(&y, &feed, None).unwrap();
+    assert_eq!(rt.grad(&x).unwrap()[0], 0.25);
+    assert_eq!(rt.grad(&x).unwrap()[2], 0.25);
+}
+
+#[test]
+fn sigmoid_and_tanh_are_stable_for_large_inputs() {
+    let g = Graph::new();
+    let x = g.placeholder([4]);
+    let feed = Feed::new().with(&x, [-1e4, -100.0, 100.0, 1e4]).unwrap();
+    for (y, want) in [
+        (ad::sigmoid(&x).unwrap(), [0.0, 0.0, 1.0, 1.0]),
+        (ad::tanh(&x).unwrap(), [-1.0, -1.0, 1.0, 1.0]),
+    ] {
+        let mut rt = RunTime::new();
+        let v = rt.forward(&y, &feed).unwrap().clone();
+        for (got, want) in v.iter().zip(want) {
+            assert!(got.is_finite() && (got - want).abs() < 1e-6, "{got}");
+        }
+        rt.backward(&y, &feed, None).unwrap();
+        assert!(rt
+            .grad(&x)
+            .unwrap()
+            .iter()
+            .all(|d| d.is_finite() && d.abs() < 1e-6));
+    }
+}
+
+#[test]
+fn softmax_is_stable_and_rows_sum_to_one() {
+    let g = Graph::new();
+    let x = g.placeholder([3, 3]);
+    let y = ad::softmax(&x).unwrap();
+    let feed = Feed::new()
+        .with(&x, [[1e4, 0.0, -1e4], [-1e4, -1e4, -1e4], [3.0, 1.0, 0.5]])
+        .unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.forward(&y, &feed).unwrap().clone();
+    assert!(v.iter().all(|p| p.is_finite()));
+    assert_eq!(
+        v.index_axis(Axis(0), 0)
+            .iter()
+            .copied()
+            .collect::<Vec<f32>>(),
+        vec![1.0, 0.0, 0.0]
+    );
+    for row in v.axis_iter(Axis(0)) {
+        assert!((row.sum() - 1.0).abs() < 1e-6);
+    }
+    let e: Vec<f64> = [3.0f64, 1.0, 0.5].iter().map(|v| v.exp()).collect();
+    let s: f64 = e.iter().sum();
+    for (j, e) in e.iter().enumerate() {
+        assert!((f64::from(v[[2, j]]) - e / s).abs() < 1e-6);
+        assert!((f64::from(v[[1, j]]) - 1.0 / 3.0).abs() < 1e-6);
+    }
+    rt.backward(&y, &feed, Some(ad::tensor([[1.0, -2.0, 3.0]; 3])))
+        .unwrap();
+    assert!(rt.grad(&x).unwrap().iter().all(|d| d.is_finite()));
+}
+
+#[test]
+fn softmax_handles_column_major_input() {
+    // A value that is not in row-major layout must give the same result.
+    let mut r = rng(60);
+    let c = random_tensor(&mut r, &[5, 4], -2.0, 2.0);
+    let f = c.t().as_standard_layout().into_owned().reversed_axes();
+    assert_eq!(c, f);
+    assert!(f.as_slice().is_none());
+    let g = Graph::new();
+    let x = g.placeholder([5, 4]);
+    let y = ad::softmax(&x).unwrap();
+    let a = forward(&y, &Feed::new().with(&x, c.clone()).unwrap()).unwrap();
+    let b = forward(&y, &Feed::new().with(&x, f.into_dyn()).unwrap()).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn softmax_rejects_scalars() {
+    let g = Graph::new();
+    let x = g.placeholder(ad::shape![]);
+    let e = ad::softmax(&x).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::Rank { .. }), "{e}");
+}
+
+#[test]
+fn leaky_relu_rejects_non_finite_alpha() {
+    let g = Graph::new();
+    let x = g.placeholder([2]);
+    let e = ad::leaky_relu(&x, f32::NAN).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("alpha"), "{e}");
+}
+
+// ---------------------------------------------------------------- large arrays (parallel paths)
+
+#[test]
+fn large_arrays_match_the_scalar_formulas() {
+    let rows = 300;
+    let n = 256; // 76800 elements: above the parallel threshold
+    let mut r = rng(70);
+    let g = Graph::new();
+    let x = g.placeholder([rows, n]);
+    let labels = g.placeholder([rows, n]);
+    let xv = random_tensor(&mut r, &[rows, n], -5.0, 5.0);
+    let lv = random_tensor(&mut r, &[rows, n], 0.0, 1.0);
+    let lv = &lv / &lv.sum_axis(Axis(1)).insert_axis(Axis(1));
+    let up = random_tensor(&mut r, &[rows, n], -1.0, 1.0);
+    let feed = ad::feed! { x => xv.clone(), labels => lv.clone() }.unwrap();
+
+    let mut rt = RunTime::new();
+    let y = ad::sigmoid(&x).unwrap();
+    let v = rt.forward(&y, &feed).unwrap().clone();
+    rt.backward(&y, &feed, Some(up.clone())).unwrap();
+    let d = rt.grad(&x).unwrap();
+    for ((&got, &dx), (&xi, &u)) in v.iter().zip(d.iter()).zip(xv.iter().zip(up.iter())) {
+        let want = 1.0 / (1.0 + (-f64::from(xi)).exp());
+        assert!((f64::from(got) - want).abs() < 1e-6);
+        assert!((f64::from(dx) - f64::from(u) * want * (1.0 - want)).abs() < 1e-6);
+    }
+
+    let y = ad::softmax(&x).unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.forward(&y, &feed).unwrap().clone();
+    rt.backward(&y, &feed, Some(up.clone())).unwrap();
+    let d = rt.grad(&x).unwrap().clone();
+    let l = ad::softmax_cross_entropy_loss(&labels, &x).unwrap();
+    let mut rt = RunTime::new();
+    let lval = rt.forward(&l, &feed).unwrap().clone();
+    let gl = random_tensor(&mut r, &[rows], -1.0, 1.0);
+    rt.backward(&l, &feed, Some(gl.clone())).unwrap();
+    let dl = rt.grad(&x).unwrap();
+    for i in (0..rows).step_by(7) {
+        let z: Vec<f64> = xv
+            .index_axis(Axis(0), i)
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let s: f64 = z.iter().map(|v| (v - m).exp()).sum();
+        let p: Vec<f64> = z.iter().map(|v| (v - m).exp() / s).collect();
+        let dot: f64 = (0..n).map(|j| p[j] * f64::from(up[[i, j]])).sum();
+        let mut loss = 0.0;
+        for j in 0..n {
+            assert!((f64::from(v[[i, j]]) - p[j]).abs() < 1e-6);
+            let want = p[j] * (f64::from(up[[i, j]]) - dot);
+            assert!((f64::from(d[[i, j]]) - want).abs() < 1e-6);
+            let y = f64::from(lv[[i, j]]);
+            loss -= y * (p[j].ln());
+            let want = f64::from(gl[i]) * (p[j] - y);
+            assert!((f64::from(dl[[i, j]]) - want).abs() < 1e-6);
+        }
+        assert!((f64::from(lval[i]) - loss).abs() < 1e-4 * loss.abs().max(1.0));
+    }
+
+    let y = ad::l2norm(&x, 0.5).unwrap();
+    let v = forward(&y, &feed).unwrap();
+    let want: f64 = 0.25 * xv.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>();
+    assert!((f64::from(v.sum()) - want).abs() < 1e-6 * want);
+}
+
+// ---------------------------------------------------------------- losses
+
+#[test]
+fn grad_l2norm() {
+    for (i, scale) in [1.0f32, 0.5, 2.0, -0.3].into_iter().enumerate() {
+        let mut rng = rng(80 + i as u64);
+        for rank in 0..=4 {
+            let shape = random_shape(&mut rng, rank);
+            let g = Graph::new();
+            let x = g.placeholder(shape.as_slice());
+            let y = ad::l2norm(&x, scale).unwrap();
+            assert_eq!(y.shape(), ad::shape![]);
+            let xv = random_tensor(&mut rng, &shape, -2.0, 2.0);
+            let feed = Feed::new().with(&x, xv.clone()).unwrap();
+            let v = forward(&y, &feed).unwrap();
+            let want = scale * 0.5 * xv.iter().map(|v| v * v).sum::<f32>();
+            assert!((v.sum() - want).abs() <= 1e-5 * want.abs().max(1.0));
+            check_gradients(&y, &[&x], &feed)
+                .unwrap_or_else(|e| panic!("l2norm {shape:?} scale {scale}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn l2norm_of_unknown_shape_and_bad_scale() {
+    let g = Graph::new();
+    let x = g.placeholder(ad::shape![None, None]);
+    assert_eq!(ad::l2norm(&x, 1.0).unwrap().shape(), ad::shape![]);
+    let e = ad::l2norm(&x, f32::INFINITY).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("scale"), "{e}");
+}
+
+/// Random soft labels (rows summing to 1) or one-hot labels.
+fn random_labels(rng: &mut ChaCha8Rng, shape: &[usize], soft: bool) -> Tensor {
+    let n = *shape.last().unwrap();
+    let mut t = Tensor::zeros(IxDyn(shape));
+    for mut row in t.lanes_mut(Axis(shape.len() - 1)) {
+        if soft {
+            row.mapv_inplace(|_| rng.gen_range(0.01f32..1.0));
+            let s = row.sum();
+            row.mapv_inplace(|v| v / s);
+        } else {
+            row[rng.gen_range(0..n)] = 1.0;
+        }
+    }
+    t
+}
+
+#[test]
+fn grad_softmax_cross_entropy() {
+    let mut rng = rng(90);
+    for rank in 1..=4 {
+        for soft in [false, true] {
+            let shape = random_shape(&mut rng, rank);
+            let g = Graph::new();
+            let labels = g.placeholder(shape.as_slice());
+            let logits = g.placeholder(shape.as_slice());
+            let loss = ad::softmax_cross_entropy_loss(&labels, &logits).unwrap();
+            assert_eq!(
+                loss.shape(),
+                TensorShape::known(&shape[..rank - 1]),
+                "{shape:?}"
+            );
+            let feed = ad::feed! {
+                labels => random_labels(&mut rng, &shape, soft),
+                logits => random_tensor(&mut rng, &shape, -3.0, 3.0),
+            }
+            .unwrap();
+            check_gradients(&loss, &[&logits], &feed)
+                .unwrap_or_else(|e| panic!("softmax CE {shape:?} soft {soft}: {e}"));
+            // The labels take no gradient.
+            let mut rt = RunTime::new();
+            rt.backward(&loss, &feed, None).unwrap();
+            assert!(matches!(rt.grad(&labels), Err(Error::NoGradient(_))));
+        }
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_values() {
+    let g = Graph::new();
+    let labels = g.placeholder(ad::shape![None, 3]);
+    let logits = g.placeholder(ad::shape![None, 3]);
+    let loss = ad::softmax_cross_entropy_loss(&labels, &logits).unwrap();
+    assert_eq!(loss.shape(), ad::shape![None]);
+    let z = [[1.0f32, 2.0, 0.5], [-1.0, 0.0, 3.0]];
+    let y = [[0.0f32, 1.0, 0.0], [0.2, 0.3, 0.5]];
+    let feed = ad::feed! { labels => y, logits => z }.unwrap();
+    let v = forward(&loss, &feed).unwrap();
+    assert_eq!(v.shape(), &[2]);
+    for i in 0..2 {
+        let zi: Vec<f64> = z[i].iter().map(|&v| f64::from(v)).collect();
+        let lse = zi.iter().map(|v| v.exp()).sum::<f64>().ln();
+        let want: f64 = (0..3).map(|j| f64::from(y[i][j]) * (lse - zi[j])).sum();
+        assert!((f64::from(v[i]) - want).abs() < 1e-6, "{} vs {want}", v[i]);
+    }
+}
+
+#[test]
+fn cross_entropies_are_stable_for_logits_of_magnitude_1e4() {
+    let g = Graph::new();
+    let labels = g.placeholder([3, 3]);
+    let logits = g.placeholder([3, 3]);
+    let feed = ad::feed! {
+        labels => [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]],
+        logits => [[1e4, -1e4, 0.0], [1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]],
+    }
+    .unwrap();
+
+    let sce = ad::softmax_cross_entropy_loss(&labels, &logits).unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.forward(&sce, &feed).unwrap().clone();
+    assert_eq!(v, ad::tensor([0.0, 2e4, 2e4]));
+    rt.backward(&sce, &feed, None).unwrap();
+    let d = rt.grad(&logits).unwrap();
+    assert!(d.iter().all(|v| v.is_finite()));
+    assert_eq!(
+        d,
+        &ad::tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 0.0], [-0.5, -0.5, 1.0]])
+    );
+
+    let bce = ad::sigmoid_cross_entropy_loss(&labels, &logits).unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.forward(&bce, &feed).unwrap().clone();
+    assert!(v.iter().all(|v| v.is_finite()));
+    // y = 1, z = 1e4: 0; y = 0, z = -1e4: 0; y = 0, z = 1e4: 1e4; y = 1, z = -1e4: 1e4.
+    assert_eq!(v[[0, 0]], 0.0);
+    assert_eq!(v[[0, 1]], 0.0);
+    assert_eq!(v[[1, 0]], 1e4);
+    assert_eq!(v[[1, 1]], 1e4);
+    assert!((v[[0, 2]] - 2f32.ln()).abs() < 1e-6);
+    assert_eq!(v[[2, 0]], 5e3);
+    rt.backward(&bce, &feed, None).unwrap();
+    let d = rt.grad(&logits).unwrap();
+    assert!(d.iter().all(|v| v.is_finite()));
+    assert_eq!(d[[0, 0]], 0.0);
+    assert_eq!(d[[1, 0]], 1.0);
+    assert_eq!(d[[1, 1]], -1.0);
+    assert_eq!(d[[2, 0]], -0.5);
+}
+
+#[test]
+fn grad_sigmoid_cross_entropy() {
+    let mut rng = rng(100);
+    for rank in 0..=4 {
+        for soft in [false, true] {
+            let shape = random_shape(&mut rng, rank);
+            let g = Graph::new();
+            let labels = g.placeholder(shape.as_slice());
+            let logits = g.placeholder(shape.as_slice());
+            let loss = ad::sigmoid_cross_entropy_loss(&labels, &logits).unwrap();
+            assert_eq!(loss.shape(), TensorShape::known(&shape));
+            let yv = Tensor::from_shape_fn(IxDyn(&shape), |_| {
+                if soft {
+                    rng.gen_range(0.0..1.0)
+                } else if rng.gen_bool(0.5) {
+                    1.0
+                } else {
+                    0.0
+                }
+            });
+            let zv = random_tensor(&mut rng, &shape, -4.0, 4.0);
+            let feed = ad::feed! { labels => yv.clone(), logits => zv.clone() }.unwrap();
+            let v = forward(&loss, &feed).unwrap();
+            for ((&got, &y), &z) in v.iter().zip(&yv).zip(&zv) {
+                let p = 1.0 / (1.0 + (-f64::from(z)).exp());
+                let want = -(f64::from(y) * p.ln() + (1.0 - f64::from(y)) * (1.0 - p).ln());
+                assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+            }
+            check_gradients(&loss, &[&logits], &feed)
+                .unwrap_or_else(|e| panic!("sigmoid CE {shape:?}: {e}"));
+            let mut rt = RunTime::new();
+            rt.backward(&loss, &feed, None).unwrap();
+            assert!(matches!(rt.grad(&labels), Err(Error::NoGradient(_))));
+        }
+    }
+}
+
+#[test]
+fn cross_entropies_reject_incompatible_shapes() {
+    let g = Graph::new();
+    let a = g.placeholder([4, 3]);
+    let b = g.placeholder([4, 2]);
+    let c = g.placeholder([3]);
+    let s = g.placeholder(ad::shape![]);
+    for e in [
+        ad::softmax_cross_entropy_loss(&a, &b).unwrap_err(),
+        ad::softmax_cross_entropy_loss(&a, &c).unwrap_err(),
+        ad::sigmoid_cross_entropy_loss(&a, &b).unwrap_err(),
+        ad::sigmoid_cross_entropy_loss(&c, &a).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Node { .. }), "{e}");
+        assert!(matches!(e.root_cause(), Error::ShapeMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("labels"), "{e}");
+    }
+    let e = ad::softmax_cross_entropy_loss(&s, &s).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::Rank { .. }), "{e}");
+    // Scalars are fine for the element-wise sigmoid loss.
+    assert_eq!(
+        ad::sigmoid_cross_entropy_loss(&s, &s).unwrap().shape(),
+        ad::shape![]
+    );
+    // Unknown dims merge with known ones.
+    let u = g.placeholder(ad::shape![None, 3]);
+    assert_eq!(
+        ad::softmax_cross_entropy_loss(&u, &a).unwrap().shape(),
+        ad::shape![4]
+    );
+    assert_eq!(
+        ad::sigmoid_cross_entropy_loss(&a, &u).unwrap().shape(),
+        ad::shape![4, 3]
+    );
+}
+
+#[test]
+fn cross_entropies_reject_mismatched_values_at_run_time() {
+    let g = Graph::new();
+    let labels = g.placeholder(ad::shape![None, 3]);
+    let logits = g.placeholder(ad::shape![None, 3]);
+    let feed = ad::feed! {
+        labels => [[1.0, 0.0, 0.0]],
+        logits => [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]],
+    }
+    .unwrap();
+    for loss in [
+        ad::softmax_cross_entropy_loss(&labels, &logits).unwrap(),
+        ad::sigmoid_cross_entropy_loss(&labels, &logits).unwrap(),
+    ] {
+        let e = RunTime::new().forward(&loss, &feed).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Node {
+                    phase: ad::Phase::Forward,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(matches!(e.root_cause(), Error::ShapeMismatch { .. }), "{e}");
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_with_empty_class_axis_or_batch() {
+    let g = Graph::new();
+    let labels = g.placeholder(ad::shape![None, None]);
+    let logits = g.placeholder(ad::shape![None, None]);
+    let loss = ad::softmax_cross_entropy_loss(&labels, &logits).unwrap();
+    for shape in [[2usize, 0], [0, 3]] {
+        let z = Tensor::zeros(IxDyn(&shape));
+        let feed = ad::feed! { labels => z.clone(), logits => z }.unwrap();
+        let mut rt = RunTime::new();
+        let v = rt.forward(&loss, &feed).unwrap().clone();
+        assert_eq!(v.shape(), &shape[..1]);
+        assert!(v.iter().all(|&v| v == 0.0));
+        rt.backward(&loss, &feed, None).unwrap();
+        assert_eq!(rt.grad(&logits).unwrap().shape(), &shape);
+    }
+}
