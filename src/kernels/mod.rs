@@ -3,3 +3,5 @@
 
 pub mod broadcast;
 pub mod gemm;
+pub mod im2col;
+pub mod pool;

@@ -3,7 +3,9 @@
 //! plus a free function that adds it to the graph of its inputs.
 
 pub mod arithmetic;
+pub mod conv;
 pub mod math;
+pub mod pool;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
