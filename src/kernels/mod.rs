@@ -4,3 +4,5 @@
 pub mod broadcast;
 pub mod elementwise;
 pub mod gemm;
+pub mod im2col;
+pub mod pool;

@@ -5,9 +5,12 @@
 pub mod activation;
 pub mod arithmetic;
 pub mod array;
+pub mod conv;
 pub mod linalg;
 pub mod loss;
 pub mod math;
+pub mod math;
+pub mod pool;
 pub mod reduce;
 
 use crate::error::{Error, Result};

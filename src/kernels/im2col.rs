@@ -1,0 +1,269 @@
+//! im2col / col2im for 2-D convolutions over NHWC images, and [`Window2d`], the
+//! geometry of a sliding window shared with the pooling kernels.
+//!
+//! `im2col` lays every receptive field (patch) of the input out as one row of a
+//! `[N*OH*OW, kh*kw*C]` matrix, in `(ky, kx, c)` order: the order of a HWIO kernel
+//! viewed as a `[kh*kw*C, Cout]` matrix. A convolution is then one gemm, whose
+//! `[N*OH*OW, Cout]` result is already the NHWC output. `col2im` is its adjoint:
+//! it sums each patch row back onto the input cells it came from.
+//!
+//! Both split their work over rayon's threads, by output row (im2col) or by
+//! input row (col2im, gathering, so no two threads write the same cell), and
+//! allocate nothing per element.
+
+use rayon::prelude::*;
+
+/// The geometry of a 2-D window sliding over NHWC images: input size, window
+/// size, strides, padding before (top/left; the rest of the padding is after)
+/// and output size.
+///
+/// Padding cells hold no data: im2col writes zeros for them and col2im drops
+/// what falls on them. Strides and window sizes must be non-zero (the ops
+/// check this before building one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window2d {
+    /// Images in the batch (N).
+    pub batch: usize,
+    /// Input height (H).
+    pub in_h: usize,
+    /// Input width (W).
+    pub in_w: usize,
+    /// Channels of the input (C).
+    pub channels: usize,
+    /// Window height (kh).
+    pub k_h: usize,
+    /// Window width (kw).
+    pub k_w: usize,
+    /// Vertical stride (sh).
+    pub stride_h: usize,
+    /// Horizontal stride (sw).
+    pub stride_w: usize,
+    /// Padding rows before the first input row.
+    pub pad_top: usize,
+    /// Padding columns before the first input column.
+    pub pad_left: usize,
+    /// Output height (OH).
+    pub out_h: usize,
+    /// Output width (OW).
+    pub out_w: usize,
+}
+
+impl Window2d {
+    /// Elements of the input, `N*H*W*C`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.channels
+    }
+
+    /// Output cells (rows of the im2col matrix), `N*OH*OW`.
+    pub fn output_cells(&self) -> usize {
+        self.batch * self.out_h * self.out_w
+    }
+
+    /// Elements of one patch (columns of the im2col matrix), `kh*kw*C`.
+    pub fn patch_len(&self) -> usize {
+        self.k_h * self.k_w * self.channels
+    }
+
+    /// Whether the window is a 1x1, stride-1, unpadded one: then the input,
+    /// viewed as `[N*H*W, C]`, already is the im2col matrix.
+    pub fn is_pointwise(&self) -> bool {
+        self.k_h == 1
+            && self.k_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_top == 0
+            && self.pad_left == 0
+            && self.out_h == self.in_h
+            && self.out_w == self.in_w
+    }
+
+    /// Along the height: see [`taps`].
+    #[inline]
+    pub(crate) fn taps_y(&self, oy: usize) -> (isize, usize, usize) {
+        taps(oy, self.stride_h, self.pad_top, self.k_h, self.in_h)
+    }
+
+    /// Along the width: see [`taps`].
+    #[inline]
+    pub(crate) fn taps_x(&self, ox: usize) -> (isize, usize, usize) {
+        taps(ox, self.stride_w, self.pad_left, self.k_w, self.in_w)
+    }
+}
+
+/// For output index `o` along one dim: the input index under tap 0 (negative
+/// inside the padding before) and the range `lo..hi` of taps that fall on real
+/// input cells (`lo <= hi`; empty when the window lies in the padding).
+#[inline]
+pub(crate) fn taps(
+    o: usize,
+    stride: usize,
+    pad: usize,
+    k: usize,
+    n: usize,
+) -> (isize, usize, usize) {
+    let start = (o * stride) as isize - pad as isize;
+    let hi = (n as isize - start).clamp(0, k as isize) as usize;
+    let lo = ((-start).max(0) as usize).min(hi);
+    (start, lo, hi)
+}
+
+/// Writes the im2col matrix of `x` (`[N,H,W,C]`, row-major) into `cols`
+/// (`[N*OH*OW, kh*kw*C]`, row-major), zeros for padding.
+///
+/// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
+pub fn im2col(x: &[f32], g: &Window2d, cols: &mut [f32]) {
+    assert_eq!(x.len(), g.input_len(), "im2col: input length");
+    assert_eq!(
+        cols.len(),
+        g.output_cells() * g.patch_len(),
+        "im2col: cols length"
+    );
+    let (c, k) = (g.channels, g.patch_len());
+    let row_len = g.out_w * k;
+    if row_len == 0 || cols.is_empty() {
+        return;
+    }
+    let image = g.in_h * g.in_w * c;
+    let kwc = g.k_w * c;
+    // One task per output row (n, oy): OW patches.
+    cols.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(r, chunk)| {
+            let (n, oy) = (r / g.out_h, r % g.out_h);
+            let xi = &x[n * image..(n + 1) * image];
+            let (y0, ylo, yhi) = g.taps_y(oy);
+            for (ox, patch) in chunk.chunks_exact_mut(k).enumerate() {
+                let (x0, xlo, xhi) = g.taps_x(ox);
+                for (ky, seg) in patch.chunks_exact_mut(kwc).enumerate() {
+                    if ky < ylo || ky >= yhi || xlo == xhi {
+                        seg.fill(0.0);
+                        continue;
+                    }
+                    // Taps xlo..xhi of this kernel row are contiguous in x.
+                    let iy = (y0 + ky as isize) as usize;
+                    let ix = (x0 + xlo as isize) as usize;
+                    let from = (iy * g.in_w + ix) * c;
+                    if xlo == 0 && xhi == g.k_w {
+                        // Interior: the whole kernel row.
+                        seg.copy_from_slice(&xi[from..from + kwc]);
+                        continue;
+                    }
+                    seg[..xlo * c].fill(0.0);
+                    seg[xlo * c..xhi * c].copy_from_slice(&xi[from..from + (xhi - xlo) * c]);
+                    seg[xhi * c..].fill(0.0);
+                }
+            }
+        });
+}
+
+/// The adjoint of [`im2col`]: overwrites `dx` (`[N,H,W,C]`) with the sum, over
+/// every patch row of `cols` (`[N*OH*OW, kh*kw*C]`), of its entries put back on
+/// the input cells they were copied from; entries on padding are dropped.
+///
+/// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
+pub fn col2im(cols: &[f32], g: &Window2d, dx: &mut [f32]) {
+    assert_eq!(dx.len(), g.input_len(), "col2im: input length");
+    assert_eq!(
+        cols.len(),
+        g.output_cells() * g.patch_len(),
+        "col2im: cols length"
+    );
+    let (c, k) = (g.channels, g.patch_len());
+    let row_len = g.in_w * c;
+    if row_len == 0 || dx.is_empty() {
+        return;
+    }
+    if k == 0 {
+        dx.fill(0.0);
+        return;
+    }
+    let kwc = g.k_w * c;
+    // One task per input row (n, iy), gathering from the output rows whose
+    // windows cover it: no two tasks write the same cell.
+    dx.par_chunks_mut(row_len).enumerate().for_each(|(r, dst)| {
+        dst.fill(0.0);
+        let (n, iy) = (r / g.in_h, r % g.in_h);
+        for ky in 0..g.k_h {
+            // iy = oy*sh - pad_top + ky
+            let Some(t) = (iy + g.pad_top).checked_sub(ky) else {
+                break;
+            };
+            if t % g.stride_h != 0 || t / g.stride_h >= g.out_h {
+                continue;
+            }
+            let oy = t / g.stride_h;
+            let crow = &cols[(n * g.out_h + oy) * g.out_w * k..][..g.out_w * k];
+            for (ox, patch) in crow.chunks_exact(k).enumerate() {
+                let (x0, xlo, xhi) = g.taps_x(ox);
+                if xlo == xhi {
+                    continue;
+                }
+                let src = &patch[ky * kwc + xlo * c..ky * kwc + xhi * c];
+                let ix = (x0 + xlo as isize) as usize;
+                let d = &mut dst[ix * c..(ix + xhi - xlo) * c];
+                for (a, b) in d.iter_mut().zip(src) {
+                    *a += *b;
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geom(
+        h: usize,
+        w: usize,
+        c: usize,
+        k: usize,
+        s: usize,
+        pad: usize,
+        out: (usize, usize),
+    ) -> Window2d {
+        Window2d {
+            batch: 2,
+            in_h: h,
+            in_w: w,
+            channels: c,
+            k_h: k,
+            k_w: k + 1,
+            stride_h: s,
+            stride_w: s,
+            pad_top: pad,
+            pad_left: pad,
+            out_h: out.0,
+            out_w: out.1,
+        }
+    }
+
+    /// col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)>.
+    #[test]
+    fn col2im_is_adjoint_of_im2col() {
+        for g in [
+            geom(5, 6, 2, 3, 1, 1, (5, 5)),
+            geom(5, 6, 3, 2, 2, 0, (2, 3)),
+            geom(4, 4, 1, 3, 3, 1, (2, 2)),
+        ] {
+            let x: Vec<f32> = (0..g.input_len()).map(|i| (i % 7) as f32 - 3.0).collect();
+            let y: Vec<f32> = (0..g.output_cells() * g.patch_len())
+                .map(|i| (i % 5) as f32 * 0.5 - 1.0)
+                .collect();
+            let mut cols = vec![0.0; y.len()];
+            im2col(&x, &g, &mut cols);
+            let mut dx = vec![1.0; x.len()];
+            col2im(&y, &g, &mut dx);
+            let lhs: f32 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let rhs: f32 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs} for {g:?}");
+        }
+    }
+
+    #[test]
+    fn taps_clip_to_input() {
+        assert_eq!(taps(0, 1, 1, 3, 4), (-1, 1, 3));
+        assert_eq!(taps(3, 1, 1, 3, 4), (2, 0, 2));
+        assert_eq!(taps(0, 1, 5, 3, 4), (-5, 3, 3));
+    }
+}
