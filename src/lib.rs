@@ -57,7 +57,6 @@ pub use ops::array::{concat, pad, reshape, slice, stop_gradient, transpose};
 pub use ops::conv::{conv2d, conv2d_transpose, Padding};
 pub use ops::linalg::matmul;
 pub use ops::loss::{l2norm, sigmoid_cross_entropy_loss, softmax_cross_entropy_loss};
-pub use ops::math::exp;
 pub use ops::math::{exp, log, pow, sqrt, square};
 pub use ops::pool::{avgpool2d, maxpool2d};
 pub use ops::reduce::{reduce_mean, reduce_sum, Axes};

@@ -9,7 +9,6 @@ pub mod conv;
 pub mod linalg;
 pub mod loss;
 pub mod math;
-pub mod math;
 pub mod pool;
 pub mod reduce;
 
