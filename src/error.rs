@@ -177,6 +177,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A data file was read but its contents are malformed (bad magic number,
+    /// unsupported type, sizes that disagree with the header, ...).
+    #[error("{path}: {message}")]
+    Data {
+        /// The file involved.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 fn fmt_inputs(inputs: &[InputDesc]) -> String {

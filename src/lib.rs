@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod error;
 pub mod gradcheck;
 pub mod graph;
