@@ -3,7 +3,9 @@
 //! plus a free function that adds it to the graph of its inputs.
 
 pub mod arithmetic;
+pub mod dropout;
 pub mod math;
+pub mod norm;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
