@@ -360,6 +360,8 @@ impl RunTime {
                             Error::invalid(format!("no input {input} to assign")),
                         )
                     })?;
+                    check_assignment(g, var, input, &value)
+                        .map_err(|e| node_error(g, id, Phase::Forward, &inputs, e))?;
                     assignments.push((var, value));
                 }
                 self.saved[id.index()] = ctx.saved;
@@ -565,6 +567,24 @@ impl RunTime {
 
     fn same_graph(&self, node: &Node) -> bool {
         self.graph.as_ref() == Some(&node.graph)
+    }
+}
+
+/// Checks that input `input` (node `var`) of an op can take `value`: it must be a
+/// variable of the same shape.
+fn check_assignment(g: &GraphInner, var: NodeId, input: usize, value: &Tensor) -> Result<()> {
+    let data = &g.nodes[var.index()];
+    match &data.kind {
+        NodeKind::Variable(slot) if slot.value.shape() == value.shape() => Ok(()),
+        NodeKind::Variable(slot) => Err(Error::ShapeMismatch {
+            what: format!("new value of variable {} (input {input})", data.name),
+            expected: TensorShape::known(slot.value.shape()),
+            got: TensorShape::known(value.shape()),
+        }),
+        _ => Err(Error::invalid(format!(
+            "input {input} ({}, a {}) is assigned a new value by this op, so it must be a Variable",
+            data.name, data.type_name
+        ))),
     }
 }
 

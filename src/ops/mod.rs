@@ -6,9 +6,11 @@ pub mod activation;
 pub mod arithmetic;
 pub mod array;
 pub mod conv;
+pub mod dropout;
 pub mod linalg;
 pub mod loss;
 pub mod math;
+pub mod norm;
 pub mod pool;
 pub mod reduce;
 

@@ -1,0 +1,561 @@
+//! Fused batch normalization with TensorFlow's semantics (`FusedBatchNormV3`).
+//!
+//! `x` is `[N, C]` or `[N, H, W, C]`; it is normalised per channel (the last
+//! dim) over every other dim. In training mode the batch statistics are used and
+//! the moving statistics (variables) are updated; in inference mode the moving
+//! statistics are used and nothing is updated.
+//!
+//! The kernels view `x` as a row-major `[n, C]` matrix (`n` = the reduction
+//! count) and work on whole rows: per-channel sums are one pass over the data
+//! (split into row blocks summed in parallel with rayon for large arrays), and
+//! the output / input gradient is one more element-wise pass.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::graph::Node;
+use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::ops::build;
+use crate::shape::TensorShape;
+use crate::tensor::Tensor;
+
+/// Arrays with fewer elements than this are processed on the calling thread.
+const PAR_MIN_ELEMENTS: usize = 1 << 16;
+/// About this many elements (whole rows) make one parallel task.
+const TASK_ELEMENTS: usize = 1 << 14;
+
+/// Names of the five inputs, for error messages.
+const INPUT_NAMES: [&str; 5] = ["x", "scale", "offset", "moving_mean", "moving_variance"];
+
+/// Attributes of [`fused_batch_norm`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance before the square root (must be finite and `>= 0`).
+    pub epsilon: f32,
+    /// Decay of the moving statistics, in `[0, 1]`:
+    /// `moving' = decay * moving + (1 - decay) * batch`.
+    pub decay: f32,
+    /// Training mode (batch statistics, moving statistics updated) or
+    /// inference mode (moving statistics used, nothing updated).
+    pub is_training: bool,
+}
+
+impl Default for BatchNormConfig {
+    /// `epsilon` 1e-3, `decay` 0.99, training mode.
+    fn default() -> Self {
+        BatchNormConfig {
+            epsilon: 1e-3,
+            decay: 0.99,
+            is_training: true,
+        }
+    }
+}
+
+impl BatchNormConfig {
+    fn validate(&self) -> Result<()> {
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(Error::invalid(format!(
+                "fused_batch_norm epsilon must be finite and >= 0, got {}",
+                self.epsilon
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.decay) {
+            return Err(Error::invalid(format!(
+                "fused_batch_norm decay must be in [0, 1], got {}",
+                self.decay
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Fused batch normalization; inputs `x, scale, offset, moving_mean, moving_variance`.
+///
+/// Build it with [`fused_batch_norm`], which also checks that the moving
+/// statistics are variables in training mode.
+pub struct FusedBatchNorm {
+    /// The attributes.
+    pub config: BatchNormConfig,
+}
+
+/// Per-channel statistics used by forward, kept for backward: `xhat = (x - mean) * inv_std`.
+struct BnSaved {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl Op for FusedBatchNorm {
+    fn type_name(&self) -> &'static str {
+        "FusedBatchNorm"
+    }
+
+    // x: rank 2 or 4, [.., C]; the other four: [C]. Output: x's shape.
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.config.validate()?;
+        check_input_count(inputs.len())?;
+        let x = inputs[0];
+        let rank = x.rank();
+        if rank != 2 && rank != 4 {
+            return Err(Error::Rank {
+                what: "fused_batch_norm input x".into(),
+                expected: "2 or 4".into(),
+                got: x.clone(),
+            });
+        }
+        let mut channels = x.dim(rank - 1);
+        for (name, s) in INPUT_NAMES.iter().zip(inputs).skip(1) {
+            if s.rank() != 1 {
+                return Err(Error::Rank {
+                    what: format!("fused_batch_norm input {name}"),
+                    expected: "1".into(),
+                    got: (*s).clone(),
+                });
+            }
+            match (channels, s.dim(0)) {
+                (Some(c), Some(d)) if c != d => {
+                    return Err(Error::ShapeMismatch {
+                        what: format!(
+                            "fused_batch_norm input {name} (one value per channel, \
+                             the last dim of x)"
+                        ),
+                        expected: TensorShape::known(&[c]),
+                        got: (*s).clone(),
+                    })
+                }
+                (None, d) => channels = d,
+                _ => {}
+            }
+        }
+        let mut dims = x.dims().to_vec();
+        dims[rank - 1] = channels;
+        Ok(TensorShape::new(dims))
+    }
+
+    fn forward(&self, inputs: &[&Tensor], ctx: &mut ForwardContext) -> Result<Tensor> {
+        let (c, n) = runtime_dims(inputs)?;
+        let x = inputs[0];
+        let xs = x.as_standard_layout();
+        let xs = contiguous(xs.as_slice())?;
+        let scale = inputs[1];
+        let offset = inputs[2];
+        let eps = f64::from(self.config.epsilon);
+
+        let (mean, inv_std) = if self.config.is_training {
+            let (mean, var) = moments(xs, c, n);
+            if n > 0 {
+                // moving' = decay*moving + (1-decay)*batch, with the Bessel-corrected
+                // variance (TF: n/(n-1), and 1 when n == 1).
+                let decay = f64::from(self.config.decay);
+                let bessel = if n > 1 {
+                    n as f64 / (n - 1) as f64
+                } else {
+                    1.0
+                };
+                let update = |moving: &Tensor, batch: &[f64], factor: f64| -> Result<Tensor> {
+                    let v: Vec<f32> = moving
+                        .iter()
+                        .zip(batch)
+                        .map(|(&m, &b)| (decay * f64::from(m) + (1.0 - decay) * b * factor) as f32)
+                        .collect();
+                    Ok(Tensor::from_shape_vec(moving.raw_dim(), v)?)
+                };
+                ctx.assign_input_variable(3, update(inputs[3], &mean, 1.0)?);
+                ctx.assign_input_variable(4, update(inputs[4], &var, bessel)?);
+            }
+            let inv_std = var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32);
+            (mean.iter().map(|&m| m as f32).collect(), inv_std.collect())
+        } else {
+            let inv_std = inputs[4]
+                .iter()
+                .map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32);
+            (
+                inputs[3].iter().copied().collect::<Vec<f32>>(),
+                inv_std.collect::<Vec<f32>>(),
+            )
+        };
+
+        // y = (x - mean) * (scale * inv_std) + offset
+        let a: Vec<f32> = scale.iter().zip(&inv_std).map(|(&s, &i)| s * i).collect();
+        let offset: Vec<f32> = offset.iter().copied().collect();
+        let mut out = vec![0.0f32; xs.len()];
+        map_rows(&mut out, xs, None, c, |o, x, _| {
+            for ((((o, &x), &m), &a), &b) in o.iter_mut().zip(x).zip(&mean).zip(&a).zip(&offset) {
+                *o = (x - m) * a + b;
+            }
+        });
+        ctx.save(BnSaved { mean, inv_std });
+        Ok(Tensor::from_shape_vec(x.shape().to_vec(), out)?)
+    }
+
+    // xhat = (x - mean) * inv_std, a = scale * inv_std. dscale = sum(g*xhat), doffset = sum(g).
+    // Training: dx = a * (g - mean(g) - xhat * mean(g*xhat)) (mean and var depend on x);
+    // inference: dx = a * g. Moving statistics take no gradient.
+    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+        let (c, n) = runtime_dims(ctx.inputs())?;
+        let saved: &BnSaved = ctx.saved()?;
+        let x = ctx.input(0);
+        let xs = x.as_standard_layout();
+        let xs = contiguous(xs.as_slice())?;
+        let gs = grad.as_standard_layout();
+        let gs = contiguous(gs.as_slice())?;
+        if gs.len() != xs.len() {
+            return Err(Error::ShapeMismatch {
+                what: "fused_batch_norm upstream gradient".into(),
+                expected: TensorShape::known(x.shape()),
+                got: TensorShape::known(grad.shape()),
+            });
+        }
+        let (mean, inv_std) = (&saved.mean, &saved.inv_std);
+        let a: Vec<f32> = ctx
+            .input(1)
+            .iter()
+            .zip(inv_std)
+            .map(|(&s, &i)| s * i)
+            .collect();
+        let (need_x, need_scale, need_offset) =
+            (ctx.needs_grad(0), ctx.needs_grad(1), ctx.needs_grad(2));
+        let training = self.config.is_training;
+
+        // sum(g) and sum(g * (x - mean)) per channel, when anything needs them.
+        let sums =
+            (need_scale || need_offset || (training && need_x)).then(|| grad_sums(gs, xs, mean, c));
+
+        let dx = if need_x {
+            let mut out = vec![0.0f32; xs.len()];
+            match &sums {
+                Some((sum_g, sum_gxc)) if training => {
+                    // dx = (g - mean(g)) * a - (x - mean) * b, b = a * inv_std^2 * mean(g*(x-mean))
+                    let nf = n.max(1) as f64;
+                    let mg: Vec<f32> = sum_g.iter().map(|&s| (s / nf) as f32).collect();
+                    let b: Vec<f32> = sum_gxc
+                        .iter()
+                        .zip(&a)
+                        .zip(inv_std)
+                        .map(|((&s, &a), &i)| (f64::from(a) * f64::from(i).powi(2) * s / nf) as f32)
+                        .collect();
+                    map_rows(&mut out, gs, Some(xs), c, |o, g, x| {
+                        for (((((o, &g), &x), &m), &mg), (&a, &b)) in o
+                            .iter_mut()
+                            .zip(g)
+                            .zip(x)
+                            .zip(mean)
+                            .zip(&mg)
+                            .zip(a.iter().zip(&b))
+                        {
+                            *o = (g - mg) * a - (x - m) * b;
+                        }
+                    });
+                }
+                _ => map_rows(&mut out, gs, None, c, |o, g, _| {
+                    for ((o, &g), &a) in o.iter_mut().zip(g).zip(&a) {
+                        *o = g * a;
+                    }
+                }),
+            }
+            Some(Tensor::from_shape_vec(x.shape().to_vec(), out)?)
+        } else {
+            None
+        };
+        let (dscale, doffset) = match &sums {
+            Some((sum_g, sum_gxc)) => {
+                let ds: Vec<f32> = sum_gxc
+                    .iter()
+                    .zip(inv_std)
+                    .map(|(&s, &i)| (s * f64::from(i)) as f32)
+                    .collect();
+                let db: Vec<f32> = sum_g.iter().map(|&s| s as f32).collect();
+                (
+                    need_scale
+                        .then(|| Tensor::from_shape_vec(vec![c], ds))
+                        .transpose()?,
+                    need_offset
+                        .then(|| Tensor::from_shape_vec(vec![c], db))
+                        .transpose()?,
+                )
+            }
+            None => (None, None),
+        };
+        Ok(vec![dx, dscale, doffset, None, None])
+    }
+}
+
+fn check_input_count(n: usize) -> Result<()> {
+    if n != 5 {
+        return Err(Error::invalid(format!(
+            "fused_batch_norm takes 5 inputs (x, scale, offset, moving_mean, \
+             moving_variance), got {n}"
+        )));
+    }
+    Ok(())
+}
+
+fn contiguous(s: Option<&[f32]>) -> Result<&[f32]> {
+    s.ok_or_else(|| Error::invalid("fused_batch_norm: array is not contiguous"))
+}
+
+/// Checks the run-time shapes; returns `(C, n)`: channels and reduction count.
+fn runtime_dims(inputs: &[&Tensor]) -> Result<(usize, usize)> {
+    check_input_count(inputs.len())?;
+    let x = inputs[0].shape();
+    let rank = x.len();
+    if rank != 2 && rank != 4 {
+        return Err(Error::Rank {
+            what: "fused_batch_norm input x".into(),
+            expected: "2 or 4".into(),
+            got: TensorShape::known(x),
+        });
+    }
+    let c = x[rank - 1];
+    for (name, s) in INPUT_NAMES.iter().zip(inputs).skip(1) {
+        if s.shape() != [c] {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "fused_batch_norm input {name} (one value per channel, the last dim of x)"
+                ),
+                expected: TensorShape::known(&[c]),
+                got: TensorShape::known(s.shape()),
+            });
+        }
+    }
+    Ok((c, x[..rank - 1].iter().product()))
+}
+
+/// Whole rows per parallel task for rows of `c` elements.
+fn task_len(c: usize) -> usize {
+    (TASK_ELEMENTS / c).max(1) * c
+}
+
+/// Folds the row-aligned element ranges of a `[len / c, c]` matrix into
+/// per-channel accumulators of `2c` f64s, in parallel for large arrays.
+fn reduce_rows(
+    len: usize,
+    c: usize,
+    fold: impl Fn(&mut [f64], Range<usize>) + Sync + Send,
+) -> Vec<f64> {
+    let mut acc = vec![0.0f64; 2 * c];
+    if c == 0 || len == 0 {
+        return acc;
+    }
+    if len < PAR_MIN_ELEMENTS {
+        fold(&mut acc, 0..len);
+        return acc;
+    }
+    let task = task_len(c);
+    (0..len.div_ceil(task))
+        .into_par_iter()
+        .map(|t| {
+            let mut acc = vec![0.0f64; 2 * c];
+            fold(&mut acc, t * task..((t + 1) * task).min(len));
+            acc
+        })
+        .reduce(
+            || vec![0.0f64; 2 * c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
+/// Calls `f(out_block, a_block, b_block)` on row-aligned blocks (`b` optional),
+/// in parallel for large arrays.
+fn map_rows(
+    out: &mut [f32],
+    a: &[f32],
+    b: Option<&[f32]>,
+    c: usize,
+    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync + Send,
+) {
+    if c == 0 || out.is_empty() {
+        return;
+    }
+    // Row by row, so the channel index is the position in the row.
+    let rows = |o: &mut [f32], a: &[f32], b: Option<&[f32]>| match b {
+        Some(b) => o
+            .chunks_exact_mut(c)
+            .zip(a.chunks_exact(c))
+            .zip(b.chunks_exact(c))
+            .for_each(|((o, a), b)| f(o, a, b)),
+        None => o
+            .chunks_exact_mut(c)
+            .zip(a.chunks_exact(c))
+            .for_each(|(o, a)| f(o, a, &[])),
+    };
+    if out.len() < PAR_MIN_ELEMENTS {
+        rows(out, a, b);
+        return;
+    }
+    let task = task_len(c);
+    let blocks = out.par_chunks_mut(task).zip(a.par_chunks(task));
+    match b {
+        Some(b) => blocks
+            .zip(b.par_chunks(task))
+            .for_each(|((o, a), b)| rows(o, a, Some(b))),
+        None => blocks.for_each(|(o, a)| rows(o, a, None)),
+    }
+}
+
+/// Rows summed in f32 (vectorises twice as wide as f64) before the partial
+/// sums are added into the f64 accumulators.
+const F32_ROWS: usize = 32;
+
+/// Sums rows of `a` (and `b`, same length, when given) into the `2c` f64
+/// accumulators `acc`: `f(p1, p2, row_a, row_b)` adds one row into the f32
+/// partial sums `p1`, `p2` (each `c` long), flushed every [`F32_ROWS`] rows.
+fn fold_blocks(
+    acc: &mut [f64],
+    a: &[f32],
+    b: Option<&[f32]>,
+    c: usize,
+    f: impl Fn(&mut [f32], &mut [f32], &[f32], &[f32]),
+) {
+    let (s1, s2) = acc.split_at_mut(c);
+    let mut p = vec![0.0f32; 2 * c];
+    let block = F32_ROWS * c;
+    for (k, a) in a.chunks(block).enumerate() {
+        p.fill(0.0);
+        let (p1, p2) = p.split_at_mut(c);
+        match b {
+            Some(b) => {
+                let b = &b[k * block..k * block + a.len()];
+                for (ra, rb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
+                    f(p1, p2, ra, rb);
+                }
+            }
+            None => a.chunks_exact(c).for_each(|ra| f(p1, p2, ra, &[])),
+        }
+        for (s, &p) in s1.iter_mut().zip(&*p1).chain(s2.iter_mut().zip(&*p2)) {
+            *s += f64::from(p);
+        }
+    }
+}
+
+/// Per-channel batch mean and biased variance of the `[n, c]` matrix `x`, one
+/// pass (f32 partial sums of a few rows, f64 totals), shifted by the first row
+/// so that a large mean costs no precision.
+fn moments(x: &[f32], c: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+    if n == 0 || c == 0 {
+        return (vec![0.0; c], vec![0.0; c]);
+    }
+    let shift = &x[..c];
+    let acc = reduce_rows(x.len(), c, |acc, range| {
+        fold_blocks(acc, &x[range], None, c, |p1, p2, row, _| {
+            for (((&v, &k), p1), p2) in row.iter().zip(shift).zip(p1).zip(p2) {
+                let d = v - k;
+                *p1 += d;
+                *p2 += d * d;
+            }
+        });
+    });
+    let nf = n as f64;
+    let (s1, s2) = acc.split_at(c);
+    let mean = s1
+        .iter()
+        .zip(shift)
+        .map(|(&s, &k)| f64::from(k) + s / nf)
+        .collect();
+    let var = s1
+        .iter()
+        .zip(s2)
+        .map(|(&s1, &s2)| (s2 / nf - (s1 / nf).powi(2)).max(0.0))
+        .collect();
+    (mean, var)
+}
+
+/// Per-channel `sum(g)` and `sum(g * (x - mean))`, one pass (as [`moments`]).
+fn grad_sums(g: &[f32], x: &[f32], mean: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut acc = reduce_rows(g.len(), c, |acc, range| {
+        fold_blocks(
+            acc,
+            &g[range.clone()],
+            Some(&x[range]),
+            c,
+            |p1, p2, g, x| {
+                for ((((&g, &x), &m), p1), p2) in g.iter().zip(x).zip(mean).zip(p1).zip(p2) {
+                    *p1 += g;
+                    *p2 += g * (x - m);
+                }
+            },
+        );
+    });
+    let s2 = acc.split_off(c);
+    (acc, s2)
+}
+
+/// Fused batch normalization over every axis but the last, as TensorFlow's
+/// `FusedBatchNormV3`.
+///
+/// `x` is `[N, C]` or `[N, H, W, C]`; `scale`, `offset`, `moving_mean` and
+/// `moving_variance` are `[C]`. The output is
+/// `y = scale * (x - mean) / sqrt(var + epsilon) + offset`, per channel.
+///
+/// * **Training** (`config.is_training`): `mean` and `var` are the batch mean
+///   and biased variance (divided by the reduction count `n`); gradients w.r.t.
+///   `x` include the dependence of the statistics on `x`. After each forward the
+///   moving statistics, which must be variables (usually non-trainable), are
+///   updated: `moving_mean' = decay*moving_mean + (1-decay)*mean`,
+///   `moving_variance' = decay*moving_variance + (1-decay)*var*n/(n-1)`
+///   (Bessel-corrected; factor 1 when `n == 1`; no update when `n == 0`).
+/// * **Inference**: `mean` and `var` are the moving statistics (any nodes), with
+///   no update; gradients as TensorFlow's: `dx = g*scale/sqrt(moving_variance+eps)`,
+///   `dscale = sum(g*xhat)`, `doffset = sum(g)`.
+///
+/// The moving statistics never receive a gradient.
+///
+/// ```
+/// use adgraph as ad;
+/// use adgraph::init::{Ones, Zeros};
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 2]);
+/// let scale = g.variable(&[2], Ones, true).unwrap();
+/// let offset = g.variable(&[2], Zeros, true).unwrap();
+/// let mean = g.variable(&[2], Zeros, false).unwrap();
+/// let var = g.variable(&[2], Ones, false).unwrap();
+/// let config = ad::BatchNormConfig { decay: 0.5, ..Default::default() };
+/// let y = ad::fused_batch_norm(&x, &scale, &offset, &mean, &var, config).unwrap();
+///
+/// let feed = ad::feed! { x => [[1.0, 10.0], [3.0, 30.0]] }.unwrap();
+/// let out = ad::RunTime::new().forward(&y, &feed).unwrap().clone();
+/// assert!((out[[0, 0]] + 1.0).abs() < 1e-3 && (out[[1, 1]] - 1.0).abs() < 1e-3);
+/// // moving_mean' = 0.5 * 0 + 0.5 * [2, 20]
+/// assert_eq!(g.variable_value(&mean).unwrap(), ad::tensor([1.0f32, 10.0]));
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] in training mode when `moving_mean` or
+/// `moving_variance` is not a variable; [`Error::Node`] wrapping
+/// [`Error::Rank`] when `x` is not rank 2 or 4 or another input is not rank 1,
+/// [`Error::ShapeMismatch`] when a `[C]` input does not match the channel dim
+/// of `x`, [`Error::InvalidArgument`] for an epsilon that is negative or not
+/// finite or a decay outside `[0, 1]`; [`Error::GraphMismatch`].
+pub fn fused_batch_norm(
+    x: &Node,
+    scale: &Node,
+    offset: &Node,
+    moving_mean: &Node,
+    moving_variance: &Node,
+    config: BatchNormConfig,
+) -> Result<Node> {
+    if config.is_training {
+        for (what, node) in [
+            ("moving_mean", moving_mean),
+            ("moving_variance", moving_variance),
+        ] {
+            let node = node.clone().check()?;
+            if node.op_type() != "Variable" {
+                return Err(Error::invalid(format!(
+                    "fused_batch_norm in training mode updates {what}, so it must be a \
+                     variable, but {} is a {}",
+                    node.name(),
+                    node.op_type()
+                )));
+            }
+        }
+    }
+    build(
+        FusedBatchNorm { config },
+        &[x, scale, offset, moving_mean, moving_variance],
+    )
+}
