@@ -347,6 +347,23 @@ impl Graph {
         ))
     }
 
+    /// A variable whose first value is `value` (its shape is the variable's);
+    /// [`initialize_variables`](Graph::initialize_variables) restores that value.
+    ///
+    /// ```
+    /// let g = adgraph::Graph::new();
+    /// let b = g.variable_from([0.5f32, -0.5], true).unwrap();
+    /// assert_eq!(b.shape(), adgraph::shape![2]);
+    /// ```
+    ///
+    /// # Errors
+    /// When `value` cannot be made into a tensor.
+    pub fn variable_from(&self, value: impl IntoTensor, trainable: bool) -> Result<Node> {
+        let value = value.into_tensor()?;
+        let shape = value.shape().to_vec();
+        self.variable(&shape, crate::init::FromTensor(value), trainable)
+    }
+
     /// Adds a node computing `op` on `inputs`: the one way every op, built-in or
     /// user-written, enters a graph.
     ///

@@ -1,0 +1,294 @@
+//! What the demos share: command-line flags, data loading, a progress bar, result
+//! lines and PNG plots. Everything here uses adgraph's public API only.
+
+#![allow(dead_code)] // each example uses a different part
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use adgraph::data::Mnist;
+use adgraph::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+
+/// Result type of the examples' `main`.
+pub type Res<T = ()> = Result<T, Box<dyn Error>>;
+
+/// The flags every demo takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Folder with the four MNIST-format files (e.g. /usr/share/datasets/fashion-mnist).
+    /// Without it, the Fashion-MNIST slice shipped in data/fashion-mnist is used.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Total number of training steps (overrides --epochs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Number of passes over the training set (used when --steps is not given).
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Mini-batch size (each demo has its own default, printed at start).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed of initializers, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder for the PNG pictures [default: out/<example>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Save the variables to this checkpoint (safetensors) at the end.
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+    /// Restore the variables from this checkpoint before training.
+    #[arg(long, value_name = "PATH")]
+    pub load: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// The output folder, created if needed.
+    pub fn out_dir(&self, example: &str) -> Res<PathBuf> {
+        let dir = self
+            .out
+            .clone()
+            .unwrap_or_else(|| Path::new("out").join(example));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Total steps: `--steps`, else `--epochs` (or `default_epochs`) over `train_len` examples.
+    pub fn total_steps(&self, train_len: usize, batch: usize, default_epochs: f64) -> usize {
+        match self.steps {
+            Some(s) => s,
+            None => {
+                let epochs = self.epochs.unwrap_or(default_epochs);
+                ((epochs * train_len as f64) / batch as f64).ceil().max(1.0) as usize
+            }
+        }
+    }
+}
+
+/// Loads the MNIST-format data named by `--data`, or the shipped slice, and
+/// says which on the first line of output.
+pub fn load_mnist(args: &CommonArgs) -> Res<Mnist> {
+    let mnist = match &args.data {
+        Some(dir) => {
+            let m = Mnist::load(dir)?;
+            println!(
+                "data: {} ({} train, {} test images)",
+                dir.display(),
+                m.train_images.len(),
+                m.test_images.len()
+            );
+            m
+        }
+        None => {
+            let m = Mnist::embedded()?;
+            println!(
+                "data: the embedded Fashion-MNIST slice in {} ({} train, {} test images); \
+                 pass --data DIR for the full set",
+                adgraph::data::default_data_dir().display(),
+                m.train_images.len(),
+                m.test_images.len()
+            );
+            m
+        }
+    };
+    Ok(mnist)
+}
+
+/// A progress bar on stderr showing the running loss (and accuracy).
+pub struct Progress {
+    bar: ProgressBar,
+    smoothed_loss: Option<f64>,
+}
+
+impl Progress {
+    /// A bar for `total` steps.
+    pub fn new(total: usize) -> Self {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Progress {
+            bar,
+            smoothed_loss: None,
+        }
+    }
+
+    /// Records one step's loss (and accuracy, if any); returns the running loss.
+    pub fn step(&mut self, loss: f64, accuracy: Option<f64>) -> f64 {
+        let running = match self.smoothed_loss {
+            None => loss,
+            Some(s) => 0.95 * s + 0.05 * loss,
+        };
+        self.smoothed_loss = Some(running);
+        let msg = match accuracy {
+            Some(a) => format!("loss {running:.4} acc {a:.3}"),
+            None => format!("loss {running:.4}"),
+        };
+        self.bar.set_message(msg);
+        self.bar.inc(1);
+        running
+    }
+
+    /// Prints a line above the bar.
+    pub fn println(&self, line: impl AsRef<str>) {
+        self.bar.println(line.as_ref());
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Prints the results as `key=value` lines on stdout.
+pub fn report(results: &[(&str, String)]) {
+    for (k, v) in results {
+        println!("{k}={v}");
+    }
+}
+
+/// Fraction of rows whose arg-max of `logits` equals that of the one-hot `labels`.
+pub fn accuracy(logits: &Tensor, labels: &Tensor) -> f64 {
+    let argmax = |row: ndarray::ArrayView1<f32>| {
+        row.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .0
+    };
+    let (Ok(l), Ok(y)) = (
+        logits.view().into_dimensionality::<ndarray::Ix2>(),
+        labels.view().into_dimensionality::<ndarray::Ix2>(),
+    ) else {
+        return 0.0;
+    };
+    let hits = l
+        .rows()
+        .into_iter()
+        .zip(y.rows())
+        .filter(|(a, b)| argmax(a.view()) == argmax(b.view()))
+        .count();
+    hits as f64 / l.nrows().max(1) as f64
+}
+
+fn register_font() {
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        // Plots carry their own font so they render the same on any machine.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("DejaVuSans.ttf"),
+        );
+    });
+}
+
+/// One named line of a plot.
+pub struct Series {
+    /// The legend label.
+    pub name: String,
+    /// The points `(x, y)`.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// A series from a label and points.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            points,
+        }
+    }
+}
+
+/// Draws line series on one chart and writes it as a PNG.
+pub fn plot_lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Res {
+    register_font();
+    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let finite = series.iter().flat_map(|s| s.points.iter()).filter(|p| p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in finite {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1.max(x0 + 1e-9), (y0 - pad)..(y1 + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied().filter(|p| p.1.is_finite()),
+                color.stroke_width(2),
+            ))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Writes images (`[n, h, w]` or `[n, h, w, 1]`, values in [0, 1]) as a grid PNG,
+/// `cols` images a row, each pixel `scale` × `scale`.
+pub fn save_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) -> Res {
+    let shape = images.shape();
+    if shape.len() < 3 {
+        return Err(format!("image grid needs [n, h, w(, 1)], got {shape:?}").into());
+    }
+    let (n, h, w) = (shape[0], shape[1], shape[2]);
+    let cols = cols.max(1);
+    let rows = n.div_ceil(cols);
+    let gap = 2u32;
+    let cell_w = w as u32 * scale + gap;
+    let cell_h = h as u32 * scale + gap;
+    let root = BitMapBackend::new(path, (cols as u32 * cell_w + gap, rows as u32 * cell_h + gap))
+        .into_drawing_area();
+    root.fill(&WHITE)?;
+    let flat: Vec<f32> = images.iter().copied().collect();
+    let per_image = h * w * shape[3..].iter().product::<usize>();
+    for k in 0..n {
+        let (gx, gy) = ((k % cols) as u32 * cell_w + gap, (k / cols) as u32 * cell_h + gap);
+        for i in 0..h {
+            for j in 0..w {
+                let v = flat[k * per_image + (i * w + j) * (per_image / (h * w))];
+                let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
+                let (px, py) = (gx + j as u32 * scale, gy + i as u32 * scale);
+                root.draw(&Rectangle::new(
+                    [(px as i32, py as i32), ((px + scale) as i32, (py + scale) as i32)],
+                    RGBColor(g, g, g).filled(),
+                ))?;
+            }
+        }
+    }
+    root.present()?;
+    Ok(())
+}
