@@ -186,6 +186,15 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A checkpoint is malformed, or does not fit the graph or optimizer it is
+    /// restored into (see [`checkpoint`](crate::checkpoint)).
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint file (`(in memory)` for a checkpoint not read from a file).
+        path: String,
+        /// What is wrong; for a restore, every problem found.
+        message: String,
+    },
 }
 
 fn fmt_inputs(inputs: &[InputDesc]) -> String {

@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod gradcheck;
@@ -47,6 +48,7 @@ pub mod runtime;
 pub mod shape;
 pub mod tensor;
 
+pub use checkpoint::{Checkpoint, RestoreMode, RestoreReport};
 pub use error::{Error, Phase, Result};
 pub use graph::{get_default_graph, reset_default_graph, DefaultGraphGuard, Graph, Node, NodeId};
 pub use init::Initializer;

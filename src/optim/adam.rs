@@ -2,14 +2,16 @@
 
 use ndarray::Zip;
 
-use super::{update_variable, Optimizer, Schedule, Slots};
+use super::{parse_state, step_to_tensor, update_variable, Optimizer, Schedule, Slots};
 use crate::error::Result;
-use crate::graph::Node;
+use crate::graph::{Graph, Node};
 use crate::tensor::Tensor;
 
 /// Adam: `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g²`,
 /// `p -= alpha_t m / (sqrt(v) + eps)` with `alpha_t = alpha sqrt(1-b2^t) / (1-b1^t)`.
 /// One step count `t` (from 1) is shared by all variables.
+///
+/// Its [state](Optimizer::state): `adam/t`, `adam/m/<variable>` and `adam/v/<variable>`.
 #[derive(Clone)]
 pub struct Adam {
     schedule: Schedule,
@@ -66,6 +68,27 @@ impl Adam {
     pub fn steps(&self) -> u64 {
         self.t
     }
+
+    fn state_as(&self, kind: &str) -> Vec<(String, Tensor)> {
+        let mut out = vec![(format!("{kind}/t"), step_to_tensor(self.t))];
+        self.m.export(kind, "m", &mut out);
+        self.v.export(kind, "v", &mut out);
+        out
+    }
+
+    fn load_state_as(
+        &mut self,
+        kind: &str,
+        state: &[(String, Tensor)],
+        graph: &Graph,
+    ) -> Result<()> {
+        let parsed = parse_state(state, graph, kind, &["t"], &["m", "v"])?;
+        let mut slots = parsed.slots.into_iter();
+        self.t = parsed.counters[0];
+        self.m = slots.next().unwrap_or_default();
+        self.v = slots.next().unwrap_or_default();
+        Ok(())
+    }
 }
 
 impl Optimizer for Adam {
@@ -80,8 +103,8 @@ impl Optimizer for Adam {
         // AdamW's decoupled decay uses the scheduled rate, not the bias-corrected one.
         let decay = alpha * self.weight_decay;
         for (var, grad) in grads_and_vars {
-            let m = self.m.get_mut(var, grad.shape());
-            let v = self.v.get_mut(var, grad.shape());
+            let m = self.m.get_mut(var, grad)?;
+            let v = self.v.get_mut(var, grad)?;
             update_variable(var, grad, |p, g| {
                 Zip::from(p)
                     .and(&mut *m)
@@ -96,9 +119,19 @@ impl Optimizer for Adam {
         }
         Ok(())
     }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.state_as("adam")
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)], graph: &Graph) -> Result<()> {
+        self.load_state_as("adam", state, graph)
+    }
 }
 
 /// AdamW: Adam with decoupled weight decay, `p -= alpha * wd * p` besides the Adam step.
+///
+/// Its [state](Optimizer::state): `adamw/t`, `adamw/m/<variable>` and `adamw/v/<variable>`.
 #[derive(Clone)]
 pub struct AdamW(Adam);
 
@@ -122,5 +155,13 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
         self.0.apply_gradients(grads_and_vars)
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.0.state_as("adamw")
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)], graph: &Graph) -> Result<()> {
+        self.0.load_state_as("adamw", state, graph)
     }
 }

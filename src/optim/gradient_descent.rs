@@ -2,12 +2,14 @@
 
 use ndarray::Zip;
 
-use super::{update_variable, Optimizer, Schedule, Slots};
+use super::{parse_state, step_to_tensor, update_variable, Optimizer, Schedule, Slots};
 use crate::error::Result;
-use crate::graph::Node;
+use crate::graph::{Graph, Node};
 use crate::tensor::Tensor;
 
 /// Plain gradient descent: `p -= alpha * g`.
+///
+/// Its [state](Optimizer::state) is its step count, `sgd/step`.
 #[derive(Clone)]
 pub struct GradientDescent {
     schedule: Schedule,
@@ -39,9 +41,21 @@ impl Optimizer for GradientDescent {
         self.step += 1;
         Ok(())
     }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        vec![("sgd/step".to_string(), step_to_tensor(self.step))]
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)], graph: &Graph) -> Result<()> {
+        let parsed = parse_state(state, graph, "sgd", &["step"], &[])?;
+        self.step = parsed.counters[0];
+        Ok(())
+    }
 }
 
 /// Gradient descent with momentum: `v = momentum * v + g`, `p -= alpha * v`.
+///
+/// Its [state](Optimizer::state): `momentum/step` and `momentum/velocity/<variable>`.
 #[derive(Clone)]
 pub struct Momentum {
     schedule: Schedule,
@@ -73,7 +87,7 @@ impl Optimizer for Momentum {
         let alpha = self.schedule.rate(self.step);
         let mu = self.momentum;
         for (var, grad) in grads_and_vars {
-            let v = self.velocity.get_mut(var, grad.shape());
+            let v = self.velocity.get_mut(var, grad)?;
             update_variable(var, grad, |p, g| {
                 Zip::from(p).and(&mut *v).and(g).for_each(|p, v, &g| {
                     *v = mu * *v + g;
@@ -82,6 +96,19 @@ impl Optimizer for Momentum {
             })?;
         }
         self.step += 1;
+        Ok(())
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("momentum/step".to_string(), step_to_tensor(self.step))];
+        self.velocity.export("momentum", "velocity", &mut out);
+        out
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)], graph: &Graph) -> Result<()> {
+        let mut parsed = parse_state(state, graph, "momentum", &["step"], &["velocity"])?;
+        self.step = parsed.counters[0];
+        self.velocity = parsed.slots.swap_remove(0);
         Ok(())
     }
 }

@@ -8,6 +8,13 @@
 //! clipped by global norm in between ([`clip_by_global_norm`]) and the learning
 //! rate can follow a [`Schedule`].
 //!
+//! An optimizer's state (step count, moments, velocities) can be read with
+//! [`Optimizer::state`] and put back with [`Optimizer::load_state`], keyed by
+//! variable *name*, so that training resumes exactly from a checkpoint (see
+//! [`Graph::save_training_state`](crate::Graph::save_training_state)). The
+//! hyperparameters (learning rate, schedule, betas, ...) are not part of the
+//! state: resume with an optimizer built the same way.
+//!
 //! ```
 //! use adgraph as ad;
 //! use ad::optim::{GradientDescent, Optimizer};
@@ -40,7 +47,7 @@ pub use schedule::Schedule;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::graph::{Node, NodeId};
+use crate::graph::{Graph, Node, NodeId};
 use crate::runtime::{Feed, RunTime};
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
@@ -102,6 +109,164 @@ pub trait Optimizer {
         let grads = self.compute_gradients(rt, objective, feed, var_list)?;
         self.apply_gradients(&grads)
     }
+
+    /// The optimizer's state as named tensors, in a fixed order: step counts (as
+    /// [`step_to_tensor`]) named `<kind>/<counter>`, then per-variable slots named
+    /// `<kind>/<slot>/<variable name>` sorted by variable name, e.g. `adam/t`,
+    /// `adam/m/Variable`, `adam/m/Variable_0`, `adam/v/Variable`, ... Every name contains a `/`, so
+    /// it never equals a variable's name. The default: no state.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Replaces the optimizer's state with `state` (as made by
+    /// [`state`](Optimizer::state) of an optimizer of the same kind), finding the
+    /// variables by name in `graph`. All of `state` is checked before anything
+    /// changes: on error the optimizer is left as it was. Slots of variables
+    /// absent from `state` start again from zero when first used. The default
+    /// accepts only an empty state.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an entry of another optimizer kind or not
+    /// known to this one, a duplicate, a missing step count, a step count that
+    /// is not a valid encoding, a variable name that is not a variable of
+    /// `graph`, or a slot whose shape is not its variable's.
+    fn load_state(&mut self, state: &[(String, Tensor)], graph: &Graph) -> Result<()> {
+        let _ = graph;
+        match state.first() {
+            None => Ok(()),
+            Some((name, _)) => Err(Error::invalid(format!(
+                "this optimizer keeps no state, but the state given has entry {name:?}"
+            ))),
+        }
+    }
+}
+
+/// Words of a step count stored by [`step_to_tensor`]; each holds 24 bits, exact in `f32`.
+const STEP_WORDS: usize = 3;
+const STEP_WORD_BITS: u32 = 24;
+
+/// A step count as a tensor exactly representable in `f32`: shape `[3]`, the
+/// count's 24-bit words from the lowest, `count = w[0] + w[1] * 2^24 + w[2] * 2^48`
+/// (so any `u64` round-trips exactly; in NumPy: `int(w[0]) + (int(w[1]) << 24) + (int(w[2]) << 48)`).
+///
+/// ```
+/// use adgraph::optim::{step_from_tensor, step_to_tensor};
+/// let t = step_to_tensor(16_777_217);
+/// assert_eq!(t.as_slice().unwrap(), &[1.0, 1.0, 0.0]);
+/// assert_eq!(step_from_tensor(&t).unwrap(), 16_777_217);
+/// assert_eq!(step_from_tensor(&step_to_tensor(u64::MAX)).unwrap(), u64::MAX);
+/// ```
+pub fn step_to_tensor(count: u64) -> Tensor {
+    let mask = (1u64 << STEP_WORD_BITS) - 1;
+    let words: Vec<f32> = (0..STEP_WORDS as u32)
+        .map(|i| ((count >> (i * STEP_WORD_BITS)) & mask) as f32)
+        .collect();
+    ndarray::Array1::from(words).into_dyn()
+}
+
+/// The step count stored in `t` by [`step_to_tensor`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `t` is not of shape `[3]`, a word is not an
+/// integer in `[0, 2^24)`, or the count exceeds `u64::MAX`.
+pub fn step_from_tensor(t: &Tensor) -> Result<u64> {
+    if t.shape() != [STEP_WORDS] {
+        return Err(Error::invalid(format!(
+            "a step count is a tensor of shape [{STEP_WORDS}], got shape {:?}",
+            t.shape()
+        )));
+    }
+    let limit = (1u64 << STEP_WORD_BITS) as f32;
+    let mut count: u64 = 0;
+    for (i, &w) in t.iter().enumerate() {
+        if !(w.is_finite() && w >= 0.0 && w < limit && w.fract() == 0.0) {
+            return Err(Error::invalid(format!(
+                "word {i} of a step count must be an integer in [0, 2^24), got {w}"
+            )));
+        }
+        let w = u128::from(w as u32) << (i as u32 * STEP_WORD_BITS);
+        let total = u128::from(count) + w;
+        count = u64::try_from(total)
+            .map_err(|_| Error::invalid("step count exceeds u64::MAX".to_string()))?;
+    }
+    Ok(count)
+}
+
+/// A state parsed by [`parse_state`]: the step counts and the slot sets, in the
+/// order of the names asked for.
+pub(crate) struct ParsedState {
+    pub(crate) counters: Vec<u64>,
+    pub(crate) slots: Vec<Slots>,
+}
+
+/// Parses `state` entries `<kind>/<counter>` and `<kind>/<slot>/<variable>`,
+/// checking everything (see [`Optimizer::load_state`]).
+pub(crate) fn parse_state(
+    state: &[(String, Tensor)],
+    graph: &Graph,
+    kind: &str,
+    counter_names: &[&str],
+    slot_names: &[&str],
+) -> Result<ParsedState> {
+    let mut counters: Vec<Option<u64>> = vec![None; counter_names.len()];
+    let mut slots: Vec<Slots> = vec![Slots::default(); slot_names.len()];
+    for (key, value) in state {
+        let rest = key
+            .strip_prefix(kind)
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "state entry {key:?} is not state of this optimizer (its entries are named {kind}/...)"
+                ))
+            })?;
+        if let Some(i) = counter_names.iter().position(|c| *c == rest) {
+            if counters[i].is_some() {
+                return Err(Error::invalid(format!("duplicate state entry {key:?}")));
+            }
+            let count = step_from_tensor(value)
+                .map_err(|e| Error::invalid(format!("state entry {key:?}: {e}")))?;
+            counters[i] = Some(count);
+            continue;
+        }
+        let (slot, var_name) = rest.split_once('/').ok_or_else(|| {
+            Error::invalid(format!(
+                "state entry {key:?} is not known to this optimizer"
+            ))
+        })?;
+        let i = slot_names.iter().position(|s| *s == slot).ok_or_else(|| {
+            Error::invalid(format!(
+                "state entry {key:?}: this optimizer has no slot {slot:?} (it has {slot_names:?})"
+            ))
+        })?;
+        let var = graph
+            .node(var_name)
+            .map_err(|e| Error::invalid(format!("state entry {key:?}: {e}")))?;
+        if var.op_type() != "Variable" {
+            return Err(Error::invalid(format!(
+                "state entry {key:?}: {var_name} is a {}, not a Variable",
+                var.op_type()
+            )));
+        }
+        let shape = var.shape();
+        if !shape.is_compatible_with(value.shape()) {
+            return Err(Error::invalid(format!(
+                "state entry {key:?} has shape {}, but variable {var_name} has shape {shape}",
+                TensorShape::known(value.shape())
+            )));
+        }
+        if !slots[i].insert(&var, value.clone()) {
+            return Err(Error::invalid(format!("duplicate state entry {key:?}")));
+        }
+    }
+    let counters = counters
+        .into_iter()
+        .zip(counter_names)
+        .map(|(c, name)| {
+            c.ok_or_else(|| Error::invalid(format!("state has no entry {kind}/{name}")))
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    Ok(ParsedState { counters, slots })
 }
 
 /// Checks that `grad` fits `var` and applies `update(value, grad)` to the variable in place.
@@ -110,7 +275,13 @@ pub(crate) fn update_variable(
     grad: &Tensor,
     update: impl FnOnce(&mut Tensor, &Tensor),
 ) -> Result<()> {
-    let graph = var.graph();
+    check_gradient(var, grad)?;
+    var.graph()
+        .update_variable_in_place(var, |value| update(value, grad))
+}
+
+/// Checks that `grad` fits `var`'s shape.
+pub(crate) fn check_gradient(var: &Node, grad: &Tensor) -> Result<()> {
     let shape = var.shape();
     if !shape.is_compatible_with(grad.shape()) {
         return Err(Error::ShapeMismatch {
@@ -119,19 +290,46 @@ pub(crate) fn update_variable(
             got: TensorShape::known(grad.shape()),
         });
     }
-    graph.update_variable_in_place(var, |value| update(value, grad))
+    Ok(())
 }
 
-/// Per-variable slots (moments, momentum buffers), zero until first used.
+/// Per-variable slots (moments, momentum buffers), zero until first used, with
+/// the variable's name (for [`Optimizer::state`]).
 #[derive(Default, Clone)]
 pub(crate) struct Slots {
-    values: HashMap<(u64, NodeId), Tensor>,
+    values: HashMap<(u64, NodeId), (String, Tensor)>,
 }
 
 impl Slots {
-    pub(crate) fn get_mut(&mut self, var: &Node, shape: &[usize]) -> &mut Tensor {
-        self.values
+    /// The slot of `var`, made as zeros of the gradient's shape on first use;
+    /// checks first that `grad` fits `var`, so a slot always has its variable's shape.
+    pub(crate) fn get_mut(&mut self, var: &Node, grad: &Tensor) -> Result<&mut Tensor> {
+        check_gradient(var, grad)?;
+        let (_, value) = self
+            .values
             .entry((var.graph().id(), var.id()))
-            .or_insert_with(|| Tensor::zeros(shape))
+            .or_insert_with(|| (var.name(), Tensor::zeros(grad.shape())));
+        Ok(value)
+    }
+
+    /// Sets `var`'s slot; false when it was already set.
+    fn insert(&mut self, var: &Node, value: Tensor) -> bool {
+        let key = (var.graph().id(), var.id());
+        if self.values.contains_key(&key) {
+            return false;
+        }
+        self.values.insert(key, (var.name(), value));
+        true
+    }
+
+    /// Appends `<kind>/<slot>/<variable name>` entries, sorted by variable name.
+    pub(crate) fn export(&self, kind: &str, slot: &str, out: &mut Vec<(String, Tensor)>) {
+        let mut entries: Vec<&(String, Tensor)> = self.values.values().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        out.extend(
+            entries
+                .into_iter()
+                .map(|(name, value)| (format!("{kind}/{slot}/{name}"), value.clone())),
+        );
     }
 }

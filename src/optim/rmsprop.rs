@@ -2,14 +2,17 @@
 
 use ndarray::Zip;
 
-use super::{update_variable, Optimizer, Schedule, Slots};
+use super::{parse_state, step_to_tensor, update_variable, Optimizer, Schedule, Slots};
 use crate::error::Result;
-use crate::graph::Node;
+use crate::graph::{Graph, Node};
 use crate::tensor::Tensor;
 
 /// RMSProp: `ms = rho ms + (1-rho) g²`, `mom = momentum mom + alpha g / (sqrt(ms) + eps)`,
 /// `p -= mom`. Unlike TensorFlow's kernel, epsilon is outside the square root and
 /// `ms` starts at 0 (the original framework's formula).
+///
+/// Its [state](Optimizer::state): `rmsprop/step`, `rmsprop/ms/<variable>` and
+/// `rmsprop/mom/<variable>`.
 #[derive(Clone)]
 pub struct RmsProp {
     schedule: Schedule,
@@ -65,8 +68,8 @@ impl Optimizer for RmsProp {
         let alpha = self.schedule.rate(self.step);
         let (rho, mu, eps) = (self.rho, self.momentum, self.epsilon);
         for (var, grad) in grads_and_vars {
-            let ms = self.ms.get_mut(var, grad.shape());
-            let mom = self.mom.get_mut(var, grad.shape());
+            let ms = self.ms.get_mut(var, grad)?;
+            let mom = self.mom.get_mut(var, grad)?;
             update_variable(var, grad, |p, g| {
                 Zip::from(p)
                     .and(&mut *ms)
@@ -80,6 +83,22 @@ impl Optimizer for RmsProp {
             })?;
         }
         self.step += 1;
+        Ok(())
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("rmsprop/step".to_string(), step_to_tensor(self.step))];
+        self.ms.export("rmsprop", "ms", &mut out);
+        self.mom.export("rmsprop", "mom", &mut out);
+        out
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)], graph: &Graph) -> Result<()> {
+        let parsed = parse_state(state, graph, "rmsprop", &["step"], &["ms", "mom"])?;
+        let mut slots = parsed.slots.into_iter();
+        self.step = parsed.counters[0];
+        self.ms = slots.next().unwrap_or_default();
+        self.mom = slots.next().unwrap_or_default();
         Ok(())
     }
 }
