@@ -7,8 +7,12 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use adgraph::data::Mnist;
-use adgraph::Tensor;
+use std::collections::BTreeMap;
+
+use adgraph::checkpoint::{Checkpoint, RestoreMode, OPTIMIZER_PREFIX};
+use adgraph::data::{Mnist, Position};
+use adgraph::optim::Optimizer;
+use adgraph::{Graph, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
@@ -40,9 +44,13 @@ pub struct CommonArgs {
     /// Save the variables to this checkpoint (safetensors) at the end.
     #[arg(long, value_name = "PATH")]
     pub save: Option<PathBuf>,
-    /// Restore the variables from this checkpoint before training.
+    /// Resume from this checkpoint: variables, optimizer state, step and data
+    /// position (a checkpoint of variables only restores just the variables).
     #[arg(long, value_name = "PATH")]
     pub load: Option<PathBuf>,
+    /// Also save to --save every N steps (the last save is at the end).
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
 }
 
 impl CommonArgs {
@@ -290,5 +298,71 @@ pub fn save_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) ->
         }
     }
     root.present()?;
+    Ok(())
+}
+
+/// Where training stands: the next step to run and the data position.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrainState {
+    /// Steps already taken.
+    pub step: usize,
+    /// Position of the mini-batch iterator.
+    pub position: Position,
+}
+
+/// Restores `--load` (if given) into `graph` and `optimizer`: a training
+/// checkpoint resumes variables, optimizer state, step and data position; a
+/// checkpoint of variables only restores the variables (and starts at step 0).
+pub fn resume(args: &CommonArgs, graph: &Graph, optimizer: &mut dyn Optimizer) -> Res<TrainState> {
+    let Some(path) = &args.load else {
+        return Ok(TrainState::default());
+    };
+    let ckpt = Checkpoint::load(path)?;
+    let has_optimizer = ckpt.tensors.keys().any(|k| k.starts_with(OPTIMIZER_PREFIX));
+    if !has_optimizer {
+        graph.restore_checkpoint(&ckpt, RestoreMode::Strict)?;
+        println!("loaded: variables from {}", path.display());
+        return Ok(TrainState::default());
+    }
+    let meta = graph.restore_training_checkpoint(&ckpt, optimizer)?;
+    let get = |k: &str| -> Res<usize> {
+        Ok(meta
+            .get(k)
+            .ok_or_else(|| format!("{}: metadata has no {k}", path.display()))?
+            .parse()?)
+    };
+    let state = TrainState {
+        step: get("step")?,
+        position: Position {
+            epoch: get("epoch")?,
+            batch: get("batch")?,
+        },
+    };
+    println!("loaded: training state from {} at step {}", path.display(), state.step);
+    Ok(state)
+}
+
+/// Saves the training state to `--save` when `step` is a multiple of
+/// `--save-every` or the last step; atomically, so an interrupted save leaves the
+/// previous checkpoint intact.
+pub fn maybe_save(
+    args: &CommonArgs,
+    graph: &Graph,
+    optimizer: &dyn Optimizer,
+    state: TrainState,
+    last_step: usize,
+) -> Res {
+    let Some(path) = &args.save else {
+        return Ok(());
+    };
+    let due = state.step == last_step || args.save_every.is_some_and(|n| n > 0 && state.step % n == 0);
+    if due {
+        let meta = BTreeMap::from([
+            ("step".to_string(), state.step.to_string()),
+            ("epoch".to_string(), state.position.epoch.to_string()),
+            ("batch".to_string(), state.position.batch.to_string()),
+        ]);
+        graph.save_training_state(path, optimizer, &meta)?;
+    }
     Ok(())
 }
