@@ -134,6 +134,23 @@ pub enum Error {
         /// The shape of the value computed.
         got: TensorShape,
     },
+    /// A value or gradient holds NaN or infinity (found by the numerics check,
+    /// [`RunTime::set_check_numerics`](crate::RunTime::set_check_numerics)).
+    #[error("{node} ({op}), {phase}: {what} has {bad} NaN or infinite values of {total}")]
+    Numerics {
+        /// The first node found with a bad value.
+        node: String,
+        /// Its op type.
+        op: String,
+        /// Whether its value (forward) or a gradient it computed (backward).
+        phase: Phase,
+        /// Which tensor: its value, the gradient for one of its inputs, ...
+        what: String,
+        /// How many values are NaN or infinite.
+        bad: usize,
+        /// How many values the tensor has.
+        total: usize,
+    },
     /// No node has this name.
     #[error("no node named {0:?} in this graph")]
     UnknownNode(String),

@@ -44,6 +44,7 @@ pub mod op;
 pub mod operators;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod runtime;
 pub mod shape;
 pub mod tensor;

@@ -24,13 +24,15 @@
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, InputDesc, Phase, Result};
-use crate::graph::{Graph, GraphInner, Node, NodeId, NodeKind};
+use crate::graph::{Graph, GraphInner, Node, NodeData, NodeId, NodeKind};
 use crate::op::{BackwardContext, ForwardContext};
+use crate::profile::Profile;
 use crate::shape::TensorShape;
 use crate::tensor::{full, IntoTensor, Tensor};
 
@@ -161,6 +163,8 @@ pub struct RunTime {
     saved: Vec<Option<Box<dyn Any>>>,
     stopped: HashSet<NodeId>,
     rng: ChaCha8Rng,
+    profile: Option<Profile>,
+    check_numerics: bool,
 }
 
 impl Default for RunTime {
@@ -184,7 +188,40 @@ impl RunTime {
             saved: Vec::new(),
             stopped: HashSet::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            profile: None,
+            check_numerics: false,
         }
+    }
+
+    /// Turns the profiler on or off. While on, the forward and backward time of
+    /// every op node is summed across cycles; read it with [`profile`](RunTime::profile).
+    /// Turning it on starts a new profile.
+    pub fn enable_profiling(&mut self, on: bool) {
+        self.profile = on.then(Profile::default);
+    }
+
+    /// The profile gathered since profiling was enabled, if it is.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
+    /// Turns the numerics check on or off (off by default). While on, every
+    /// forward value and every gradient is checked for NaN and infinity, and the
+    /// first bad one fails the run with [`Error::Numerics`] naming the node.
+    ///
+    /// ```
+    /// use adgraph as ad;
+    /// let g = ad::Graph::new();
+    /// let x = g.placeholder([2]);
+    /// let y = ad::log(&x).unwrap();
+    /// let feed = ad::Feed::new().with(&x, [1.0, 0.0]).unwrap();
+    /// let mut rt = ad::RunTime::new();
+    /// rt.set_check_numerics(true);
+    /// let err = rt.forward(&y, &feed).unwrap_err();
+    /// assert!(matches!(err, ad::Error::Numerics { ref node, bad: 1, .. } if node == "Log"));
+    /// ```
+    pub fn set_check_numerics(&mut self, on: bool) {
+        self.check_numerics = on;
     }
 
     /// Clears every value, gradient and saved datum of the cycle (the generator
@@ -347,9 +384,23 @@ impl RunTime {
                     })
                     .collect();
                 let mut ctx = ForwardContext::new(&mut self.rng);
+                let started = self.profile.is_some().then(Instant::now);
                 let out = op
                     .forward(&inputs, &mut ctx)
                     .map_err(|e| node_error(g, id, Phase::Forward, &inputs, e))?;
+                if let (Some(profile), Some(started)) = (&mut self.profile, started) {
+                    profile.record_forward(
+                        id.index(),
+                        || {
+                            (
+                                data.name.clone(),
+                                data.type_name,
+                                describe_shapes(&inputs, &out),
+                            )
+                        },
+                        started.elapsed(),
+                    );
+                }
                 for (input, value) in ctx.assignments {
                     let var = data.inputs.get(input).copied().ok_or_else(|| {
                         node_error(
@@ -375,6 +426,9 @@ impl RunTime {
                 expected: data.shape.clone(),
                 got: TensorShape::known(value.shape()),
             });
+        }
+        if self.check_numerics {
+            check_finite(&value, data, Phase::Forward, "its value")?;
         }
         self.values[id.index()] = Some(value);
         Ok(())
@@ -404,6 +458,15 @@ impl RunTime {
                 })
             }
         };
+
+        if self.check_numerics {
+            check_finite(
+                &upstream,
+                &g.nodes[target.index()],
+                Phase::Backward,
+                "the upstream gradient fed to it",
+            )?;
+        }
 
         // Which ancestors of the target take a gradient: not constants, not stopped,
         // and placeholders, variables or ops with such an input.
@@ -462,9 +525,13 @@ impl RunTime {
                 saved: self.saved[i].as_deref(),
                 needs_grad: data.inputs.iter().map(|j| needs[j.index()]).collect(),
             };
+            let started = self.profile.is_some().then(Instant::now);
             let input_grads = op
                 .backward(&grad, &ctx)
                 .map_err(|e| node_error(&g, id, Phase::Backward, &inputs, e))?;
+            if let (Some(profile), Some(started)) = (&mut self.profile, started) {
+                profile.record_backward(i, started.elapsed());
+            }
             if input_grads.len() != data.inputs.len() {
                 return Err(node_error(
                     &g,
@@ -498,6 +565,10 @@ impl RunTime {
                             got: TensorShape::known(input_grad.shape()),
                         },
                     ));
+                }
+                if self.check_numerics {
+                    let what = format!("the gradient it sends to input {k} ({})", g.nodes[j].name);
+                    check_finite(&input_grad, data, Phase::Backward, &what)?;
                 }
                 match local.get_mut(&j) {
                     Some(acc) => *acc += &input_grad,
@@ -586,6 +657,27 @@ fn check_assignment(g: &GraphInner, var: NodeId, input: usize, value: &Tensor) -
             data.name, data.type_name
         ))),
     }
+}
+
+/// `Err(Error::Numerics)` when `value` holds NaN or infinity.
+fn check_finite(value: &Tensor, data: &NodeData, phase: Phase, what: &str) -> Result<()> {
+    let bad = value.iter().filter(|v| !v.is_finite()).count();
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(Error::Numerics {
+        node: data.name.clone(),
+        op: data.type_name.to_string(),
+        phase,
+        what: what.to_string(),
+        bad,
+        total: value.len(),
+    })
+}
+
+fn describe_shapes(inputs: &[&Tensor], out: &Tensor) -> String {
+    let ins: Vec<String> = inputs.iter().map(|t| format!("{:?}", t.shape())).collect();
+    format!("{} -> {:?}", ins.join(" "), out.shape())
 }
 
 fn node_error(g: &GraphInner, id: NodeId, phase: Phase, inputs: &[&Tensor], e: Error) -> Error {
