@@ -302,9 +302,10 @@ impl RunTime {
         self.bind(&node.graph)?;
         let graph = node.graph.clone();
         self.compute(&graph, node.id, feed)?;
-        Ok(self.values[node.id.index()]
-            .as_deref()
-            .expect("computed above"))
+        self.values
+            .get(node.id.index())
+            .and_then(|v| v.as_deref())
+            .ok_or_else(|| Error::NoValue(node.name()))
     }
 
     /// Evaluates several nodes at once and returns their values, in order.
@@ -377,12 +378,8 @@ impl RunTime {
                 let inputs: Vec<&Tensor> = data
                     .inputs
                     .iter()
-                    .map(|i| {
-                        self.values[i.index()]
-                            .as_deref()
-                            .expect("inputs come first")
-                    })
-                    .collect();
+                    .map(|&i| stored_value(&self.values, g, i))
+                    .collect::<Result<_>>()?;
                 let mut ctx = ForwardContext::new(&mut self.rng);
                 let started = self.profile.is_some().then(Instant::now);
                 let out = op
@@ -446,7 +443,7 @@ impl RunTime {
         let graph = node.graph.clone();
         let g = graph.borrow();
         let target = node.id;
-        let target_value = self.values[target.index()].as_deref().expect("computed");
+        let target_value = stored_value(&self.values, &g, target)?;
         let upstream = match upstream {
             None => full(target_value.shape(), 1.0),
             Some(u) if u.shape() == target_value.shape() => u,
@@ -517,11 +514,11 @@ impl RunTime {
             let inputs: Vec<&Tensor> = data
                 .inputs
                 .iter()
-                .map(|j| self.values[j.index()].as_deref().expect("forward ran"))
-                .collect();
+                .map(|&j| stored_value(&self.values, &g, j))
+                .collect::<Result<_>>()?;
             let ctx = BackwardContext {
                 inputs: inputs.clone(),
-                output: self.values[i].as_deref().expect("forward ran"),
+                output: stored_value(&self.values, &g, id)?,
                 saved: self.saved[i].as_deref(),
                 needs_grad: data.inputs.iter().map(|j| needs[j.index()]).collect(),
             };
@@ -657,6 +654,19 @@ fn check_assignment(g: &GraphInner, var: NodeId, input: usize, value: &Tensor) -
             data.name, data.type_name
         ))),
     }
+}
+
+/// The value computed for `id` this cycle. Forward computes inputs before
+/// consumers, so a missing value here is a bug, reported rather than panicking.
+fn stored_value<'v>(
+    values: &'v [Option<Rc<Tensor>>],
+    g: &GraphInner,
+    id: NodeId,
+) -> Result<&'v Tensor> {
+    values
+        .get(id.index())
+        .and_then(|v| v.as_deref())
+        .ok_or_else(|| Error::NoValue(g.nodes[id.index()].name.clone()))
 }
 
 /// `Err(Error::Numerics)` when `value` holds NaN or infinity.
