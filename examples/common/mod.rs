@@ -168,7 +168,13 @@ pub fn accuracy(logits: &Tensor, labels: &Tensor) -> f64 {
     let argmax = |row: ndarray::ArrayView1<f32>| {
         row.iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
             .0
     };
     let (Ok(l), Ok(y)) = (
@@ -217,11 +223,20 @@ impl Series {
 }
 
 /// Draws line series on one chart and writes it as a PNG.
-pub fn plot_lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Res {
+pub fn plot_lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Res {
     register_font();
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
-    let finite = series.iter().flat_map(|s| s.points.iter()).filter(|p| p.1.is_finite());
+    let finite = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.1.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in finite {
         x0 = x0.min(x);
@@ -253,7 +268,9 @@ pub fn plot_lines(path: &Path, title: &str, x_label: &str, y_label: &str, series
                 color.stroke_width(2),
             ))?
             .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -278,20 +295,29 @@ pub fn save_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) ->
     let gap = 2u32;
     let cell_w = w as u32 * scale + gap;
     let cell_h = h as u32 * scale + gap;
-    let root = BitMapBackend::new(path, (cols as u32 * cell_w + gap, rows as u32 * cell_h + gap))
-        .into_drawing_area();
+    let root = BitMapBackend::new(
+        path,
+        (cols as u32 * cell_w + gap, rows as u32 * cell_h + gap),
+    )
+    .into_drawing_area();
     root.fill(&WHITE)?;
     let flat: Vec<f32> = images.iter().copied().collect();
     let per_image = h * w * shape[3..].iter().product::<usize>();
     for k in 0..n {
-        let (gx, gy) = ((k % cols) as u32 * cell_w + gap, (k / cols) as u32 * cell_h + gap);
+        let (gx, gy) = (
+            (k % cols) as u32 * cell_w + gap,
+            (k / cols) as u32 * cell_h + gap,
+        );
         for i in 0..h {
             for j in 0..w {
                 let v = flat[k * per_image + (i * w + j) * (per_image / (h * w))];
                 let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
                 let (px, py) = (gx + j as u32 * scale, gy + i as u32 * scale);
                 root.draw(&Rectangle::new(
-                    [(px as i32, py as i32), ((px + scale) as i32, (py + scale) as i32)],
+                    [
+                        (px as i32, py as i32),
+                        ((px + scale) as i32, (py + scale) as i32),
+                    ],
                     RGBColor(g, g, g).filled(),
                 ))?;
             }
@@ -338,7 +364,11 @@ pub fn resume(args: &CommonArgs, graph: &Graph, optimizer: &mut dyn Optimizer) -
             batch: get("batch")?,
         },
     };
-    println!("loaded: training state from {} at step {}", path.display(), state.step);
+    println!(
+        "loaded: training state from {} at step {}",
+        path.display(),
+        state.step
+    );
     Ok(state)
 }
 
@@ -355,7 +385,10 @@ pub fn maybe_save(
     let Some(path) = &args.save else {
         return Ok(());
     };
-    let due = state.step == last_step || args.save_every.is_some_and(|n| n > 0 && state.step % n == 0);
+    let due = state.step == last_step
+        || args
+            .save_every
+            .is_some_and(|n| n > 0 && state.step % n == 0);
     if due {
         let meta = BTreeMap::from([
             ("step".to_string(), state.step.to_string()),
