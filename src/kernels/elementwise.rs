@@ -286,9 +286,13 @@ pub fn sum_of_squares(x: &Tensor) -> f64 {
         d * d
     };
     match x.as_slice_memory_order() {
+        // Chunk sums added in chunk order: the result does not depend on the
+        // number of threads.
         Some(s) if s.len() >= PARALLEL_MIN_LEN => s
             .par_chunks(1 << 14)
             .map(|c| c.iter().map(sq).sum::<f64>())
+            .collect::<Vec<f64>>()
+            .iter()
             .sum(),
         Some(s) => s.iter().map(sq).sum(),
         None => x.iter().map(sq).sum(),

@@ -343,20 +343,20 @@ fn reduce_rows(
         return acc;
     }
     let task = task_len(c);
-    (0..len.div_ceil(task))
+    let partials: Vec<Vec<f64>> = (0..len.div_ceil(task))
         .into_par_iter()
         .map(|t| {
             let mut acc = vec![0.0f64; 2 * c];
             fold(&mut acc, t * task..((t + 1) * task).min(len));
             acc
         })
-        .reduce(
-            || vec![0.0f64; 2 * c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        .collect();
+    // Added in block order, not in rayon's reduction tree (whose shape depends
+    // on the thread count), so the sums do not depend on the number of threads.
+    for part in &partials {
+        acc.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    acc
 }
 
 /// Calls `f(out_block, a_block, b_block)` on row-aligned blocks (`b` optional),
