@@ -1,0 +1,607 @@
+//! A deep convolutional generative adversarial network (DCGAN) that learns to
+//! draw Fashion-MNIST garments: the original framework's `demos/dcgan.ipynb`
+//! (benchmark workload W5).
+//!
+//! Two networks play against each other. The **generator** G turns a
+//! 100-dimensional standard-normal noise vector into a 28×28 image in [-1, 1]:
+//! matmul 100→12544, batch norm, leaky relu (0.3), reshape to 7×7×256; then
+//! three 5×5 SAME transposed convolutions, →128 (stride 1) and →64 (stride 2)
+//! each followed by batch norm and leaky relu, and →1 (stride 2) followed by
+//! tanh. The **discriminator** D turns an image into one logit: two 5×5 SAME
+//! convolutions with stride 2 (64 and 128 channels, each + bias, leaky relu 0.3,
+//! dropout 0.3) and a matmul 6272→1 + bias. Weights start Glorot-uniform
+//! (`--init notebook`: uniform in [-1e-4, 1e-4] as in the notebook), biases and
+//! batch-norm offsets at 0, scales at 1.
+//!
+//! Each step draws a batch of real images (scaled to [-1, 1]) and as many noise
+//! vectors, then takes two gradients at the same parameters:
+//! * G's: the sigmoid cross-entropy of D's logits on G(z) labelled *real* (1),
+//!   w.r.t. G's variables;
+//! * D's: the sigmoid cross-entropy of D's logits on the real images labelled 1
+//!   and the same generated images labelled 0, w.r.t. D's variables (the
+//!   generated images are fed as values, so no gradient reaches G);
+//!
+//! and applies them with two Adam optimizers (learning rate 1e-4, beta1 0.9 as in
+//! the notebook), one over each network's variables. The notebook computes the
+//! generated images twice per step; here the G pass's images are reused for the
+//! D pass: the same images for less work.
+//!
+//! One step costs about 0.25–0.35 s at the default batch of 32 on 2 (shared)
+//! cores, so the default 800 steps take about 4 minutes; the notebook's 12,000
+//! steps of batch 250 would take days. After 800 steps the samples are
+//! garment-sized dark blobs with a strong checkerboard texture; they get
+//! shapes of tops, trousers and shoes only after thousands of steps, sooner
+//! with the DCGAN paper's `--beta1 0.5` (e.g. `--beta1 0.5 --steps 2000`,
+//! about 8–10 minutes).
+//!
+//! ```text
+//! cargo run --release --example dcgan
+//! cargo run --release --example dcgan -- --beta1 0.5 --steps 2000
+//! cargo run --release --example dcgan -- --data /usr/share/datasets/fashion-mnist --batch 64
+//! cargo run --release --example dcgan -- --steps 200 --save gan.safetensors
+//! cargo run --release --example dcgan -- --steps 400 --load gan.safetensors --save gan.safetensors
+//! ```
+//!
+//! It prints `d_loss=` and `g_loss=` (the last step's), `train_seconds=`,
+//! `step_seconds=` and `steps=`, and writes to `--out` (default `out/dcgan/`):
+//! `losses.png` (D's and G's loss, averaged over windows of steps), `real.png`
+//! (64 training images), `samples_step_NNNNN.png` every `--sample-every` steps
+//! and `samples.png` at the end (an 8×8 grid of G's images from 64 fixed noise
+//! vectors, G in inference mode: batch norm with its moving statistics). Images
+//! are drawn dark on white.
+//!
+//! `--save`/`--load` keep the variables and *both* optimizers' states in one
+//! safetensors file (the optimizers' under `optimizer/d/` and `optimizer/g/`),
+//! with the step and data position. The noise of step `s` depends only on the
+//! seed and `s`, so a resumed run sees the same batches and noise as an
+//! uninterrupted one (only the dropout masks differ).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use adgraph::checkpoint::{Checkpoint, RestoreMode, OPTIMIZER_PREFIX};
+use adgraph::data::{Batches, Position};
+use adgraph::init::{GlorotUniform, Ones, RandomUniform, Zeros};
+use adgraph::optim::{Adam, GradsAndVars, Optimizer};
+use adgraph::{self as ad, shape, BatchNormConfig, Feed, Graph, Node, Padding, RunTime, Tensor};
+use clap::Parser;
+use common::{CommonArgs, Progress, Res, Series, TrainState};
+use ndarray::{concatenate, Axis};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Length of the noise vector.
+const NOISE_DIM: usize = 100;
+/// Slope of the leaky relus for negative inputs.
+const LEAK: f32 = 0.3;
+/// Dropout rate in the discriminator.
+const DROPOUT: f32 = 0.3;
+/// Images in a sample grid (8 × 8).
+const SAMPLES: usize = 64;
+/// Prefixes of the two optimizers' states in a checkpoint.
+const D_PREFIX: &str = "d/";
+const G_PREFIX: &str = "g/";
+
+/// Trains a DCGAN on Fashion-MNIST and draws its samples.
+#[derive(Parser, Debug)]
+#[command(name = "dcgan")]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Learning rate of both Adam optimizers.
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f32,
+    /// Adam's beta1 for both optimizers (the notebook's 0.9).
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f32,
+    /// Decay of the generator's batch-norm moving statistics, which draw the samples.
+    #[arg(long, default_value_t = 0.99)]
+    bn_decay: f32,
+    /// Initial weights: Glorot uniform, or uniform in [-1e-4, 1e-4] as the notebook.
+    #[arg(long, value_enum, default_value_t = Init::Glorot)]
+    init: Init,
+    /// Also draw a sample grid every N steps (0: only at the end).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    sample_every: usize,
+}
+
+/// Default mini-batch size (a step of the notebook's 250 takes about 8 times as long).
+const DEFAULT_BATCH: usize = 32;
+/// Default number of steps.
+const DEFAULT_STEPS: usize = 800;
+
+/// How the weights start (biases and batch-norm offsets start at 0, scales at 1).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Init {
+    /// Glorot (Xavier) uniform.
+    Glorot,
+    /// Uniform in [-1e-4, 1e-4], as in the notebook.
+    Notebook,
+}
+
+/// A trainable weight of `shape`, initialised by `init`.
+fn weight(g: &Graph, shape: &[usize], init: Init) -> ad::Result<Node> {
+    match init {
+        Init::Glorot => g.variable(shape, GlorotUniform::new(), true),
+        Init::Notebook => g.variable(shape, RandomUniform::new(-1e-4, 1e-4), true),
+    }
+}
+
+/// The variables of one batch normalisation over `c` channels.
+struct BatchNormVars {
+    scale: Node,
+    offset: Node,
+    moving_mean: Node,
+    moving_variance: Node,
+}
+
+impl BatchNormVars {
+    fn new(g: &Graph, c: usize) -> ad::Result<Self> {
+        Ok(BatchNormVars {
+            scale: g.variable(&[c], Ones, true)?,
+            offset: g.variable(&[c], Zeros, true)?,
+            moving_mean: g.variable(&[c], Zeros, false)?,
+            moving_variance: g.variable(&[c], Ones, false)?,
+        })
+    }
+
+    fn apply(&self, x: &Node, config: BatchNormConfig) -> ad::Result<Node> {
+        ad::fused_batch_norm(
+            x,
+            &self.scale,
+            &self.offset,
+            &self.moving_mean,
+            &self.moving_variance,
+            config,
+        )
+    }
+}
+
+/// The generator's variables; [`Generator::build`] adds a copy of the network.
+struct Generator {
+    dense: Node,
+    bn0: BatchNormVars,
+    tconv0: Node,
+    bn1: BatchNormVars,
+    tconv1: Node,
+    bn2: BatchNormVars,
+    tconv2: Node,
+    bn_decay: f32,
+}
+
+impl Generator {
+    fn new(g: &Graph, init: Init, bn_decay: f32) -> ad::Result<Self> {
+        let w = |shape: &[usize]| weight(g, shape, init);
+        Ok(Generator {
+            dense: w(&[NOISE_DIM, 7 * 7 * 256])?,
+            bn0: BatchNormVars::new(g, 7 * 7 * 256)?,
+            tconv0: w(&[5, 5, 128, 256])?,
+            bn1: BatchNormVars::new(g, 128)?,
+            tconv1: w(&[5, 5, 64, 128])?,
+            bn2: BatchNormVars::new(g, 64)?,
+            tconv2: w(&[5, 5, 1, 64])?,
+            bn_decay,
+        })
+    }
+
+    /// The variables the generator's optimizer updates.
+    fn trainable(&self) -> Vec<Node> {
+        let mut vars = vec![self.dense.clone()];
+        for (w, bn) in [
+            (&self.tconv0, &self.bn0),
+            (&self.tconv1, &self.bn1),
+            (&self.tconv2, &self.bn2),
+        ] {
+            vars.extend([bn.scale.clone(), bn.offset.clone(), w.clone()]);
+        }
+        vars
+    }
+
+    /// Images `[n, 28, 28, 1]` in [-1, 1] from noise `[n, 100]`; batch norm uses
+    /// (and updates) batch statistics when `training`, the moving ones otherwise.
+    fn build(&self, z: &Node, training: bool) -> ad::Result<Node> {
+        let bn = BatchNormConfig {
+            epsilon: 1e-3,
+            decay: self.bn_decay,
+            is_training: training,
+        };
+        let h = ad::matmul(z, &self.dense)?;
+        let h = ad::leaky_relu(&self.bn0.apply(&h, bn)?, LEAK)?;
+        let h = ad::reshape(&h, &[-1, 7, 7, 256])?;
+        let h = ad::conv2d_transpose(&h, &self.tconv0, [1, 1], Padding::Same)?;
+        let h = ad::leaky_relu(&self.bn1.apply(&h, bn)?, LEAK)?;
+        let h = ad::conv2d_transpose(&h, &self.tconv1, [2, 2], Padding::Same)?;
+        let h = ad::leaky_relu(&self.bn2.apply(&h, bn)?, LEAK)?;
+        let h = ad::conv2d_transpose(&h, &self.tconv2, [2, 2], Padding::Same)?;
+        ad::tanh(&h)
+    }
+}
+
+/// The discriminator's variables; [`Discriminator::build`] adds a copy of the network.
+struct Discriminator {
+    conv0: Node,
+    bias0: Node,
+    conv1: Node,
+    bias1: Node,
+    dense: Node,
+    bias2: Node,
+}
+
+impl Discriminator {
+    fn new(g: &Graph, init: Init) -> ad::Result<Self> {
+        let w = |shape: &[usize]| weight(g, shape, init);
+        let b = |n: usize| g.variable(&[n], Zeros, true);
+        Ok(Discriminator {
+            conv0: w(&[5, 5, 1, 64])?,
+            bias0: b(64)?,
+            conv1: w(&[5, 5, 64, 128])?,
+            bias1: b(128)?,
+            dense: w(&[7 * 7 * 128, 1])?,
+            bias2: b(1)?,
+        })
+    }
+
+    fn trainable(&self) -> Vec<Node> {
+        vec![
+            self.conv0.clone(),
+            self.bias0.clone(),
+            self.conv1.clone(),
+            self.bias1.clone(),
+            self.dense.clone(),
+            self.bias2.clone(),
+        ]
+    }
+
+    /// One logit `[n, 1]` per image `[n, 28, 28, 1]`; dropout only when `training`.
+    fn build(&self, images: &Node, training: bool) -> ad::Result<Node> {
+        let h = ad::conv2d(images, &self.conv0, [2, 2], Padding::Same)?;
+        let h = ad::leaky_relu(&ad::add(&h, &self.bias0)?, LEAK)?;
+        let h = ad::dropout(&h, DROPOUT, training)?;
+        let h = ad::conv2d(&h, &self.conv1, [2, 2], Padding::Same)?;
+        let h = ad::leaky_relu(&ad::add(&h, &self.bias1)?, LEAK)?;
+        let h = ad::dropout(&h, DROPOUT, training)?;
+        let h = ad::reshape(&h, &[-1, 7 * 7 * 128])?;
+        ad::add(&ad::matmul(&h, &self.dense)?, &self.bias2)
+    }
+}
+
+/// `n` standard-normal noise vectors. Stream `stream` of the seed's generator,
+/// so the noise of a step does not depend on the steps before it.
+fn noise(seed: u64, stream: u64, n: usize) -> Res<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    let values: Vec<f32> = (0..n * NOISE_DIM)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    Ok(Tensor::from_shape_vec(vec![n, NOISE_DIM], values)?)
+}
+
+/// Images in [-1, 1] mapped to [0, 1] for [`common::save_image_grid`].
+fn to_unit(images: &Tensor) -> Tensor {
+    images.mapv(|v| (v + 1.0) * 0.5)
+}
+
+/// The whole training state as one checkpoint: all variables, each optimizer's
+/// state under `optimizer/d/` and `optimizer/g/`, the step and data position.
+fn training_checkpoint(
+    graph: &Graph,
+    d_opt: &Adam,
+    g_opt: &Adam,
+    state: TrainState,
+) -> Res<Checkpoint> {
+    let mut ckpt = graph.variables_checkpoint(false)?;
+    for (prefix, opt) in [(D_PREFIX, d_opt), (G_PREFIX, g_opt)] {
+        for (name, value) in opt.state() {
+            ckpt.insert(format!("{OPTIMIZER_PREFIX}{prefix}{name}"), value)?;
+        }
+    }
+    ckpt.metadata = BTreeMap::from([
+        ("example".to_string(), "dcgan".to_string()),
+        ("step".to_string(), state.step.to_string()),
+        ("epoch".to_string(), state.position.epoch.to_string()),
+        ("batch".to_string(), state.position.batch.to_string()),
+    ]);
+    Ok(ckpt)
+}
+
+/// The entries of `ckpt` under `optimizer/<prefix>`, with that prefix taken off.
+fn optimizer_state(ckpt: &Checkpoint, prefix: &str) -> Vec<(String, Tensor)> {
+    let full = format!("{OPTIMIZER_PREFIX}{prefix}");
+    ckpt.tensors
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(&full)
+                .map(|rest| (rest.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+/// Restores `--load`: a checkpoint written by this example resumes variables,
+/// both optimizers, step and data position; any other checkpoint of this
+/// graph's variables restores just the variables (from step 0).
+fn resume(args: &CommonArgs, graph: &Graph, d_opt: &mut Adam, g_opt: &mut Adam) -> Res<TrainState> {
+    let Some(path) = &args.load else {
+        return Ok(TrainState::default());
+    };
+    let ckpt = Checkpoint::load(path)?;
+    let d_state = optimizer_state(&ckpt, D_PREFIX);
+    let g_state = optimizer_state(&ckpt, G_PREFIX);
+    if d_state.is_empty() && g_state.is_empty() {
+        graph
+            .restore_checkpoint(&ckpt, RestoreMode::Strict)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("loaded: variables from {}", path.display());
+        return Ok(TrainState::default());
+    }
+    // Everything is checked before the graph changes: each optimizer validates
+    // its whole state first, and a strict restore checks every variable first.
+    let mut d_new = d_opt.clone();
+    let mut g_new = g_opt.clone();
+    d_new
+        .load_state(&d_state, graph)
+        .map_err(|e| format!("{}: discriminator optimizer state: {e}", path.display()))?;
+    g_new
+        .load_state(&g_state, graph)
+        .map_err(|e| format!("{}: generator optimizer state: {e}", path.display()))?;
+    let get = |k: &str| -> Res<usize> {
+        Ok(ckpt
+            .metadata
+            .get(k)
+            .ok_or_else(|| format!("{}: metadata has no {k}", path.display()))?
+            .parse()?)
+    };
+    let state = TrainState {
+        step: get("step")?,
+        position: Position {
+            epoch: get("epoch")?,
+            batch: get("batch")?,
+        },
+    };
+    graph
+        .restore_checkpoint(&ckpt, RestoreMode::Strict)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    *d_opt = d_new;
+    *g_opt = g_new;
+    println!(
+        "loaded: training state from {} at step {}",
+        path.display(),
+        state.step
+    );
+    Ok(state)
+}
+
+/// Saves to `--save` when `state.step` is a multiple of `--save-every` or the last step.
+fn maybe_save(
+    args: &CommonArgs,
+    graph: &Graph,
+    d_opt: &Adam,
+    g_opt: &Adam,
+    state: TrainState,
+    last: usize,
+) -> Res {
+    let Some(path) = &args.save else {
+        return Ok(());
+    };
+    let due = state.step == last
+        || args
+            .save_every
+            .is_some_and(|n| n > 0 && state.step % n == 0);
+    if due {
+        training_checkpoint(graph, d_opt, g_opt, state)?.save(path)?;
+    }
+    Ok(())
+}
+
+/// The points averaged over consecutive windows of `window` points (each at its
+/// window's last x), so that a curve of thousands of noisy steps stays readable.
+fn window_means(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    points
+        .chunks(window.max(1))
+        .filter_map(|c| {
+            let (x, _) = *c.last()?;
+            Some((x, c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64))
+        })
+        .collect()
+}
+
+/// Runs the inference-mode generator on the fixed noise and writes the grid.
+fn draw_samples(rt: &mut RunTime, samples: &Node, z: &Node, fixed: &Tensor, path: &Path) -> Res {
+    let feed = Feed::new().with(z, fixed.clone())?;
+    let images = rt.forward_backward_cycle(|rt| rt.forward(samples, &feed).cloned())?;
+    common::save_image_grid(path, &to_unit(&images), 8, 2)
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Res {
+    let seed = args.common.seed;
+    let out = args.common.out_dir("dcgan")?;
+    let mnist = common::load_mnist(&args.common)?;
+    let batch = args.common.batch.unwrap_or(DEFAULT_BATCH);
+    if batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+
+    // Real images in [-1, 1], NHWC; the labels are not used.
+    let real = mnist.train_images.nhwc().mapv(|v| v * 2.0 - 1.0);
+    let n_train = real.shape()[0];
+    if n_train < batch {
+        return Err(format!("--batch {batch} is larger than the {n_train} training images").into());
+    }
+    let mut batches =
+        Batches::new(real.clone(), Tensor::zeros(vec![n_train, 1]), batch, seed)?.drop_last(true);
+    let total = match (args.common.steps, args.common.epochs) {
+        (None, None) => DEFAULT_STEPS,
+        _ => args.common.total_steps(n_train, batch, 1.0),
+    };
+    println!(
+        "dcgan: batch {batch} (+{batch} generated), {total} steps, Adam lr {} beta1 {}",
+        args.lr, args.beta1
+    );
+
+    // ---- the graph ----
+    let graph = Graph::with_seed(seed);
+    let gen = Generator::new(&graph, args.init, args.bn_decay)?;
+    let disc = Discriminator::new(&graph, args.init)?;
+    let g_vars = gen.trainable();
+    let d_vars = disc.trainable();
+
+    // G's objective: D should call G's images real.
+    let z = graph.placeholder(shape![None, NOISE_DIM]);
+    let fake = gen.build(&z, true)?;
+    let fake_logits = disc.build(&fake, true)?;
+    let real_labels = graph.placeholder(shape![None, 1]);
+    let g_loss = ad::reduce_mean(
+        &ad::sigmoid_cross_entropy_loss(&real_labels, &fake_logits)?,
+        ad::Axes::All,
+        false,
+    )?;
+
+    // D's objective on real images (label 1) and G's images (label 0), fed as values.
+    let d_images = graph.placeholder(shape![None, 28, 28, 1]);
+    let d_labels = graph.placeholder(shape![None, 1]);
+    let d_logits = disc.build(&d_images, true)?;
+    let d_loss = ad::reduce_mean(
+        &ad::sigmoid_cross_entropy_loss(&d_labels, &d_logits)?,
+        ad::Axes::All,
+        false,
+    )?;
+
+    // Samples: the generator in inference mode (batch norm with its moving statistics).
+    let samples = gen.build(&z, false)?;
+
+    let adam = || {
+        Adam::new(args.lr)
+            .beta1(args.beta1)
+            .beta2(0.999)
+            .epsilon(1e-8)
+    };
+    let mut d_opt = adam();
+    let mut g_opt = adam();
+    let mut state = resume(&args.common, &graph, &mut d_opt, &mut g_opt)?;
+    batches.seek(state.position)?;
+
+    let fixed_noise = noise(seed, u64::MAX, SAMPLES)?;
+    let first_real = real
+        .slice_axis(Axis(0), (0..SAMPLES.min(n_train)).into())
+        .to_owned();
+    common::save_image_grid(&out.join("real.png"), &to_unit(&first_real), 8, 2)?;
+
+    let ones = ad::tensor::full(&[batch, 1], 1.0);
+    let d_targets = concatenate![Axis(0), ones, Tensor::zeros(vec![batch, 1])];
+    let d_var_refs: Vec<&Node> = d_vars.iter().collect();
+
+    // ---- training ----
+    let mut rt = RunTime::with_seed(seed);
+    let mut progress = Progress::new(total.saturating_sub(state.step));
+    let (mut d_curve, mut g_curve) = (Vec::new(), Vec::new());
+    let (mut d_last, mut g_last) = (f32::NAN, f32::NAN);
+    let start_step = state.step;
+    let start = Instant::now();
+    while state.step < total {
+        let (real_batch, _) = batches
+            .next_batch()
+            .ok_or("the training set yields no batch")?;
+        let z_val = noise(seed, state.step as u64, batch)?;
+
+        // G's gradient (D's variables take none: they are not G's to update).
+        let g_feed = Feed::new()
+            .with(&z, z_val)?
+            .with(&real_labels, ones.clone())?;
+        rt.stop_gradients_at(&d_var_refs);
+        let (g_grads, g_loss_val, fake_val) =
+            rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32, Tensor)> {
+                let grads = g_opt.compute_gradients(rt, &g_loss, &g_feed, Some(&g_vars))?;
+                Ok((grads, rt.value(&g_loss)?.sum(), rt.value(&fake)?.clone()))
+            })?;
+        rt.clear_stop_gradients();
+
+        // D's gradient at the same parameters, on the real batch and those images.
+        let both = concatenate![Axis(0), real_batch, fake_val];
+        let d_feed = Feed::new()
+            .with(&d_images, both)?
+            .with(&d_labels, d_targets.clone())?;
+        let (d_grads, d_loss_val) =
+            rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32)> {
+                let grads = d_opt.compute_gradients(rt, &d_loss, &d_feed, Some(&d_vars))?;
+                Ok((grads, rt.value(&d_loss)?.sum()))
+            })?;
+
+        d_opt.apply_gradients(&d_grads)?;
+        g_opt.apply_gradients(&g_grads)?;
+        state.step += 1;
+        state.position = batches.position();
+
+        if !(d_loss_val.is_finite() && g_loss_val.is_finite()) {
+            progress.finish();
+            return Err(format!(
+                "step {}: a loss is not finite (d_loss {d_loss_val}, g_loss {g_loss_val})",
+                state.step
+            )
+            .into());
+        }
+        (d_last, g_last) = (d_loss_val, g_loss_val);
+        d_curve.push((state.step as f64, f64::from(d_loss_val)));
+        g_curve.push((state.step as f64, f64::from(g_loss_val)));
+        // The bar shows the running sum of the two losses.
+        progress.step(f64::from(d_loss_val + g_loss_val), None);
+        if args.sample_every > 0 && state.step % args.sample_every == 0 && state.step < total {
+            progress.println(format!(
+                "step {}: d_loss {d_loss_val:.4} g_loss {g_loss_val:.4}",
+                state.step
+            ));
+            let path = out.join(format!("samples_step_{:05}.png", state.step));
+            draw_samples(&mut rt, &samples, &z, &fixed_noise, &path)?;
+        }
+        maybe_save(&args.common, &graph, &d_opt, &g_opt, state, total)?;
+    }
+    let train_seconds = start.elapsed().as_secs_f64();
+    progress.finish();
+
+    // ---- results ----
+    draw_samples(
+        &mut rt,
+        &samples,
+        &z,
+        &fixed_noise,
+        &out.join("samples.png"),
+    )?;
+    // Mean over windows of steps: about 200 points whatever the run's length.
+    let window = d_curve.len().div_ceil(200).max(1);
+    common::plot_lines(
+        &out.join("losses.png"),
+        &format!("DCGAN losses (sigmoid cross-entropy; mean of every {window} steps)"),
+        "step",
+        "loss",
+        &[
+            Series::new("discriminator", window_means(&d_curve, window)),
+            Series::new("generator", window_means(&g_curve, window)),
+        ],
+    )?;
+    let steps_run = total.saturating_sub(start_step);
+    common::report(&[
+        ("d_loss", format!("{d_last}")),
+        ("g_loss", format!("{g_last}")),
+        ("train_seconds", format!("{train_seconds:.1}")),
+        (
+            "step_seconds",
+            format!("{:.3}", train_seconds / steps_run.max(1) as f64),
+        ),
+        ("steps", total.to_string()),
+        ("batch", batch.to_string()),
+        ("out", out.display().to_string()),
+    ]);
+    Ok(())
+}
