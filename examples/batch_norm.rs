@@ -50,7 +50,6 @@
 
 mod common;
 
-use std::process::ExitCode;
 use std::time::Instant;
 
 use adgraph::data::{one_hot, Batches};
@@ -285,14 +284,8 @@ struct StepLog {
     bn_accuracy: f64,
 }
 
-fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    common::exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Res {

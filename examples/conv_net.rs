@@ -43,7 +43,6 @@ mod common;
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use adgraph::data::{one_hot, Batches, Mnist, FASHION_MNIST_CLASSES};
@@ -213,14 +212,8 @@ fn mean_ms(total: Duration, steps: usize) -> String {
     format!("{:.1}", total.as_secs_f64() * 1e3 / steps.max(1) as f64)
 }
 
-fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    common::exit_code(run(Args::parse()))
 }
 
 /// Builds the graph, trains, evaluates, reports and draws.

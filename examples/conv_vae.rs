@@ -316,13 +316,7 @@ fn draw_manifold(rt: &mut RunTime, nodes: &VaeNodes, range: f32, path: &std::pat
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> Res {

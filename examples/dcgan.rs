@@ -385,14 +385,7 @@ fn maybe_save(
     state: TrainState,
     last: usize,
 ) -> Res {
-    let Some(path) = &args.save else {
-        return Ok(());
-    };
-    let due = state.step == last
-        || args
-            .save_every
-            .is_some_and(|n| n > 0 && state.step % n == 0);
-    if due {
+    if let Some(path) = args.save_due(state.step, last) {
         training_checkpoint(graph, d_opt, g_opt, state)?.save(path)?;
     }
     Ok(())
@@ -418,13 +411,7 @@ fn draw_samples(rt: &mut RunTime, samples: &Node, z: &Node, fixed: &Tensor, path
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> Res {

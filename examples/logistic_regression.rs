@@ -34,7 +34,6 @@
 
 mod common;
 
-use std::process::ExitCode;
 use std::time::Instant;
 
 use adgraph::data::{one_hot, Batches, FASHION_MNIST_CLASSES};
@@ -122,14 +121,8 @@ fn evaluate(rt: &mut RunTime, model: &Model, x: &Tensor, y: &Tensor) -> ad::Resu
     Ok(hits / n.max(1) as f64)
 }
 
-fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    common::exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Res {

@@ -32,7 +32,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::Instant;
 
 use adgraph::data::{spiral, train_test_split, Batches};
@@ -117,14 +116,8 @@ fn predict(rt: &mut RunTime, model: &Model, x: &Tensor) -> ad::Result<Tensor> {
     rt.forward_backward_cycle(|rt| rt.forward(&model.logits, &feed).cloned())
 }
 
-fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    common::exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Res {

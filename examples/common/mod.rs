@@ -54,6 +54,13 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// `--save`'s path when a checkpoint is due after `step`: at a multiple of
+    /// `--save-every` and at the last step.
+    pub fn save_due(&self, step: usize, last_step: usize) -> Option<&Path> {
+        let due = step == last_step || self.save_every.is_some_and(|n| n > 0 && step % n == 0);
+        self.save.as_deref().filter(|_| due)
+    }
+
     /// The output folder, created if needed.
     pub fn out_dir(&self, example: &str) -> Res<PathBuf> {
         let dir = self
@@ -153,6 +160,17 @@ impl Progress {
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// A demo's exit: success, or the error printed readably on stderr and failure.
+pub fn exit_code(result: Res) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -382,14 +400,7 @@ pub fn maybe_save(
     state: TrainState,
     last_step: usize,
 ) -> Res {
-    let Some(path) = &args.save else {
-        return Ok(());
-    };
-    let due = state.step == last_step
-        || args
-            .save_every
-            .is_some_and(|n| n > 0 && state.step % n == 0);
-    if due {
+    if let Some(path) = args.save_due(state.step, last_step) {
         let meta = BTreeMap::from([
             ("step".to_string(), state.step.to_string()),
             ("epoch".to_string(), state.position.epoch.to_string()),
