@@ -109,6 +109,22 @@ struct Args {
     /// Also draw a sample grid every N steps (0: only at the end).
     #[arg(long, value_name = "N", default_value_t = 200)]
     sample_every: usize,
+    /// One-sided label smoothing: D's target for real images is 1 - S (0: none).
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Which batch-norm statistics the sample grids use: the moving averages
+    /// (inference mode) or the 64 samples' own batch statistics.
+    #[arg(long, value_enum, default_value_t = SampleBn::Moving)]
+    sample_bn: SampleBn,
+}
+
+/// The batch-norm statistics the generator uses when drawing sample grids.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SampleBn {
+    /// The moving averages kept during training (inference mode).
+    Moving,
+    /// The statistics of the sampled batch itself (training mode).
+    Batch,
 }
 
 /// Default mini-batch size (a step of the notebook's 250 takes about 8 times as long).
@@ -469,7 +485,7 @@ fn run(args: Args) -> Res {
     )?;
 
     // Samples: the generator in inference mode (batch norm with its moving statistics).
-    let samples = gen.build(&z, false)?;
+    let samples = gen.build(&z, args.sample_bn == SampleBn::Batch)?;
 
     let adam = || {
         Adam::new(args.lr)
@@ -488,8 +504,16 @@ fn run(args: Args) -> Res {
         .to_owned();
     common::save_image_grid(&out.join("real.png"), &to_unit(&first_real), 8, 2)?;
 
+    if !(0.0..1.0).contains(&args.label_smoothing) {
+        return Err(format!(
+            "--label-smoothing {} is not in [0, 1)",
+            args.label_smoothing
+        )
+        .into());
+    }
     let ones = ad::tensor::full(&[batch, 1], 1.0);
-    let d_targets = concatenate![Axis(0), ones, Tensor::zeros(vec![batch, 1])];
+    let real_targets = ad::tensor::full(&[batch, 1], 1.0 - args.label_smoothing);
+    let d_targets = concatenate![Axis(0), real_targets, Tensor::zeros(vec![batch, 1])];
     let d_var_refs: Vec<&Node> = d_vars.iter().collect();
 
     // ---- training ----
