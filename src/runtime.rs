@@ -33,6 +33,7 @@ use crate::error::{Error, InputDesc, Phase, Result};
 use crate::graph::{Graph, GraphInner, Node, NodeData, NodeId, NodeKind};
 use crate::op::{BackwardContext, ForwardContext};
 use crate::profile::Profile;
+use crate::rng_state::RngState;
 use crate::shape::TensorShape;
 use crate::tensor::{full, IntoTensor, Tensor};
 
@@ -222,6 +223,38 @@ impl RunTime {
     /// ```
     pub fn set_check_numerics(&mut self, on: bool) {
         self.check_numerics = on;
+    }
+
+    /// The exact state of the random generator that ops such as dropout draw
+    /// from. Save it with a training checkpoint (its text form fits the
+    /// metadata) and give it to [`set_rng_state`](RunTime::set_rng_state) on
+    /// resuming, so the resumed run draws the same masks as an uninterrupted one.
+    pub fn rng_state(&self) -> RngState {
+        RngState::of(&self.rng)
+    }
+
+    /// Puts the random generator at `state`, as read by
+    /// [`rng_state`](RunTime::rng_state) from this or another run time: the next
+    /// draws are those that run time would have made next. (A malformed state is
+    /// refused when its text is parsed into an [`RngState`].)
+    ///
+    /// ```
+    /// use adgraph as ad;
+    /// let g = ad::Graph::new();
+    /// let x = g.placeholder([1000]);
+    /// let y = ad::dropout(&x, 0.5, true).unwrap();
+    /// let feed = ad::Feed::new().with(&x, ad::tensor::full(&[1000], 1.0)).unwrap();
+    /// let mut a = ad::RunTime::with_seed(1);
+    /// a.forward_backward_cycle(|rt| rt.forward(&y, &feed).map(|_| ())).unwrap();
+    /// let saved = a.rng_state();
+    /// let mask_a = a.forward_backward_cycle(|rt| rt.forward(&y, &feed).cloned()).unwrap();
+    /// let mut b = ad::RunTime::with_seed(99);
+    /// b.set_rng_state(&saved);
+    /// let mask_b = b.forward_backward_cycle(|rt| rt.forward(&y, &feed).cloned()).unwrap();
+    /// assert_eq!(mask_a, mask_b);
+    /// ```
+    pub fn set_rng_state(&mut self, state: &RngState) {
+        self.rng = state.to_rng();
     }
 
     /// Clears every value, gradient and saved datum of the cycle (the generator
