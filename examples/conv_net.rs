@@ -28,7 +28,11 @@
 //! training loss, full `f32` precision), `steps`, `train_seconds` (training
 //! only), `images_per_s` (training throughput), `eval_seconds`, and the mean
 //! time of a step's `forward_ms`, `backward_ms` (gradients) and `update_ms`
-//! (Adam). It draws, in `--out` (default `out/conv_net/`): `loss.png` (training
+//! (Adam), and the resident memory (Linux; `n/a` elsewhere) after 100 steps
+//! (`rss_mib_step_100`), at the end of training (`rss_mib_end`) and at its peak
+//! (`peak_rss_mib`). `--check-numerics` checks every value and gradient for NaN
+//! and infinity; `--infer-batch N` skips training and times one inference batch
+//! of N images instead. It draws, in `--out` (default `out/conv_net/`): `loss.png` (training
 //! loss per step and its running mean), `accuracy.png` (training accuracy over
 //! windows of steps and test accuracy at each evaluation) and `predictions.png`
 //! (test images with the predicted class, green when right, red with the true
