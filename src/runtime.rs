@@ -28,9 +28,11 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::error::{Error, InputDesc, Phase, Result};
 use crate::graph::{Graph, GraphInner, Node, NodeData, NodeId, NodeKind};
+use crate::kernels::elementwise::PARALLEL_MIN_LEN;
 use crate::op::{BackwardContext, ForwardContext};
 use crate::profile::Profile;
 use crate::rng_state::RngState;
@@ -458,7 +460,7 @@ impl RunTime {
             });
         }
         if self.check_numerics {
-            check_finite(&value, data, Phase::Forward, "its value")?;
+            check_finite(&value, data, Phase::Forward, || "its value".into())?;
         }
         self.values[id.index()] = Some(value);
         Ok(())
@@ -490,12 +492,9 @@ impl RunTime {
         };
 
         if self.check_numerics {
-            check_finite(
-                &upstream,
-                &g.nodes[target.index()],
-                Phase::Backward,
-                "the upstream gradient fed to it",
-            )?;
+            check_finite(&upstream, &g.nodes[target.index()], Phase::Backward, || {
+                "the upstream gradient fed to it".into()
+            })?;
         }
 
         // Which ancestors of the target take a gradient: not constants, not stopped,
@@ -597,8 +596,9 @@ impl RunTime {
                     ));
                 }
                 if self.check_numerics {
-                    let what = format!("the gradient it sends to input {k} ({})", g.nodes[j].name);
-                    check_finite(&input_grad, data, Phase::Backward, &what)?;
+                    let what =
+                        || format!("the gradient it sends to input {k} ({})", g.nodes[j].name);
+                    check_finite(&input_grad, data, Phase::Backward, what)?;
                 }
                 match local.get_mut(&j) {
                     Some(acc) => *acc += &input_grad,
@@ -703,8 +703,32 @@ fn stored_value<'v>(
 }
 
 /// `Err(Error::Numerics)` when `value` holds NaN or infinity.
-fn check_finite(value: &Tensor, data: &NodeData, phase: Phase, what: &str) -> Result<()> {
-    let bad = value.iter().filter(|v| !v.is_finite()).count();
+/// Counts the NaN and infinite values of `value`: on its memory directly when
+/// it is contiguous (split over rayon's threads when large: a count, so the
+/// result does not depend on the split), element by element otherwise.
+fn count_non_finite(value: &Tensor) -> usize {
+    // An all-ones exponent is NaN or infinity; a branch-free test that vectorizes.
+    let bad = |s: &[f32]| {
+        s.iter()
+            .filter(|v| v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+            .count()
+    };
+    match value.as_slice_memory_order() {
+        Some(s) if s.len() >= PARALLEL_MIN_LEN => s.par_chunks(1 << 14).map(bad).sum(),
+        Some(s) => bad(s),
+        None => value.iter().filter(|v| !v.is_finite()).count(),
+    }
+}
+
+/// Fails with [`Error::Numerics`] when `value` holds NaN or infinity; `what`
+/// (built only then) says which value of the node it is.
+fn check_finite(
+    value: &Tensor,
+    data: &NodeData,
+    phase: Phase,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let bad = count_non_finite(value);
     if bad == 0 {
         return Ok(());
     }
@@ -712,7 +736,7 @@ fn check_finite(value: &Tensor, data: &NodeData, phase: Phase, what: &str) -> Re
         node: data.name.clone(),
         op: data.type_name.to_string(),
         phase,
-        what: what.to_string(),
+        what: what(),
         bad,
         total: value.len(),
     })
