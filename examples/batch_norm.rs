@@ -333,6 +333,7 @@ fn run(args: &Args) -> Res {
 
     // Training.
     let mut rt = RunTime::new();
+    state.restore_rng(&mut rt);
     let mut logs = Vec::new();
     let (mut bn_test, mut plain_test) = (Vec::new(), Vec::new());
     let mut progress = Progress::new(steps.saturating_sub(state.step));
@@ -368,7 +369,7 @@ fn run(args: &Args) -> Res {
                 state.step
             ));
         }
-        common::maybe_save(common, &graph, &optimizer, state, steps)?;
+        common::maybe_save(common, &graph, &optimizer, &rt, state, steps)?;
     }
     let train_seconds = started.elapsed().as_secs_f64();
     progress.finish();

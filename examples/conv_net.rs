@@ -28,7 +28,11 @@
 //! training loss, full `f32` precision), `steps`, `train_seconds` (training
 //! only), `images_per_s` (training throughput), `eval_seconds`, and the mean
 //! time of a step's `forward_ms`, `backward_ms` (gradients) and `update_ms`
-//! (Adam). It draws, in `--out` (default `out/conv_net/`): `loss.png` (training
+//! (Adam), and the resident memory (Linux; `n/a` elsewhere) after 100 steps
+//! (`rss_mib_step_100`), at the end of training (`rss_mib_end`) and at its peak
+//! (`peak_rss_mib`). `--check-numerics` checks every value and gradient for NaN
+//! and infinity; `--infer-batch N` skips training and times one inference batch
+//! of N images instead. It draws, in `--out` (default `out/conv_net/`): `loss.png` (training
 //! loss per step and its running mean), `accuracy.png` (training accuracy over
 //! windows of steps and test accuracy at each evaluation) and `predictions.png`
 //! (test images with the predicted class, green when right, red with the true
@@ -50,7 +54,7 @@ use adgraph::init::{Ones, TruncatedNormal, Zeros};
 use adgraph::optim::{Adam, Optimizer, Schedule};
 use adgraph::{self as ad, BatchNormConfig, Feed, Graph, Node, Padding, RunTime, Tensor};
 use clap::Parser;
-use common::{CommonArgs, Progress, Res, Series, TrainState};
+use common::{CommonArgs, Progress, Res, Series};
 use ndarray::{s, Axis};
 use plotters::prelude::*;
 
@@ -90,6 +94,15 @@ struct Args {
     /// Test images per inference batch.
     #[arg(long, default_value_t = 500, value_name = "N")]
     eval_batch: usize,
+    /// Check every value and gradient for NaN and infinity (`set_check_numerics`),
+    /// failing at the first node that holds one.
+    #[arg(long)]
+    check_numerics: bool,
+    /// Instead of training, run one inference batch of N test images (repeated
+    /// as needed) through the network (after --load, if given) and report its
+    /// time and the peak resident memory.
+    #[arg(long, value_name = "N")]
+    infer_batch: Option<usize>,
 }
 
 /// The variables of one conv → batch norm → relu layer.
@@ -268,6 +281,11 @@ fn run(args: Args) -> Res {
 
     // Training.
     let mut rt = RunTime::with_seed(args.common.seed);
+    rt.set_check_numerics(args.check_numerics);
+    state.restore_rng(&mut rt);
+    if let Some(n) = args.infer_batch {
+        return infer_once(&mut rt, &x, &test_logits, &test_images, n);
+    }
     // The images and labels are data: no gradient is needed for them.
     rt.stop_gradients_at(&[&x, &y]);
     let mut progress = Progress::new(total.saturating_sub(state.step));
@@ -281,6 +299,7 @@ fn run(args: Args) -> Res {
         Duration::ZERO,
     );
     let mut final_loss = f32::NAN;
+    let mut rss_step_100 = None;
     let first_step = state.step;
     let started = Instant::now();
     while state.step < total {
@@ -306,10 +325,8 @@ fn run(args: Args) -> Res {
         if !step_loss.is_finite() {
             return Err(format!("the loss is {step_loss} at step {}", state.step).into());
         }
-        state = TrainState {
-            step: state.step + 1,
-            position: batches.position(),
-        };
+        state.step += 1;
+        state.position = batches.position();
         final_loss = step_loss;
         let smooth = progress.step(f64::from(step_loss), Some(step_acc));
         losses.push((state.step as f64, f64::from(step_loss)));
@@ -320,7 +337,10 @@ fn run(args: Args) -> Res {
             train_acc.push((state.step as f64, mean));
             window.clear();
         }
-        common::maybe_save(&args.common, &graph, &optimizer, state, total)?;
+        if state.step == first_step + 100 {
+            rss_step_100 = common::memory_use().map(|m| m.rss_mib);
+        }
+        common::maybe_save(&args.common, &graph, &optimizer, &rt, state, total)?;
         if state.step % eval_every == 0 && state.step < total {
             let t0 = Instant::now();
             let predicted = predict(&mut rt, &x, &test_logits, &test_images, args.eval_batch)?;
@@ -336,6 +356,7 @@ fn run(args: Args) -> Res {
         }
     }
     let train_seconds = (started.elapsed() - t_eval).as_secs_f64();
+    let rss_end = common::memory_use().map(|m| m.rss_mib);
     progress.finish();
 
     // Final evaluation.
@@ -362,6 +383,12 @@ fn run(args: Args) -> Res {
         ("forward_ms", mean_ms(t_forward, steps_run)),
         ("backward_ms", mean_ms(t_backward, steps_run)),
         ("update_ms", mean_ms(t_update, steps_run)),
+        ("rss_mib_step_100", common::mib(rss_step_100)),
+        ("rss_mib_end", common::mib(rss_end)),
+        (
+            "peak_rss_mib",
+            common::mib(common::memory_use().map(|m| m.peak_mib)),
+        ),
     ]);
 
     // Pictures.
@@ -390,6 +417,37 @@ fn run(args: Args) -> Res {
     )?;
     save_predictions(&out_dir.join("predictions.png"), &data, &predicted, 40)?;
     println!("pictures: {}", out_dir.display());
+    Ok(())
+}
+
+/// `--infer-batch`: one forward pass of the inference network over `n` test
+/// images (cycling through the test set), reported as `key=value` lines.
+fn infer_once(rt: &mut RunTime, x: &Node, logits: &Node, images: &Tensor, n: usize) -> Res {
+    let available = images.shape()[0];
+    if n == 0 || available == 0 {
+        return Err("--infer-batch needs at least 1 image and a non-empty test set".into());
+    }
+    let index: Vec<usize> = (0..n).map(|i| i % available).collect();
+    let batch = images.select(Axis(0), &index);
+    let before = common::memory_use();
+    let feed = Feed::new().with(x, batch)?;
+    let t0 = Instant::now();
+    let values = rt.forward_backward_cycle(|rt| rt.forward(logits, &feed).cloned())?;
+    let infer_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let predicted = predictions(&values);
+    common::report(&[
+        ("infer_batch", n.to_string()),
+        ("infer_ms", format!("{infer_ms:.1}")),
+        ("predicted", predicted.len().to_string()),
+        (
+            "rss_mib_before_infer",
+            common::mib(before.map(|m| m.rss_mib)),
+        ),
+        (
+            "peak_rss_mib",
+            common::mib(common::memory_use().map(|m| m.peak_mib)),
+        ),
+    ]);
     Ok(())
 }
 

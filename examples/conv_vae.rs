@@ -358,6 +358,7 @@ fn run(args: Args) -> Res {
 
     let test_eps = normal(seed, TEST_EPS_STREAM, test.shape()[0])?;
     let mut rt = RunTime::with_seed(seed);
+    state.restore_rng(&mut rt);
     let mut evals = vec![(
         state.step as f64,
         test_neg_elbo(&mut rt, &nodes, &test, &test_eps, 256)?,
@@ -399,7 +400,7 @@ fn run(args: Args) -> Res {
             evals.push((state.step as f64, v));
             progress.println(format!("step {}: test negative ELBO {v:.2}", state.step));
         }
-        common::maybe_save(&args.common, &graph, &optimizer, state, total)?;
+        common::maybe_save(&args.common, &graph, &optimizer, &rt, state, total)?;
     }
     let train_seconds = start.elapsed().as_secs_f64() - eval_seconds;
     progress.finish();

@@ -307,11 +307,13 @@ fn to_unit(images: &Tensor) -> Tensor {
 }
 
 /// The whole training state as one checkpoint: all variables, each optimizer's
-/// state under `optimizer/d/` and `optimizer/g/`, the step and data position.
+/// state under `optimizer/d/` and `optimizer/g/`, the step, data position and
+/// the run time's random generator.
 fn training_checkpoint(
     graph: &Graph,
     d_opt: &Adam,
     g_opt: &Adam,
+    rt: &RunTime,
     state: TrainState,
 ) -> Res<Checkpoint> {
     let mut ckpt = graph.variables_checkpoint(false)?;
@@ -325,6 +327,7 @@ fn training_checkpoint(
         ("step".to_string(), state.step.to_string()),
         ("epoch".to_string(), state.position.epoch.to_string()),
         ("batch".to_string(), state.position.batch.to_string()),
+        (common::RNG_KEY.to_string(), rt.rng_state().to_string()),
     ]);
     Ok(ckpt)
 }
@@ -381,6 +384,7 @@ fn resume(args: &CommonArgs, graph: &Graph, d_opt: &mut Adam, g_opt: &mut Adam) 
             epoch: get("epoch")?,
             batch: get("batch")?,
         },
+        rng: common::rng_from_metadata(&ckpt.metadata, path)?,
     };
     graph
         .restore_checkpoint(&ckpt, RestoreMode::Strict)
@@ -401,11 +405,12 @@ fn maybe_save(
     graph: &Graph,
     d_opt: &Adam,
     g_opt: &Adam,
+    rt: &RunTime,
     state: TrainState,
     last: usize,
 ) -> Res {
     if let Some(path) = args.save_due(state.step, last) {
-        training_checkpoint(graph, d_opt, g_opt, state)?.save(path)?;
+        training_checkpoint(graph, d_opt, g_opt, rt, state)?.save(path)?;
     }
     Ok(())
 }
@@ -521,6 +526,7 @@ fn run(args: Args) -> Res {
 
     // ---- training ----
     let mut rt = RunTime::with_seed(seed);
+    state.restore_rng(&mut rt);
     let mut progress = Progress::new(total.saturating_sub(state.step));
     let (mut d_curve, mut g_curve) = (Vec::new(), Vec::new());
     let (mut d_last, mut g_last) = (f32::NAN, f32::NAN);
@@ -581,7 +587,7 @@ fn run(args: Args) -> Res {
             let path = out.join(format!("samples_step_{:05}.png", state.step));
             draw_samples(&mut rt, &samples, &z, &fixed_noise, &path)?;
         }
-        maybe_save(&args.common, &graph, &d_opt, &g_opt, state, total)?;
+        maybe_save(&args.common, &graph, &d_opt, &g_opt, &rt, state, total)?;
     }
     let train_seconds = start.elapsed().as_secs_f64();
     progress.finish();

@@ -171,6 +171,7 @@ fn run(args: &Args) -> Res {
 
     // Training.
     let mut rt = RunTime::new();
+    state.restore_rng(&mut rt);
     let mut losses = Vec::new();
     let mut train_acc = Vec::new();
     let mut test_acc = Vec::new();
@@ -199,7 +200,7 @@ fn run(args: &Args) -> Res {
             let acc = evaluate(&mut rt, &model, &x_test, &y_test)?;
             test_acc.push((state.step as f64, acc));
         }
-        common::maybe_save(common, &graph, &optimizer, state, steps)?;
+        common::maybe_save(common, &graph, &optimizer, &rt, state, steps)?;
     }
     let train_seconds = started.elapsed().as_secs_f64();
     progress.finish();

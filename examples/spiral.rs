@@ -163,6 +163,7 @@ fn run(args: &Args) -> Res {
 
     // Training.
     let mut rt = RunTime::new();
+    state.restore_rng(&mut rt);
     let mut losses = Vec::new();
     let mut train_acc = Vec::new();
     let mut test_acc = Vec::new();
@@ -191,7 +192,7 @@ fn run(args: &Args) -> Res {
             let logits = predict(&mut rt, &model, &split.x_test)?;
             test_acc.push((state.step as f64, common::accuracy(&logits, &split.y_test)));
         }
-        common::maybe_save(common, &graph, &optimizer, state, steps)?;
+        common::maybe_save(common, &graph, &optimizer, &rt, state, steps)?;
     }
     let train_seconds = started.elapsed().as_secs_f64();
     progress.finish();

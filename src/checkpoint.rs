@@ -373,18 +373,23 @@ pub(crate) fn write_atomic(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temp = dir.join(temp_name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)?;
+    // A temporary file left by a killed save may carry the name this one would
+    // use (a reused process id): skip to the next name rather than fail.
+    let (temp, mut file) = loop {
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(file_name);
+        temp_name.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let temp = dir.join(temp_name);
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => break (temp, file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
     let result = (|| {
         write(&mut file)?;
         file.flush()?;
@@ -742,6 +747,28 @@ mod tests {
         ));
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn leftover_temp_files_of_a_killed_save_do_not_stop_a_save() {
+        let dir = temp_dir("leftover");
+        let path = dir.join("c.safetensors");
+        // Half-written files under the very names the next saves would take,
+        // as a killed process with this process id would have left them.
+        let next = TEMP_COUNTER.load(Ordering::Relaxed);
+        let leftovers: Vec<PathBuf> = (next..next + 64)
+            .map(|k| dir.join(format!(".c.safetensors.{}.{k}.tmp", std::process::id())))
+            .collect();
+        for p in &leftovers {
+            fs::write(p, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"w\":").unwrap();
+        }
+        let mut ckpt = Checkpoint::new();
+        ckpt.insert("w", ndarray::arr1(&[1.0f32, 2.0]).into_dyn())
+            .unwrap();
+        ckpt.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap().get("w"), ckpt.get("w"));
+        assert!(leftovers.iter().all(|p| p.exists()), "not ours to remove");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -28,11 +28,14 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::error::{Error, InputDesc, Phase, Result};
 use crate::graph::{Graph, GraphInner, Node, NodeData, NodeId, NodeKind};
+use crate::kernels::elementwise::PARALLEL_MIN_LEN;
 use crate::op::{BackwardContext, ForwardContext};
 use crate::profile::Profile;
+use crate::rng_state::RngState;
 use crate::shape::TensorShape;
 use crate::tensor::{full, IntoTensor, Tensor};
 
@@ -222,6 +225,38 @@ impl RunTime {
     /// ```
     pub fn set_check_numerics(&mut self, on: bool) {
         self.check_numerics = on;
+    }
+
+    /// The exact state of the random generator that ops such as dropout draw
+    /// from. Save it with a training checkpoint (its text form fits the
+    /// metadata) and give it to [`set_rng_state`](RunTime::set_rng_state) on
+    /// resuming, so the resumed run draws the same masks as an uninterrupted one.
+    pub fn rng_state(&self) -> RngState {
+        RngState::of(&self.rng)
+    }
+
+    /// Puts the random generator at `state`, as read by
+    /// [`rng_state`](RunTime::rng_state) from this or another run time: the next
+    /// draws are those that run time would have made next. (A malformed state is
+    /// refused when its text is parsed into an [`RngState`].)
+    ///
+    /// ```
+    /// use adgraph as ad;
+    /// let g = ad::Graph::new();
+    /// let x = g.placeholder([1000]);
+    /// let y = ad::dropout(&x, 0.5, true).unwrap();
+    /// let feed = ad::Feed::new().with(&x, ad::tensor::full(&[1000], 1.0)).unwrap();
+    /// let mut a = ad::RunTime::with_seed(1);
+    /// a.forward_backward_cycle(|rt| rt.forward(&y, &feed).map(|_| ())).unwrap();
+    /// let saved = a.rng_state();
+    /// let mask_a = a.forward_backward_cycle(|rt| rt.forward(&y, &feed).cloned()).unwrap();
+    /// let mut b = ad::RunTime::with_seed(99);
+    /// b.set_rng_state(&saved);
+    /// let mask_b = b.forward_backward_cycle(|rt| rt.forward(&y, &feed).cloned()).unwrap();
+    /// assert_eq!(mask_a, mask_b);
+    /// ```
+    pub fn set_rng_state(&mut self, state: &RngState) {
+        self.rng = state.to_rng();
     }
 
     /// Clears every value, gradient and saved datum of the cycle (the generator
@@ -425,7 +460,7 @@ impl RunTime {
             });
         }
         if self.check_numerics {
-            check_finite(&value, data, Phase::Forward, "its value")?;
+            check_finite(&value, data, Phase::Forward, || "its value".into())?;
         }
         self.values[id.index()] = Some(value);
         Ok(())
@@ -457,12 +492,9 @@ impl RunTime {
         };
 
         if self.check_numerics {
-            check_finite(
-                &upstream,
-                &g.nodes[target.index()],
-                Phase::Backward,
-                "the upstream gradient fed to it",
-            )?;
+            check_finite(&upstream, &g.nodes[target.index()], Phase::Backward, || {
+                "the upstream gradient fed to it".into()
+            })?;
         }
 
         // Which ancestors of the target take a gradient: not constants, not stopped,
@@ -564,8 +596,9 @@ impl RunTime {
                     ));
                 }
                 if self.check_numerics {
-                    let what = format!("the gradient it sends to input {k} ({})", g.nodes[j].name);
-                    check_finite(&input_grad, data, Phase::Backward, &what)?;
+                    let what =
+                        || format!("the gradient it sends to input {k} ({})", g.nodes[j].name);
+                    check_finite(&input_grad, data, Phase::Backward, what)?;
                 }
                 match local.get_mut(&j) {
                     Some(acc) => *acc += &input_grad,
@@ -670,8 +703,32 @@ fn stored_value<'v>(
 }
 
 /// `Err(Error::Numerics)` when `value` holds NaN or infinity.
-fn check_finite(value: &Tensor, data: &NodeData, phase: Phase, what: &str) -> Result<()> {
-    let bad = value.iter().filter(|v| !v.is_finite()).count();
+/// Counts the NaN and infinite values of `value`: on its memory directly when
+/// it is contiguous (split over rayon's threads when large: a count, so the
+/// result does not depend on the split), element by element otherwise.
+fn count_non_finite(value: &Tensor) -> usize {
+    // An all-ones exponent is NaN or infinity; a branch-free test that vectorizes.
+    let bad = |s: &[f32]| {
+        s.iter()
+            .filter(|v| v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+            .count()
+    };
+    match value.as_slice_memory_order() {
+        Some(s) if s.len() >= PARALLEL_MIN_LEN => s.par_chunks(1 << 14).map(bad).sum(),
+        Some(s) => bad(s),
+        None => value.iter().filter(|v| !v.is_finite()).count(),
+    }
+}
+
+/// Fails with [`Error::Numerics`] when `value` holds NaN or infinity; `what`
+/// (built only then) says which value of the node it is.
+fn check_finite(
+    value: &Tensor,
+    data: &NodeData,
+    phase: Phase,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let bad = count_non_finite(value);
     if bad == 0 {
         return Ok(());
     }
@@ -679,7 +736,7 @@ fn check_finite(value: &Tensor, data: &NodeData, phase: Phase, what: &str) -> Re
         node: data.name.clone(),
         op: data.type_name.to_string(),
         phase,
-        what: what.to_string(),
+        what: what(),
         bad,
         total: value.len(),
     })

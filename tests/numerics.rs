@@ -127,3 +127,21 @@ fn profiler_times_forward_and_backward_of_every_op() {
     assert!(table.contains("fwd ms"), "{table}");
     assert_eq!(profile.by_op_type().len(), 3);
 }
+
+#[test]
+fn large_values_are_counted_exactly() {
+    // 400×400 values: over the size at which the check splits its work over threads.
+    let g = Graph::new();
+    let x = g.placeholder([400, 400]);
+    let y = ad::log(&x).unwrap(); // log(0) = log(-0) = -inf, log(-1) = NaN
+    let mut v = ad::tensor::full(&[400, 400], 1.0);
+    v[[0, 3]] = 0.0;
+    v[[200, 7]] = -0.0;
+    v[[399, 399]] = -1.0;
+    let feed = Feed::new().with(&x, v).unwrap();
+    let err = checked().forward(&y, &feed).unwrap_err();
+    assert!(
+        matches!(err, Error::Numerics { ref node, bad: 3, total: 160_000, .. } if node == "Log"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use adgraph::checkpoint::{Checkpoint, RestoreMode, OPTIMIZER_PREFIX};
 use adgraph::data::{Mnist, Position};
 use adgraph::optim::Optimizer;
-use adgraph::{Graph, Tensor};
+use adgraph::{Graph, RngState, RunTime, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
@@ -345,6 +345,9 @@ pub fn save_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) ->
     Ok(())
 }
 
+/// The checkpoint metadata key of the run time's random generator state.
+pub const RNG_KEY: &str = "rng";
+
 /// Where training stands: the next step to run and the data position.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TrainState {
@@ -352,6 +355,31 @@ pub struct TrainState {
     pub step: usize,
     /// Position of the mini-batch iterator.
     pub position: Position,
+    /// The run time's random generator (dropout masks) as saved in a training
+    /// checkpoint: give it to [`RunTime::set_rng_state`] on resuming. `None`
+    /// when starting afresh.
+    pub rng: Option<RngState>,
+}
+
+impl TrainState {
+    /// Puts `rt`'s random generator where the checkpoint left it (nothing when
+    /// starting afresh or from a checkpoint without a generator state).
+    pub fn restore_rng(&self, rt: &mut RunTime) {
+        if let Some(rng) = &self.rng {
+            rt.set_rng_state(rng);
+        }
+    }
+}
+
+/// The generator state in a checkpoint's metadata, `None` when it holds none
+/// (a checkpoint written before generator states were saved).
+pub fn rng_from_metadata(meta: &BTreeMap<String, String>, path: &Path) -> Res<Option<RngState>> {
+    meta.get(RNG_KEY)
+        .map(|text| {
+            text.parse::<RngState>()
+                .map_err(|e| format!("{}: metadata {RNG_KEY}: {e}", path.display()).into())
+        })
+        .transpose()
 }
 
 /// Restores `--load` (if given) into `graph` and `optimizer`: a training
@@ -381,6 +409,7 @@ pub fn resume(args: &CommonArgs, graph: &Graph, optimizer: &mut dyn Optimizer) -
             epoch: get("epoch")?,
             batch: get("batch")?,
         },
+        rng: rng_from_metadata(&meta, path)?,
     };
     println!(
         "loaded: training state from {} at step {}",
@@ -392,11 +421,13 @@ pub fn resume(args: &CommonArgs, graph: &Graph, optimizer: &mut dyn Optimizer) -
 
 /// Saves the training state to `--save` when `step` is a multiple of
 /// `--save-every` or the last step; atomically, so an interrupted save leaves the
-/// previous checkpoint intact.
+/// previous checkpoint intact. The state holds the variables, the optimizer's
+/// state, the step, the data position and `rt`'s random generator.
 pub fn maybe_save(
     args: &CommonArgs,
     graph: &Graph,
     optimizer: &dyn Optimizer,
+    rt: &RunTime,
     state: TrainState,
     last_step: usize,
 ) -> Res {
@@ -405,8 +436,43 @@ pub fn maybe_save(
             ("step".to_string(), state.step.to_string()),
             ("epoch".to_string(), state.position.epoch.to_string()),
             ("batch".to_string(), state.position.batch.to_string()),
+            (RNG_KEY.to_string(), rt.rng_state().to_string()),
         ]);
         graph.save_training_state(path, optimizer, &meta)?;
     }
     Ok(())
+}
+
+/// This process's resident memory, read from `/proc/self/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryUse {
+    /// Resident set size now (`VmRSS`), in MiB.
+    pub rss_mib: f64,
+    /// Peak resident set size so far (`VmHWM`), in MiB.
+    pub peak_mib: f64,
+}
+
+/// The resident memory of this process, or `None` where `/proc/self/status` is
+/// missing or unreadable (any system but Linux).
+pub fn memory_use() -> Option<MemoryUse> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    // Lines read like "VmRSS:	  123456 kB".
+    let kib = |key: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<f64>()
+            .ok()
+    };
+    Some(MemoryUse {
+        rss_mib: kib("VmRSS:")? / 1024.0,
+        peak_mib: kib("VmHWM:")? / 1024.0,
+    })
+}
+
+/// A MiB figure as printed in the result lines, `n/a` where it is unknown.
+pub fn mib(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"))
 }
