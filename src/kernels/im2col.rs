@@ -107,6 +107,25 @@ pub(crate) fn taps(
     (start, lo, hi)
 }
 
+/// `dst.copy_from_slice(src)`, with the short lengths of few-channel inputs
+/// (a 3-wide kernel row of a 1- or 3-channel image) copied inline: a call to
+/// `memcpy` per 3 floats cost more than the copy.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().expect("copy: lengths agree");
+        *d = src.try_into().expect("copy: lengths agree");
+    }
+    match dst.len() {
+        1 => dst[0] = src[0],
+        2 => fixed::<2>(dst, src),
+        3 => fixed::<3>(dst, src),
+        6 => fixed::<6>(dst, src),
+        9 => fixed::<9>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Writes the im2col matrix of `x` (`[N,H,W,C]`, row-major) into `cols`
 /// (`[N*OH*OW, kh*kw*C]`, row-major), zeros for padding.
 ///
@@ -145,11 +164,14 @@ pub fn im2col(x: &[f32], g: &Window2d, cols: &mut [f32]) {
                     let from = (iy * g.in_w + ix) * c;
                     if xlo == 0 && xhi == g.k_w {
                         // Interior: the whole kernel row.
-                        seg.copy_from_slice(&xi[from..from + kwc]);
+                        copy(seg, &xi[from..from + kwc]);
                         continue;
                     }
                     seg[..xlo * c].fill(0.0);
-                    seg[xlo * c..xhi * c].copy_from_slice(&xi[from..from + (xhi - xlo) * c]);
+                    copy(
+                        &mut seg[xlo * c..xhi * c],
+                        &xi[from..from + (xhi - xlo) * c],
+                    );
                     seg[xhi * c..].fill(0.0);
                 }
             }
