@@ -31,7 +31,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, IxDyn};
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::gemm::{matmul_vec, sgemm};
-use crate::kernels::im2col::{col2im, im2col, Window2d};
+use crate::kernels::im2col::{col2im_vec, im2col, Window2d};
 use crate::kernels::scratch::with_scratch;
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
@@ -397,9 +397,7 @@ impl Op for Conv2D {
                 };
                 let dx = if want_dx {
                     gemm_into(dy, kmat.t(), cols)?;
-                    let mut dx = vec![0.0; g.input_len()];
-                    col2im(cols, &g, &mut dx);
-                    Some(dx)
+                    Some(col2im_vec(cols, &g))
                 } else {
                     None
                 };
@@ -500,9 +498,7 @@ impl Op for Conv2DTranspose {
         } else {
             with_scratch(rows * plen, |dcols| -> Result<_> {
                 gemm_into(xmat, kmat.t(), dcols)?;
-                let mut out = vec![0.0; g.input_len()];
-                col2im(dcols, &g, &mut out);
-                Ok(out)
+                Ok(col2im_vec(dcols, &g))
             })?
         };
         Ok(Tensor::from_shape_vec(IxDyn(&res), out)?)
