@@ -491,6 +491,67 @@ fn bad_inputs_with_unknown_dims_fail_at_run_time() {
     );
 }
 
+/// Training results must not depend on the number of threads: gemm splits
+/// only rows and columns, reductions add their blocks in a fixed order, and
+/// dropout's mask depends on element indices alone. A conv → batch norm →
+/// relu → dropout → conv_transpose chain, large enough for every parallel
+/// path, gives bitwise the same loss and gradients on 1, 2 and 3 threads.
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let shapes: [&[usize]; 5] = [
+        &[16, 28, 28, 3],
+        &[3, 3, 3, 32],
+        &[3, 3, 16, 32],
+        &[32],
+        &[32],
+    ];
+    let values: Vec<Tensor> = shapes.iter().map(|s| random(s, &mut rng)).collect();
+    // The loss and the gradients of the inputs, as bits; built and run inside
+    // the pool (graphs are not Send).
+    let run = |values: &[Tensor]| -> Vec<Vec<u32>> {
+        let g = ad::Graph::new();
+        let p: Vec<ad::Node> = shapes.iter().map(|s| g.placeholder(*s)).collect();
+        let mean = g.variable(&[32], ad::init::Zeros, false).unwrap();
+        let var = g.variable(&[32], ad::init::Ones, false).unwrap();
+        let h = ad::conv2d(&p[0], &p[1], [2, 2], Padding::Same).unwrap();
+        let bn = ad::BatchNormConfig {
+            epsilon: 1e-3,
+            decay: 0.9,
+            is_training: true,
+        };
+        let h = ad::fused_batch_norm(&h, &p[3], &p[4], &mean, &var, bn).unwrap();
+        let h = ad::dropout(&ad::relu(&h).unwrap(), 0.3, true).unwrap();
+        let y = ad::conv2d_transpose(&h, &p[2], [2, 2], Padding::Same).unwrap();
+        let loss = ad::reduce_sum(&ad::square(&y).unwrap(), ad::Axes::All, false).unwrap();
+        let mut feed = ad::Feed::new();
+        for (n, v) in p.iter().zip(values) {
+            feed.insert(n, v.clone()).unwrap();
+        }
+        let mut rt = ad::RunTime::with_seed(5);
+        rt.backward(&loss, &feed, None).unwrap();
+        let mut out = vec![rt.value(&loss).unwrap().clone()];
+        for n in &p {
+            out.push(rt.grad(n).unwrap().clone());
+        }
+        out.iter()
+            .map(|t| t.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| run(&values))
+    };
+    let one = on(1);
+    assert!(one[0][0] != 0, "the loss is not trivially zero");
+    for threads in [2, 3] {
+        assert!(on(threads) == one, "{threads} threads differ from 1");
+    }
+}
+
 /// A cheap timing printout (release build): `cargo test --release --test grad_conv
 /// -- --ignored --nocapture timing`.
 #[test]

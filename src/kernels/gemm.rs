@@ -1,13 +1,20 @@
 //! Matrix multiplication: the one place adgraph calls its sgemm, so the
 //! implementation can be swapped and benchmarked alone.
 //!
-//! Today this is `matrixmultiply`'s blocked sgemm (AVX2/FMA kernels picked at run
-//! time) through ndarray, with its own threading over the machine's cores.
+//! This is the `gemm` crate's f32 kernel: it picks AVX-512 (or AVX2/FMA)
+//! micro-kernels at run time and splits the work over **rayon's** pool, the one
+//! pool every other adgraph kernel uses, so gemm threads and elementwise
+//! threads never compete for the cores. It splits only the rows and columns of
+//! the result, never the sum over the inner dimension, so a product is bitwise
+//! the same whatever the number of threads.
 
-use ndarray::linalg::general_mat_mul;
+use gemm::{gemm, Parallelism};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 /// `c = alpha * a · b + beta * c`. Any strides (transposed views are free).
+///
+/// With `beta == 0`, `c`'s old contents are not read (NaNs in it do not
+/// propagate).
 ///
 /// **Panics** if the shapes do not agree (`a: [m,k]`, `b: [k,n]`, `c: [m,n]`);
 /// callers check shapes first and report errors.
@@ -18,14 +25,232 @@ pub fn sgemm(
     beta: f32,
     c: &mut ArrayViewMut2<f32>,
 ) {
-    general_mat_mul(alpha, &a, &b, beta, c);
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert!(
+        k == k2 && c.dim() == (m, n),
+        "sgemm: shapes [{m}, {k}] x [{k2}, {n}] -> {:?} do not agree",
+        c.dim()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: only the scaled old contents remain.
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.map_inplace(|v| *v *= beta);
+        }
+        return;
+    }
+    let c_s = c.strides();
+    let (c_rs, c_cs) = (c_s[0], c_s[1]);
+    // SAFETY: `c` is a live view of `[m, n]` elements at these strides, borrowed
+    // mutably, so it aliases neither `a` nor `b`.
+    unsafe { gemm_raw(alpha, a, b, beta, c.as_mut_ptr(), c_rs, c_cs) }
+}
+
+/// `a · b` (`[m, k] x [k, n]`) into a new row-major `Vec` of `m*n` elements,
+/// written once by the kernel: no zero fill first, as `vec![0.0; m*n]` followed
+/// by [`sgemm`] would do.
+///
+/// **Panics** if the inner dimensions differ; callers check shapes first.
+pub fn matmul_vec(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert_eq!(
+        k, k2,
+        "matmul_vec: shapes [{m}, {k}] x [{k2}, {n}] do not agree"
+    );
+    let len = m * n;
+    if k == 0 || len == 0 {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: `out` has room for `m*n` elements, row-major at strides (n, 1);
+    // with `beta == 0` gemm reads none of them and writes every one, so all
+    // `len` elements are initialised when `set_len` runs.
+    unsafe {
+        gemm_raw(1.0, a, b, 0.0, out.as_mut_ptr(), n as isize, 1);
+        out.set_len(len);
+    }
+    out
+}
+
+/// `c = alpha * a · b + beta * c` for a raw destination of `[m, n]` elements at
+/// strides `(c_rs, c_cs)`; with `beta == 0` it only writes `c`. `k` must be
+/// non-zero (the caller handles the empty sum).
+///
+/// # Safety
+/// `c` must be valid for writes (and for reads if `beta != 0`) of every element
+/// `c + i*c_rs + j*c_cs`, `i < m`, `j < n`, and overlap neither `a` nor `b`.
+unsafe fn gemm_raw(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    c: *mut f32,
+    c_rs: isize,
+    c_cs: isize,
+) {
+    let ((m, k), n) = (a.dim(), b.ncols());
+    debug_assert!(k > 0 && k == b.nrows());
+    let (a_s, b_s) = (a.strides(), b.strides());
+    // SAFETY: `a` and `b` are live views of the shapes given, at their own
+    // strides; the caller vouches for `c`. gemm computes
+    // `dst = alpha·dst + beta·lhs·rhs` (its alpha scales dst, its beta the product).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            c,
+            c_cs,
+            c_rs,
+            beta != 0.0,
+            a.as_ptr(),
+            a_s[1],
+            a_s[0],
+            b.as_ptr(),
+            b_s[1],
+            b_s[0],
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            // 0 = rayon's current number of threads.
+            Parallelism::Rayon(0),
+        );
+    }
 }
 
 /// `a · b` into a new matrix.
 ///
 /// **Panics** if the inner dimensions differ; callers check shapes first.
 pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
-    let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
-    c
+    let shape = (a.nrows(), b.ncols());
+    Array2::from_shape_vec(shape, matmul_vec(a, b)).expect("matmul_vec returns rows*cols elements")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random matrix with entries in [-1, 1).
+    fn mat(rows: usize, cols: usize, seed: u32) -> Array2<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        Array2::from_shape_fn((rows, cols), |_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+    }
+
+    /// The naive triple loop, in f64.
+    fn reference(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f64> {
+        Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
+            (0..a.ncols())
+                .map(|p| f64::from(a[[i, p]]) * f64::from(b[[p, j]]))
+                .sum()
+        })
+    }
+
+    #[test]
+    fn agrees_with_naive_product_for_all_layouts() {
+        for (m, k, n) in [
+            (1, 7, 5),
+            (5, 1, 3),
+            (37, 2, 9),
+            (70, 33, 65),
+            (130, 300, 17),
+        ] {
+            let a = mat(m, k, 1);
+            let bt = mat(n, k, 2); // b = btᵀ: a transposed view
+            let b = bt.t();
+            let want = reference(a.view(), b);
+            let mut c = mat(m, n, 3);
+            let old = c.clone();
+            sgemm(0.5, a.view(), b, 2.0, &mut c.view_mut());
+            for ((i, j), v) in c.indexed_iter() {
+                let w = 0.5 * want[[i, j]] + 2.0 * f64::from(old[[i, j]]);
+                assert!(
+                    (f64::from(*v) - w).abs() < 1e-4 * (k as f64),
+                    "{m}x{k}x{n} at {i},{j}"
+                );
+            }
+            // beta = 0 ignores c's contents, NaN included.
+            let mut c = Array2::from_elem((m, n), f32::NAN);
+            let at = a.t().to_owned(); // a given as a transposed view too
+            sgemm(1.0, at.t(), b, 0.0, &mut c.view_mut());
+            for ((i, j), v) in c.indexed_iter() {
+                assert!((f64::from(*v) - want[[i, j]]).abs() < 1e-4 * (k as f64));
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_vec_writes_every_element() {
+        for (m, k, n) in [(1, 3, 1), (33, 17, 65), (300, 9, 16), (4, 0, 5)] {
+            let (a, b) = (mat(m, k, 6), mat(k, n, 7));
+            let got = matmul_vec(a.view(), b.t().to_owned().t());
+            let want = reference(a.view(), b.view());
+            assert_eq!(got.len(), m * n);
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(
+                    (f64::from(*g) - w).abs() < 1e-4 * (k.max(1) as f64),
+                    "{m}x{k}x{n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension_scales_c() {
+        let (a, b) = (Array2::<f32>::zeros((3, 0)), Array2::<f32>::zeros((0, 2)));
+        let mut c = Array2::from_elem((3, 2), 4.0f32);
+        sgemm(1.0, a.view(), b.view(), 0.5, &mut c.view_mut());
+        assert!(c.iter().all(|&v| v == 2.0));
+        sgemm(1.0, a.view(), b.view(), 0.0, &mut c.view_mut());
+        assert!(c.iter().all(|&v| v == 0.0));
+    }
+
+    /// Results must not depend on how many threads rayon has: the inner sum
+    /// is never split, so 1, 2 and 3 threads give the same bits.
+    #[test]
+    fn bitwise_identical_for_any_thread_count() {
+        // Shapes like the im2col products of a conv net, forward and backward.
+        for (m, k, n, trans_a) in [
+            (2000, 9, 16, false),
+            (1960, 144, 32, false),
+            (288, 1960, 64, true),
+            (490, 64, 576, false),
+        ] {
+            let a = if trans_a {
+                mat(k, m, 4).reversed_axes()
+            } else {
+                mat(m, k, 4)
+            };
+            let b = mat(k, n, 5);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut c = Array2::zeros((m, n));
+                pool.install(|| sgemm(1.0, a.view(), b.view(), 0.0, &mut c.view_mut()));
+                c
+            };
+            let one = run(1);
+            for t in [2, 3] {
+                let many = run(t);
+                assert!(
+                    one.iter()
+                        .zip(&many)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}x{k}x{n}: {t} threads differ from 1"
+                );
+            }
+        }
+    }
 }

@@ -11,6 +11,8 @@
 //! input row (col2im, gathering, so no two threads write the same cell), and
 //! allocate nothing per element.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// The geometry of a 2-D window sliding over NHWC images: input size, window
@@ -107,6 +109,25 @@ pub(crate) fn taps(
     (start, lo, hi)
 }
 
+/// `dst.copy_from_slice(src)`, with the short lengths of few-channel inputs
+/// (a 3-wide kernel row of a 1- or 3-channel image) copied inline: a call to
+/// `memcpy` per 3 floats cost more than the copy.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().expect("copy: lengths agree");
+        *d = src.try_into().expect("copy: lengths agree");
+    }
+    match dst.len() {
+        1 => dst[0] = src[0],
+        2 => fixed::<2>(dst, src),
+        3 => fixed::<3>(dst, src),
+        6 => fixed::<6>(dst, src),
+        9 => fixed::<9>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Writes the im2col matrix of `x` (`[N,H,W,C]`, row-major) into `cols`
 /// (`[N*OH*OW, kh*kw*C]`, row-major), zeros for padding.
 ///
@@ -145,11 +166,14 @@ pub fn im2col(x: &[f32], g: &Window2d, cols: &mut [f32]) {
                     let from = (iy * g.in_w + ix) * c;
                     if xlo == 0 && xhi == g.k_w {
                         // Interior: the whole kernel row.
-                        seg.copy_from_slice(&xi[from..from + kwc]);
+                        copy(seg, &xi[from..from + kwc]);
                         continue;
                     }
                     seg[..xlo * c].fill(0.0);
-                    seg[xlo * c..xhi * c].copy_from_slice(&xi[from..from + (xhi - xlo) * c]);
+                    copy(
+                        &mut seg[xlo * c..xhi * c],
+                        &xi[from..from + (xhi - xlo) * c],
+                    );
                     seg[xhi * c..].fill(0.0);
                 }
             }
@@ -162,6 +186,28 @@ pub fn im2col(x: &[f32], g: &Window2d, cols: &mut [f32]) {
 ///
 /// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
 pub fn col2im(cols: &[f32], g: &Window2d, dx: &mut [f32]) {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and col2im_into writes only
+    // initialised values, so `dx` stays initialised.
+    let dx = unsafe { &mut *(dx as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    col2im_into(cols, g, dx);
+}
+
+/// [`col2im`] into a new `Vec` of `g.input_len()` elements, written once (no
+/// zero fill of the whole array first: each input row is zeroed just before
+/// its sums, while it is in cache).
+///
+/// **Panics** if `cols`' length does not fit `g` (callers check shapes).
+pub fn col2im_vec(cols: &[f32], g: &Window2d) -> Vec<f32> {
+    let len = g.input_len();
+    let mut dx = Vec::with_capacity(len);
+    col2im_into(cols, g, &mut dx.spare_capacity_mut()[..len]);
+    // SAFETY: col2im_into initialises every element of its destination.
+    unsafe { dx.set_len(len) };
+    dx
+}
+
+/// The body of [`col2im`]: initialises every element of `dx`.
+fn col2im_into(cols: &[f32], g: &Window2d, dx: &mut [MaybeUninit<f32>]) {
     assert_eq!(dx.len(), g.input_len(), "col2im: input length");
     assert_eq!(
         cols.len(),
@@ -174,14 +220,17 @@ pub fn col2im(cols: &[f32], g: &Window2d, dx: &mut [f32]) {
         return;
     }
     if k == 0 {
-        dx.fill(0.0);
+        dx.fill(MaybeUninit::new(0.0));
         return;
     }
     let kwc = g.k_w * c;
     // One task per input row (n, iy), gathering from the output rows whose
     // windows cover it: no two tasks write the same cell.
-    dx.par_chunks_mut(row_len).enumerate().for_each(|(r, dst)| {
-        dst.fill(0.0);
+    dx.par_chunks_mut(row_len).enumerate().for_each(|(r, row)| {
+        row.fill(MaybeUninit::new(0.0));
+        // SAFETY: every element of `row` was just initialised, and
+        // MaybeUninit<f32> has f32's layout.
+        let dst = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32]) };
         let (n, iy) = (r / g.in_h, r % g.in_h);
         for ky in 0..g.k_h {
             // iy = oy*sh - pad_top + ky
@@ -254,6 +303,7 @@ mod tests {
             im2col(&x, &g, &mut cols);
             let mut dx = vec![1.0; x.len()];
             col2im(&y, &g, &mut dx);
+            assert_eq!(col2im_vec(&y, &g), dx);
             let lhs: f32 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
             let rhs: f32 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs} for {g:?}");

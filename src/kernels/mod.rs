@@ -6,3 +6,4 @@ pub mod elementwise;
 pub mod gemm;
 pub mod im2col;
 pub mod pool;
+pub mod scratch;

@@ -18,7 +18,10 @@
 //! forward to backward for every conv layer (and for nothing in inference),
 //! while rebuilding it is one memory-bound pass, cheap next to the gemm that
 //! reads it (`Cout` multiply-adds per element). The same buffer then receives
-//! `dY · Kᵀ`, so backward never holds two patch matrices at once.
+//! `dY · Kᵀ`, so backward never holds two patch matrices at once. Patch
+//! matrices live in a per-thread scratch buffer reused across calls
+//! (`crate::kernels::scratch`), and gemm results are written into fresh,
+//! unfilled vectors: no zero fill of memory that is about to be overwritten.
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,8 +30,9 @@ use ndarray::{ArrayView2, ArrayViewMut2, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::kernels::gemm::sgemm;
-use crate::kernels::im2col::{col2im, im2col, Window2d};
+use crate::kernels::gemm::{matmul_vec, sgemm};
+use crate::kernels::im2col::{col2im_vec, im2col, Window2d};
+use crate::kernels::scratch::with_scratch;
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
@@ -245,6 +249,14 @@ pub(crate) fn row_major(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
 
 /// `out = a · b` (overwritten), `out` being `[a.rows, b.cols]` row-major.
 fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut [f32]) -> Result<()> {
+    check_gemm(&a, &b)?;
+    let mut c = ArrayViewMut2::from_shape((a.nrows(), b.ncols()), out)?;
+    sgemm(1.0, a, b, 0.0, &mut c);
+    Ok(())
+}
+
+/// Checks that `a · b` is defined, naming both shapes.
+fn check_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Result<()> {
     if a.ncols() != b.nrows() {
         return Err(Error::invalid(format!(
             "internal gemm shapes [{}, {}] x [{}, {}] do not agree",
@@ -254,16 +266,22 @@ fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut [f32]) -> Result<
             b.ncols()
         )));
     }
-    let mut c = ArrayViewMut2::from_shape((a.nrows(), b.ncols()), out)?;
-    sgemm(1.0, a, b, 0.0, &mut c);
     Ok(())
 }
 
-/// The patch matrix `[N*OH*OW, kh*kw*C]` of `x` over `g`.
-fn patches(x: &[f32], g: &Window2d) -> Vec<f32> {
-    let mut cols = vec![0.0; g.output_cells() * g.patch_len()];
-    im2col(x, g, &mut cols);
-    cols
+/// `a · b` into a new row-major `Vec` (written once, no zero fill).
+fn gemm_new(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Vec<f32>> {
+    check_gemm(&a, &b)?;
+    Ok(matmul_vec(a, b))
+}
+
+/// Runs `f` on the patch matrix `[N*OH*OW, kh*kw*C]` of `x` over `g`, built in
+/// this thread's scratch buffer (see [`with_scratch`]); `f` may overwrite it.
+fn with_patches<R>(x: &[f32], g: &Window2d, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_scratch(g.output_cells() * g.patch_len(), |cols| {
+        im2col(x, g, cols);
+        f(cols)
+    })
 }
 
 /// The shape checks common to both convolutions: strides, ranks, kernel size.
@@ -339,15 +357,15 @@ impl Op for Conv2D {
         let (g, cout) = self.geometry(x, kernel)?;
         let (xs, ks) = (row_major(x), row_major(kernel));
         let kmat = ArrayView2::from_shape((g.patch_len(), cout), &ks[..])?;
-        let mut out = vec![0.0; g.output_cells() * cout];
-        if g.is_pointwise() {
+        let out = if g.is_pointwise() {
             let xmat = ArrayView2::from_shape((g.output_cells(), g.channels), &xs[..])?;
-            gemm_into(xmat, kmat, &mut out)?;
+            gemm_new(xmat, kmat)?
         } else {
-            let cols = patches(&xs, &g);
-            let cmat = ArrayView2::from_shape((g.output_cells(), g.patch_len()), &cols[..])?;
-            gemm_into(cmat, kmat, &mut out)?;
-        }
+            with_patches(&xs, &g, |cols| {
+                let cmat = ArrayView2::from_shape((g.output_cells(), g.patch_len()), &cols[..])?;
+                gemm_new(cmat, kmat)
+            })?
+        };
         Ok(Tensor::from_shape_vec(
             IxDyn(&[g.batch, g.out_h, g.out_w, cout]),
             out,
@@ -361,39 +379,37 @@ impl Op for Conv2D {
         let (xs, ks, dys) = (row_major(x), row_major(kernel), row_major(grad));
         let kmat = ArrayView2::from_shape((plen, cout), &ks[..])?;
         let dy = ArrayView2::from_shape((rows, cout), &dys[..])?;
-        // The patch buffer: im2col(X) for dK, then reused for dY · Kᵀ.
-        let mut cols: Option<Vec<f32>> = None;
-        let dk = if ctx.needs_grad(1) {
-            let mut dk = vec![0.0; plen * cout];
-            if g.is_pointwise() {
-                let xmat = ArrayView2::from_shape((rows, g.channels), &xs[..])?;
-                gemm_into(xmat.t(), dy, &mut dk)?;
-            } else {
-                let c = patches(&xs, &g);
-                gemm_into(
-                    ArrayView2::from_shape((rows, plen), &c[..])?.t(),
-                    dy,
-                    &mut dk,
-                )?;
-                cols = Some(c);
-            }
-            Some(Tensor::from_shape_vec(IxDyn(kernel.shape()), dk)?)
+        let (want_dx, want_dk) = (ctx.needs_grad(0), ctx.needs_grad(1));
+        let (dx, dk) = if g.is_pointwise() {
+            let xmat = ArrayView2::from_shape((rows, g.channels), &xs[..])?;
+            let dk = want_dk.then(|| gemm_new(xmat.t(), dy)).transpose()?;
+            let dx = want_dx.then(|| gemm_new(dy, kmat.t())).transpose()?;
+            (dx, dk)
         } else {
-            None
+            // One patch buffer: im2col(X) for dK, then overwritten by dY · Kᵀ.
+            with_scratch(rows * plen, |cols| -> Result<_> {
+                let dk = if want_dk {
+                    im2col(&xs, &g, cols);
+                    let cmat = ArrayView2::from_shape((rows, plen), &cols[..])?;
+                    Some(gemm_new(cmat.t(), dy)?)
+                } else {
+                    None
+                };
+                let dx = if want_dx {
+                    gemm_into(dy, kmat.t(), cols)?;
+                    Some(col2im_vec(cols, &g))
+                } else {
+                    None
+                };
+                Ok((dx, dk))
+            })?
         };
-        let dx = if ctx.needs_grad(0) {
-            let mut dx = vec![0.0; g.input_len()];
-            if g.is_pointwise() {
-                gemm_into(dy, kmat.t(), &mut dx)?;
-            } else {
-                let mut dcols = cols.take().unwrap_or_else(|| vec![0.0; rows * plen]);
-                gemm_into(dy, kmat.t(), &mut dcols)?;
-                col2im(&dcols, &g, &mut dx);
-            }
-            Some(Tensor::from_shape_vec(IxDyn(x.shape()), dx)?)
-        } else {
-            None
-        };
+        let dx = dx
+            .map(|v| Tensor::from_shape_vec(IxDyn(x.shape()), v))
+            .transpose()?;
+        let dk = dk
+            .map(|v| Tensor::from_shape_vec(IxDyn(kernel.shape()), v))
+            .transpose()?;
         Ok(vec![dx, dk])
     }
 }
@@ -477,14 +493,14 @@ impl Op for Conv2DTranspose {
         let (xs, ks) = (row_major(x), row_major(kernel));
         let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
         let kmat = ArrayView2::from_shape((plen, cx), &ks[..])?;
-        let mut out = vec![0.0; g.input_len()];
-        if g.is_pointwise() {
-            gemm_into(xmat, kmat.t(), &mut out)?;
+        let out = if g.is_pointwise() {
+            gemm_new(xmat, kmat.t())?
         } else {
-            let mut dcols = vec![0.0; rows * plen];
-            gemm_into(xmat, kmat.t(), &mut dcols)?;
-            col2im(&dcols, &g, &mut out);
-        }
+            with_scratch(rows * plen, |dcols| -> Result<_> {
+                gemm_into(xmat, kmat.t(), dcols)?;
+                Ok(col2im_vec(dcols, &g))
+            })?
+        };
         Ok(Tensor::from_shape_vec(IxDyn(&res), out)?)
     }
     // dX = im2col(dY) · K (a conv2d of dY), dK = im2col(dY)ᵀ · X
@@ -499,31 +515,29 @@ impl Op for Conv2DTranspose {
         };
         let (rows, plen, cx) = (g.output_cells(), g.patch_len(), x.shape()[3]);
         let (xs, ks, dys) = (row_major(x), row_major(kernel), row_major(grad));
-        let cols_owned;
-        let cols: &[f32] = if g.is_pointwise() {
-            &dys
-        } else {
-            cols_owned = patches(&dys, &g);
-            &cols_owned
+        let grads = |cols: &[f32]| -> Result<Vec<Option<Tensor>>> {
+            let cmat = ArrayView2::from_shape((rows, plen), cols)?;
+            let dx = if ctx.needs_grad(0) {
+                let kmat = ArrayView2::from_shape((plen, cx), &ks[..])?;
+                let dx = gemm_new(cmat, kmat)?;
+                Some(Tensor::from_shape_vec(IxDyn(x.shape()), dx)?)
+            } else {
+                None
+            };
+            let dk = if ctx.needs_grad(1) {
+                let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
+                let dk = gemm_new(cmat.t(), xmat)?;
+                Some(Tensor::from_shape_vec(IxDyn(kernel.shape()), dk)?)
+            } else {
+                None
+            };
+            Ok(vec![dx, dk])
         };
-        let cmat = ArrayView2::from_shape((rows, plen), cols)?;
-        let dx = if ctx.needs_grad(0) {
-            let kmat = ArrayView2::from_shape((plen, cx), &ks[..])?;
-            let mut dx = vec![0.0; rows * cx];
-            gemm_into(cmat, kmat, &mut dx)?;
-            Some(Tensor::from_shape_vec(IxDyn(x.shape()), dx)?)
+        if g.is_pointwise() {
+            grads(&dys)
         } else {
-            None
-        };
-        let dk = if ctx.needs_grad(1) {
-            let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
-            let mut dk = vec![0.0; plen * cx];
-            gemm_into(cmat.t(), xmat, &mut dk)?;
-            Some(Tensor::from_shape_vec(IxDyn(kernel.shape()), dk)?)
-        } else {
-            None
-        };
-        Ok(vec![dx, dk])
+            with_patches(&dys, &g, |cols| grads(cols))
+        }
     }
 }
 

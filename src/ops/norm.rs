@@ -10,6 +10,7 @@
 //! (split into row blocks summed in parallel with rayon for large arrays), and
 //! the output / input gradient is one more element-wise pass.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -179,10 +180,9 @@ impl Op for FusedBatchNorm {
         // y = (x - mean) * (scale * inv_std) + offset
         let a: Vec<f32> = scale.iter().zip(&inv_std).map(|(&s, &i)| s * i).collect();
         let offset: Vec<f32> = offset.iter().copied().collect();
-        let mut out = vec![0.0f32; xs.len()];
-        map_rows(&mut out, xs, None, c, |o, x, _| {
+        let out = map_rows(xs, None, c, |o, x, _| {
             for ((((o, &x), &m), &a), &b) in o.iter_mut().zip(x).zip(&mean).zip(&a).zip(&offset) {
-                *o = (x - m) * a + b;
+                o.write((x - m) * a + b);
             }
         });
         ctx.save(BnSaved { mean, inv_std });
@@ -223,8 +223,7 @@ impl Op for FusedBatchNorm {
             (need_scale || need_offset || (training && need_x)).then(|| grad_sums(gs, xs, mean, c));
 
         let dx = if need_x {
-            let mut out = vec![0.0f32; xs.len()];
-            match &sums {
+            let out = match &sums {
                 Some((sum_g, sum_gxc)) if training => {
                     // dx = (g - mean(g)) * a - (x - mean) * b, b = a * inv_std^2 * mean(g*(x-mean))
                     let nf = n.max(1) as f64;
@@ -235,7 +234,7 @@ impl Op for FusedBatchNorm {
                         .zip(inv_std)
                         .map(|((&s, &a), &i)| (f64::from(a) * f64::from(i).powi(2) * s / nf) as f32)
                         .collect();
-                    map_rows(&mut out, gs, Some(xs), c, |o, g, x| {
+                    map_rows(gs, Some(xs), c, |o, g, x| {
                         for (((((o, &g), &x), &m), &mg), (&a, &b)) in o
                             .iter_mut()
                             .zip(g)
@@ -244,16 +243,16 @@ impl Op for FusedBatchNorm {
                             .zip(&mg)
                             .zip(a.iter().zip(&b))
                         {
-                            *o = (g - mg) * a - (x - m) * b;
+                            o.write((g - mg) * a - (x - m) * b);
                         }
-                    });
+                    })
                 }
-                _ => map_rows(&mut out, gs, None, c, |o, g, _| {
+                _ => map_rows(gs, None, c, |o, g, _| {
                     for ((o, &g), &a) in o.iter_mut().zip(g).zip(&a) {
-                        *o = g * a;
+                        o.write(g * a);
                     }
                 }),
-            }
+            };
             Some(Tensor::from_shape_vec(x.shape().to_vec(), out)?)
         } else {
             None
@@ -359,20 +358,25 @@ fn reduce_rows(
     acc
 }
 
-/// Calls `f(out_block, a_block, b_block)` on row-aligned blocks (`b` optional),
-/// in parallel for large arrays.
+/// A new `Vec` of `a.len()` elements, filled row by row by
+/// `f(out_row, a_row, b_row)` (`b` optional; `b_row` is empty without it), in
+/// parallel blocks for large arrays. `f` must write every element of
+/// `out_row` (all `c` of them): the vector is not zero-filled first, since
+/// every element is about to be overwritten.
 fn map_rows(
-    out: &mut [f32],
     a: &[f32],
     b: Option<&[f32]>,
     c: usize,
-    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync + Send,
-) {
-    if c == 0 || out.is_empty() {
-        return;
+    f: impl Fn(&mut [MaybeUninit<f32>], &[f32], &[f32]) + Sync + Send,
+) -> Vec<f32> {
+    let len = a.len();
+    if c == 0 || len == 0 {
+        return vec![0.0; len];
     }
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
     // Row by row, so the channel index is the position in the row.
-    let rows = |o: &mut [f32], a: &[f32], b: Option<&[f32]>| match b {
+    let rows = |o: &mut [MaybeUninit<f32>], a: &[f32], b: Option<&[f32]>| match b {
         Some(b) => o
             .chunks_exact_mut(c)
             .zip(a.chunks_exact(c))
@@ -383,18 +387,23 @@ fn map_rows(
             .zip(a.chunks_exact(c))
             .for_each(|(o, a)| f(o, a, &[])),
     };
-    if out.len() < PAR_MIN_ELEMENTS {
-        rows(out, a, b);
-        return;
+    if len < PAR_MIN_ELEMENTS {
+        rows(spare, a, b);
+    } else {
+        let task = task_len(c);
+        let blocks = spare.par_chunks_mut(task).zip(a.par_chunks(task));
+        match b {
+            Some(b) => blocks
+                .zip(b.par_chunks(task))
+                .for_each(|((o, a), b)| rows(o, a, Some(b))),
+            None => blocks.for_each(|(o, a)| rows(o, a, None)),
+        }
     }
-    let task = task_len(c);
-    let blocks = out.par_chunks_mut(task).zip(a.par_chunks(task));
-    match b {
-        Some(b) => blocks
-            .zip(b.par_chunks(task))
-            .for_each(|((o, a), b)| rows(o, a, Some(b))),
-        None => blocks.for_each(|(o, a)| rows(o, a, None)),
-    }
+    // SAFETY: `len` is a multiple of `c` (callers pass a `[len / c, c]`
+    // matrix, `runtime_dims` checks it), so the rows cover all `len` elements,
+    // and `f` writes every element of each row.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Rows summed in f32 (vectorises twice as wide as f64) before the partial
