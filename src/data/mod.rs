@@ -32,7 +32,8 @@ pub mod spiral;
 
 pub use batches::{Batches, Epoch, Position};
 pub use idx::{
-    read_idx, read_idx_images, read_idx_labels, write_idx, IdxData, ImageSet, MAX_IDX_ELEMENTS,
+    read_idx, read_idx_bytes, read_idx_images, read_idx_labels, write_idx, IdxData, ImageSet,
+    MAX_IDX_ELEMENTS,
 };
 pub use mnist::{default_data_dir, Mnist, FASHION_MNIST_CLASSES};
 pub use spiral::{spiral, train_test_split, Spiral, Split};
