@@ -132,6 +132,34 @@ fn reads_labels_plain_and_gzipped() {
 }
 
 #[test]
+fn read_idx_bytes_reads_what_the_file_reader_reads() {
+    let dir = temp_dir("bytes");
+    let (images, pixels) = image_file(2, 3, 4, 9);
+    let labels = label_file(&[4, 0, 2]);
+    for (name, file, rank) in [
+        ("i", images.clone(), 3),
+        ("i.gz", gzip(&images), 3),
+        ("l", labels.clone(), 1),
+        ("l.gz", gzip(&labels), 1),
+    ] {
+        let p = write_file(&dir, name, &file);
+        let from_file = read_idx(&p).unwrap();
+        assert_eq!(read_idx_bytes(&file, None).unwrap(), from_file, "{name}");
+        assert_eq!(
+            read_idx_bytes(&file, Some(rank)).unwrap(),
+            from_file,
+            "{name}"
+        );
+        assert!(read_idx_bytes(&file, Some(4 - rank)).is_err(), "{name}");
+    }
+    assert_eq!(
+        read_idx_bytes(&images, Some(3)).unwrap().data(),
+        &pixels[..]
+    );
+    assert_eq!(read_idx_bytes(&labels, Some(1)).unwrap().dims(), &[3]);
+}
+
+#[test]
 fn write_idx_round_trips_and_gzips_by_name() {
     let dir = temp_dir("write");
     let data = IdxData::new(vec![4, 3, 2], bytes(24, 7)).unwrap();

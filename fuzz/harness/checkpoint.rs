@@ -67,7 +67,10 @@ fn restore_and_check(g: &Graph, ckpt: &Checkpoint) {
         .map(|v| bits(&g.variable_value(v).expect("own variable")))
         .collect();
     match g.restore_checkpoint(ckpt, RestoreMode::Strict) {
-        Ok(report) => assert!(report.is_complete(), "strict restore with problems: {report}"),
+        Ok(report) => assert!(
+            report.is_complete(),
+            "strict restore with problems: {report}"
+        ),
         Err(_) => {
             // Nothing may have changed.
             let after: Vec<_> = g
@@ -112,7 +115,10 @@ pub fn run(data: &[u8]) {
     // What was read can be written and read back unchanged (names permitting).
     if let Ok(bytes) = ckpt.to_bytes() {
         let back = Checkpoint::from_bytes(&bytes).expect("re-reading a written checkpoint");
-        assert!(same(&back, &ckpt), "write/read round trip changed the checkpoint");
+        assert!(
+            same(&back, &ckpt),
+            "write/read round trip changed the checkpoint"
+        );
     }
 
     // A fixed graph: Variable [2, 2], Variable_0 [3], Variable_1 [] (scalar).
@@ -131,7 +137,9 @@ pub fn run(data: &[u8]) {
         if total > MAX_GRAPH_VALUES {
             break;
         }
-        mirror.variable(t.shape(), Ones, true).expect("small variable");
+        mirror
+            .variable(t.shape(), Ones, true)
+            .expect("small variable");
     }
     restore_and_check(&mirror, &ckpt);
 

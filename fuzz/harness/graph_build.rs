@@ -16,10 +16,10 @@
 use adgraph::init::Zeros;
 use adgraph::{
     avgpool2d, concat, conv2d, conv2d_transpose, divide, dropout, exp, fused_batch_norm, l2norm,
-    leaky_relu, log, matmul, maxpool2d, multiply, negate, pad, pow, reduce_mean, reduce_sum,
-    relu, reshape, sigmoid, sigmoid_cross_entropy_loss, slice, softmax,
-    softmax_cross_entropy_loss, sqrt, square, stop_gradient, subtract, tanh, transpose, Axes,
-    BatchNormConfig, Feed, Graph, IntoTensor, Node, Padding, RunTime, TensorShape,
+    leaky_relu, log, matmul, maxpool2d, multiply, negate, pad, pow, reduce_mean, reduce_sum, relu,
+    reshape, sigmoid, sigmoid_cross_entropy_loss, slice, softmax, softmax_cross_entropy_loss, sqrt,
+    square, stop_gradient, subtract, tanh, transpose, Axes, BatchNormConfig, Feed, Graph,
+    IntoTensor, Node, Padding, RunTime, TensorShape,
 };
 
 /// The largest dimension of a leaf or a fed value.
@@ -101,7 +101,10 @@ impl Bytes<'_> {
     }
 
     fn known_dims(&mut self) -> Vec<usize> {
-        self.dims(false).into_iter().map(|d| d.unwrap_or(1)).collect()
+        self.dims(false)
+            .into_iter()
+            .map(|d| d.unwrap_or(1))
+            .collect()
     }
 
     fn axes(&mut self) -> Vec<usize> {
@@ -189,7 +192,11 @@ pub fn run(data: &[u8]) {
         let (i, j, k) = (b.below(n), b.below(n), b.below(n));
         let (x, y, z) = (&nodes[i], &nodes[j], &nodes[k]);
         let (r, how, inputs): (_, Bound, Vec<&Built>) = match step {
-            6 => (adgraph::add(&x.node, &y.node), Bound::Elementwise, vec![x, y]),
+            6 => (
+                adgraph::add(&x.node, &y.node),
+                Bound::Elementwise,
+                vec![x, y],
+            ),
             7 => (subtract(&x.node, &y.node), Bound::Elementwise, vec![x, y]),
             8 => (multiply(&x.node, &y.node), Bound::Elementwise, vec![x, y]),
             9 => (divide(&x.node, &y.node), Bound::Elementwise, vec![x, y]),
@@ -306,7 +313,11 @@ pub fn run(data: &[u8]) {
             }
             31 => {
                 let (rate, training) = (b.value(), b.flag());
-                (dropout(&x.node, rate, training), Bound::Elementwise, vec![x])
+                (
+                    dropout(&x.node, rate, training),
+                    Bound::Elementwise,
+                    vec![x],
+                )
             }
             32 => (exp(&x.node), Bound::Elementwise, vec![x]),
             33 => (log(&x.node), Bound::Elementwise, vec![x]),

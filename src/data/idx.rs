@@ -260,7 +260,7 @@ fn read_idx_u8(path: &Path, rank: Option<u8>) -> Result<IdxData> {
         .map_err(|e| io_err(path, &e))?;
     let gz = got == 2 && magic2 == GZIP_MAGIC;
     // Only a regular file's length is known before reading it all (not a pipe's).
-    let len = meta.is_file().then(|| meta.len());
+    let len = meta.is_file().then_some(meta.len());
     read_idx_stream(BufReader::new(file), gz, len, path, rank)
 }
 

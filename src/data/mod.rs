@@ -1,9 +1,9 @@
 //! Data sets and mini-batches.
 //!
 //! - [`idx`]: MNIST-style IDX files ([`read_idx_images`], [`read_idx_labels`],
-//!   [`read_idx`], [`write_idx`]); [`Mnist`] loads the four standard files of a
-//!   folder, [`Mnist::embedded`] the Fashion-MNIST slice shipped in
-//!   [`default_data_dir`].
+//!   [`read_idx`], [`read_idx_bytes`] from memory, [`write_idx`]); [`Mnist`]
+//!   loads the four standard files of a folder, [`Mnist::embedded`] the
+//!   Fashion-MNIST slice shipped in [`default_data_dir`].
 //! - [`spiral`](mod@spiral): the spiral toy data set of the original demo, and
 //!   [`train_test_split`].
 //! - [`batches`]: [`Batches`], a seedable, resumable shuffling mini-batch iterator.
