@@ -26,7 +26,7 @@ fn replay(target: &str, run: fn(&[u8])) {
 /// Runs `run` on every file of `dir`; panics when `dir` is missing or empty,
 /// or listing the files that panicked.
 fn replay_dir(dir: &Path, target: &str, run: fn(&[u8])) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("corpus folder {} is missing: {e}", dir.display()))
         .map(|e| e.expect("readable corpus entry").path())
         .filter(|p| p.is_file())
