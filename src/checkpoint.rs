@@ -217,10 +217,17 @@ impl Checkpoint {
     }
 
     fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| format!("not a valid safetensors file: {e}"))?;
-        let file = SafeTensors::deserialize(bytes)
-            .map_err(|e| format!("not a valid safetensors file: {e}"))?;
+        let len = bytes.len() as u64;
+        let head: [u8; 8] = match bytes.get(..8).map(<[u8; 8]>::try_from) {
+            Some(Ok(head)) => head,
+            _ => return Err(too_short(len)),
+        };
+        let header_len = u64::from_le_bytes(head);
+        check_header_length(header_len, len)?;
+        let data_len = len - 8 - header_len;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| invalid_file(&e, data_len))?;
+        let file = SafeTensors::deserialize(bytes).map_err(|e| invalid_file(&e, data_len))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in file.iter() {
             if view.dtype() != Dtype::F32 {
@@ -297,6 +304,46 @@ impl Checkpoint {
     }
 }
 
+/// The message for a file of `len < 8` bytes.
+fn too_short(len: u64) -> String {
+    format!("{len} bytes is too short for a safetensors file (at least 8)")
+}
+
+/// Checks the header length a file of `len >= 8` bytes declares, before
+/// anything is allocated for it: within [`MAX_HEADER_BYTES`] and the file.
+fn check_header_length(header_len: u64, len: u64) -> std::result::Result<(), String> {
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "header length {header_len} exceeds the limit of {MAX_HEADER_BYTES} bytes"
+        ));
+    }
+    if header_len > len - 8 {
+        return Err(format!(
+            "truncated: the header needs {header_len} bytes, but the file has {} after the length",
+            len - 8
+        ));
+    }
+    Ok(())
+}
+
+/// Says why the safetensors parser refused a file whose header is followed
+/// by `data_len` bytes, in words a user can act on.
+fn invalid_file(e: &safetensors::SafeTensorError, data_len: u64) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::MetadataIncompleteBuffer => format!(
+            "not a valid safetensors file: the tensors' data offsets do not end where the file \
+             does ({data_len} data bytes after the header): truncated, trailing bytes, or \
+             offsets past the end"
+        ),
+        E::ValidationOverflow => {
+            "not a valid safetensors file: a tensor's shape overflows when its size is computed"
+                .to_string()
+        }
+        other => format!("not a valid safetensors file: {other}"),
+    }
+}
+
 /// Reads a file after checking its size and header length.
 fn read_checked(path: &Path, name: &str) -> Result<Vec<u8>> {
     let io_error = |e: io::Error| Error::Io {
@@ -310,29 +357,11 @@ fn read_checked(path: &Path, name: &str) -> Result<Vec<u8>> {
     }
     let len = meta.len();
     if len < 8 {
-        return Err(checkpoint_error(
-            name,
-            format!("{len} bytes is too short for a safetensors file (at least 8)"),
-        ));
+        return Err(checkpoint_error(name, too_short(len)));
     }
     let mut head = [0u8; 8];
     file.read_exact(&mut head).map_err(io_error)?;
-    let header_len = u64::from_le_bytes(head);
-    if header_len > MAX_HEADER_BYTES {
-        return Err(checkpoint_error(
-            name,
-            format!("header length {header_len} exceeds the limit of {MAX_HEADER_BYTES} bytes"),
-        ));
-    }
-    if header_len > len - 8 {
-        return Err(checkpoint_error(
-            name,
-            format!(
-                "truncated: the header needs {header_len} bytes, but the file has {} after the length",
-                len - 8
-            ),
-        ));
-    }
+    check_header_length(u64::from_le_bytes(head), len).map_err(|m| checkpoint_error(name, m))?;
     let capacity = usize::try_from(len)
         .map_err(|_| checkpoint_error(name, format!("{len} bytes do not fit in memory")))?;
     let mut bytes = Vec::new();

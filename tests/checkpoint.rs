@@ -13,6 +13,9 @@ use adgraph::optim::{
 };
 use adgraph::{self as ad, Error, Feed, Graph, Node, RunTime, Tensor};
 use rand::{Rng, SeedableRng};
+
+mod alloc_meter;
+use alloc_meter::largest_allocation;
 use rand_chacha::ChaCha8Rng;
 
 /// A fresh directory under the system's temp dir, removed on drop.
@@ -415,6 +418,158 @@ fn missing_file_and_directory_are_errors() {
     assert!(g
         .restore_variables(dir.path("nope.safetensors"), RestoreMode::Partial)
         .is_err());
+}
+
+// ------------------------------------------- hostile files, one test per class
+//
+// Each class goes through `Checkpoint::load` (a file) and
+// `Checkpoint::from_bytes`, and must give `Error::Checkpoint` whose message
+// names the problem, with no allocation near what the file claims.
+
+/// Asserts `bytes` is refused from a file and from memory, both with a
+/// message containing `needle`, each allocating less than 1 MiB at once; returns the file
+/// reader's message.
+fn refused(name: &str, bytes: &[u8], needle: &str) -> String {
+    let dir = TempDir::new("hostile");
+    let path = dir.path(name);
+    std::fs::write(&path, bytes).unwrap();
+    let (from_file, a1) = largest_allocation(|| Checkpoint::load(&path));
+    let (from_mem, a2) = largest_allocation(|| Checkpoint::from_bytes(bytes));
+    let msg = checkpoint_message(&from_file.unwrap_err());
+    let in_memory = checkpoint_message(&from_mem.unwrap_err());
+    for m in [&msg, &in_memory] {
+        assert!(m.contains(needle), "{name}: {needle:?} not in {m:?}");
+    }
+    assert!(
+        a1.max(a2) < 1 << 20,
+        "{name}: allocated {} bytes",
+        a1.max(a2)
+    );
+    msg
+}
+
+/// A valid file of one F32 tensor `w` of shape [2].
+fn one_tensor_file() -> Vec<u8> {
+    raw_file(
+        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0, 0, 128, 63, 0, 0, 0, 64],
+    )
+}
+
+#[test]
+fn hostile_checkpoint_too_short() {
+    refused(
+        "short",
+        b"abc",
+        "3 bytes is too short for a safetensors file",
+    );
+}
+
+#[test]
+fn hostile_checkpoint_truncated_header() {
+    let good = one_tensor_file();
+    refused("trunc-header", &good[..20], "truncated: the header needs");
+}
+
+#[test]
+fn hostile_checkpoint_truncated_data() {
+    let good = one_tensor_file();
+    assert!(Checkpoint::from_bytes(&good).is_ok());
+    refused(
+        "trunc-data",
+        &good[..good.len() - 1],
+        "not a valid safetensors file",
+    );
+}
+
+#[test]
+fn hostile_checkpoint_oversized_with_trailing_bytes() {
+    let mut long = one_tensor_file();
+    long.extend_from_slice(&[0; 4]);
+    refused(
+        "trailing",
+        &long,
+        "data offsets do not end where the file does (12 data bytes after the header)",
+    );
+}
+
+#[test]
+fn hostile_checkpoint_wrong_magic() {
+    // safetensors has no magic number: the first 8 bytes are the header
+    // length, which text makes absurd; a short length makes the JSON invalid.
+    refused(
+        "text",
+        b"this is not a safetensors file at all",
+        "exceeds the limit",
+    );
+    refused(
+        "png",
+        &raw_file("\u{89}PNG\r\n", b""),
+        "not a valid safetensors file",
+    );
+}
+
+#[test]
+fn hostile_checkpoint_wrong_dtype() {
+    let f = raw_file(
+        r#"{"w":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
+    refused(
+        "i32",
+        &f,
+        "tensor \"w\" has dtype I32; adgraph reads F32 tensors only",
+    );
+}
+
+#[test]
+fn hostile_checkpoint_inconsistent_header() {
+    // A shape that does not fit its byte range, and overlapping ranges.
+    let shape = raw_file(
+        r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
+    refused("shape", &shape, "not a valid safetensors file");
+    let overlap = raw_file(
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+        &[0; 12],
+    );
+    refused("overlap", &overlap, "not a valid safetensors file");
+}
+
+#[test]
+fn hostile_checkpoint_absurd_header_length() {
+    let mut f = u64::MAX.to_le_bytes().to_vec();
+    f.extend_from_slice(b"{}");
+    refused("absurd", &f, "exceeds the limit of 100000000 bytes");
+}
+
+#[test]
+fn hostile_checkpoint_header_length_beyond_the_file() {
+    // Under the limit, but far more than the 100-byte file holds.
+    let mut f = 99_999_999u64.to_le_bytes().to_vec();
+    f.extend_from_slice(&[b' '; 92]);
+    refused(
+        "beyond",
+        &f,
+        "truncated: the header needs 99999999 bytes, but the file has 92",
+    );
+}
+
+#[test]
+fn hostile_checkpoint_absurd_tensor_shape() {
+    // 2^40 values claimed, backed by offsets far past the end of the file.
+    let huge = raw_file(
+        r#"{"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}"#,
+        &[0; 8],
+    );
+    refused("huge", &huge, "offsets past the end");
+    // An element count that overflows 64 bits, with small offsets.
+    let overflow = raw_file(
+        r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
+    refused("overflow", &overflow, "a tensor's shape overflows");
 }
 
 // ------------------------------------------------------------------ atomic saves

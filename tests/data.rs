@@ -3,63 +3,22 @@
 //! spiral set and its split, the mini-batch iterator, and the shipped
 //! Fashion-MNIST slice.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod alloc_meter;
+use alloc_meter::largest_allocation;
+
 use adgraph::data::{
-    default_data_dir, one_hot, read_idx, read_idx_images, read_idx_labels, spiral, take_rows,
-    train_test_split, write_idx, Batches, IdxData, Mnist, Position, Spiral,
+    default_data_dir, one_hot, read_idx, read_idx_bytes, read_idx_images, read_idx_labels, spiral,
+    take_rows, train_test_split, write_idx, Batches, IdxData, Mnist, Position, Spiral,
 };
 use adgraph::{Error, Tensor};
 use flate2::{write::GzEncoder, Compression};
 use ndarray::IxDyn;
-
-// ------------------------------------------------------------ allocation meter
-
-/// Records, per thread, the largest single allocation, so a test can check a
-/// reader never allocated what an absurd header claims.
-struct Meter;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Meter {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|m| m.set(m.get().max(size)));
-}
-
-#[global_allocator]
-static METER: Meter = Meter;
-
-/// Runs `f`, returning its result and the largest allocation it made on this thread.
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|m| m.set(0));
-    let out = f();
-    (out, LARGEST.with(|m| m.get()))
-}
 
 // ------------------------------------------------------------ helpers
 
@@ -170,6 +129,34 @@ fn reads_labels_plain_and_gzipped() {
     // Empty label file: valid.
     let empty = write_file(&dir, "e", &label_file(&[]));
     assert!(read_idx_labels(&empty).unwrap().is_empty());
+}
+
+#[test]
+fn read_idx_bytes_reads_what_the_file_reader_reads() {
+    let dir = temp_dir("bytes");
+    let (images, pixels) = image_file(2, 3, 4, 9);
+    let labels = label_file(&[4, 0, 2]);
+    for (name, file, rank) in [
+        ("i", images.clone(), 3),
+        ("i.gz", gzip(&images), 3),
+        ("l", labels.clone(), 1),
+        ("l.gz", gzip(&labels), 1),
+    ] {
+        let p = write_file(&dir, name, &file);
+        let from_file = read_idx(&p).unwrap();
+        assert_eq!(read_idx_bytes(&file, None).unwrap(), from_file, "{name}");
+        assert_eq!(
+            read_idx_bytes(&file, Some(rank)).unwrap(),
+            from_file,
+            "{name}"
+        );
+        assert!(read_idx_bytes(&file, Some(4 - rank)).is_err(), "{name}");
+    }
+    assert_eq!(
+        read_idx_bytes(&images, Some(3)).unwrap().data(),
+        &pixels[..]
+    );
+    assert_eq!(read_idx_bytes(&labels, Some(1)).unwrap().dims(), &[3]);
 }
 
 #[test]
@@ -358,6 +345,205 @@ fn gzip_reader_allocates_no_more_than_the_data_really_holds() {
     let m = data_error(r, &p);
     assert!(m.contains("truncated"), "{m}");
     assert!(largest < 500_000, "allocated {largest} bytes up front");
+}
+
+// ------------------------------------------------------------ IDX: hostile files, one test per class
+//
+// Each class is read through the file reader of its rank and through
+// `read_idx_bytes`, plain and gzipped where both make sense. Each must give
+// `Error::Data` with a message naming the problem, quickly, and without any
+// allocation near what the header claims.
+
+/// Which reader a hostile file is fed to.
+#[derive(Clone, Copy)]
+enum Reader {
+    Any,
+    Labels,
+    Images,
+}
+
+/// Asserts `bytes` is refused by the file reader and by `read_idx_bytes` with
+/// an `Error::Data` containing `needle`, in under 2 s, with no allocation of
+/// `max_alloc` bytes or more. Returns the file reader's message.
+fn refused(name: &str, bytes: &[u8], reader: Reader, needle: &str, max_alloc: usize) -> String {
+    let dir = temp_dir("hostile");
+    let p = write_file(&dir, name, bytes);
+    let start = Instant::now();
+    let (from_file, a1) = largest_allocation(|| match reader {
+        Reader::Any => read_idx(&p).map(|_| ()),
+        Reader::Labels => read_idx_labels(&p).map(|_| ()),
+        Reader::Images => read_idx_images(&p).map(|_| ()),
+    });
+    let rank = match reader {
+        Reader::Any => None,
+        Reader::Labels => Some(1),
+        Reader::Images => Some(3),
+    };
+    let (from_mem, a2) = largest_allocation(|| read_idx_bytes(bytes, rank));
+    let elapsed = start.elapsed();
+    let m = data_error(from_file, &p);
+    let m2 = data_error(from_mem, Path::new("(in memory)"));
+    for msg in [&m, &m2] {
+        assert!(msg.contains(needle), "{name}: {needle:?} not in {msg:?}");
+    }
+    assert!(elapsed < Duration::from_secs(2), "{name} took {elapsed:?}");
+    assert!(
+        a1.max(a2) < max_alloc,
+        "{name}: allocated {} bytes ({m})",
+        a1.max(a2)
+    );
+    m
+}
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn hostile_idx_truncated_data() {
+    let (file, _) = image_file(2, 3, 3, 2);
+    let short = &file[..file.len() - 1];
+    refused("short", short, Reader::Images, "truncated", MIB);
+    refused("short.gz", &gzip(short), Reader::Images, "truncated", MIB);
+}
+
+#[test]
+fn hostile_idx_truncated_header() {
+    let (file, _) = image_file(2, 3, 3, 2);
+    for (name, bytes) in [
+        ("dims", file[..10].to_vec()),
+        ("dims.gz", gzip(&file[..10])),
+        ("magic", file[..3].to_vec()),
+        ("empty", Vec::new()),
+        ("empty.gz", gzip(&[])),
+    ] {
+        refused(name, &bytes, Reader::Images, "truncated IDX header", MIB);
+    }
+}
+
+#[test]
+fn hostile_idx_oversized_file_with_trailing_bytes() {
+    let mut file = label_file(&[1, 2, 3]);
+    file.extend_from_slice(&[7; 5]);
+    refused("trail", &file, Reader::Labels, "5 trailing bytes", MIB);
+    refused(
+        "trail.gz",
+        &gzip(&file),
+        Reader::Labels,
+        "5 trailing bytes",
+        MIB,
+    );
+}
+
+#[test]
+fn hostile_idx_wrong_magic() {
+    let text = b"hello, this is not an IDX file";
+    refused("text", text, Reader::Labels, "not an IDX file", MIB);
+    refused("text.gz", &gzip(text), Reader::Any, "not an IDX file", MIB);
+}
+
+#[test]
+fn hostile_idx_wrong_dtype() {
+    let mut f = header(0x0D, &[1, 2, 2]);
+    f.extend_from_slice(&[0; 16]);
+    let needle = "unsupported IDX element type 0x0d (32-bit float)";
+    refused("f32", &f, Reader::Images, needle, MIB);
+    refused("f32.gz", &gzip(&f), Reader::Any, needle, MIB);
+}
+
+#[test]
+fn hostile_idx_inconsistent_header() {
+    // A label file read as images, an image file read as labels, rank 0.
+    let labels = label_file(&[1, 2]);
+    refused(
+        "l",
+        &labels,
+        Reader::Images,
+        "says rank 1, expected rank 3",
+        MIB,
+    );
+    let (images, _) = image_file(1, 2, 2, 3);
+    let m = refused(
+        "i.gz",
+        &gzip(&images),
+        Reader::Labels,
+        "says rank 3, expected rank 1",
+        MIB,
+    );
+    assert!(m.contains("0x00000801"), "{m}");
+    refused("r0", &header(0x08, &[]), Reader::Any, "rank 0", MIB);
+}
+
+#[test]
+fn hostile_idx_header_claims_more_than_the_file_holds() {
+    // Plain: just under the element cap, in a 16-byte file.
+    refused(
+        "big",
+        &header(0x08, &[(1 << 31) - 1]),
+        Reader::Labels,
+        "but the file holds only 0",
+        MIB,
+    );
+    // Gzipped: more than the compressed size could ever inflate to.
+    refused(
+        "big.gz",
+        &gzip(&header(0x08, &[1 << 30])),
+        Reader::Labels,
+        "gzip file can hold",
+        MIB,
+    );
+}
+
+#[test]
+fn hostile_idx_absurd_size() {
+    let mut over_cap = header(0x08, &[1 << 31, 28, 28]);
+    over_cap.extend_from_slice(&[0; 4]);
+    let needle = "more than the 2147483648 elements this reader accepts";
+    refused("cap", &over_cap, Reader::Images, needle, MIB);
+    refused("cap.gz", &gzip(&over_cap), Reader::Images, needle, MIB);
+    // The product of the dims overflows 64 bits.
+    refused(
+        "overflow",
+        &header(0x08, &[u32::MAX; 3]),
+        Reader::Images,
+        needle,
+        MIB,
+    );
+}
+
+#[test]
+fn hostile_idx_gzip_claiming_a_huge_size_allocates_only_what_arrives() {
+    // The header claims 100 MB; the stream holds 10 bytes of data, then a
+    // second gzip member of incompressible bytes makes the file large enough
+    // (100 KB * 1032 > 100 MB) to pass the compression-ratio check. The
+    // reader must find it truncated having allocated only about what arrived.
+    let mut f = header(0x08, &[100_000_000]);
+    f.extend_from_slice(&[0; 10]);
+    let mut padded = gzip(&f);
+    padded.extend_from_slice(&gzip(&bytes(100_000, 6)));
+    let m = refused(
+        "claims-100mb.gz",
+        &padded,
+        Reader::Labels,
+        "decompressed data ends after 10",
+        MIB,
+    );
+    assert!(m.contains("claims 100000000 data bytes"), "{m}");
+}
+
+#[test]
+fn hostile_idx_gzip_bomb_behind_a_small_claim() {
+    // Claims 3 bytes, but inflates to 3 + 20 MB: refused as trailing bytes
+    // after inflating at most 1 MiB more, into no buffer of that size.
+    let mut f = label_file(&[1, 2, 3]);
+    f.resize(f.len() + 20_000_000, 0);
+    let bomb = gzip(&f);
+    assert!(bomb.len() < 100_000);
+    refused(
+        "bomb.gz",
+        &bomb,
+        Reader::Labels,
+        "at least 1048576 trailing bytes",
+        MIB,
+    );
 }
 
 // ------------------------------------------------------------ Mnist::load

@@ -38,6 +38,9 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 /// The IDX element type code of unsigned bytes.
 const TYPE_U8: u8 = 0x08;
 
+/// The name errors give to IDX data read from memory.
+const IN_MEMORY: &str = "(in memory)";
+
 /// How many trailing bytes are counted for an error message, at most.
 const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
 
@@ -256,10 +259,24 @@ fn read_idx_u8(path: &Path, rank: Option<u8>) -> Result<IdxData> {
     file.seek(SeekFrom::Start(0))
         .map_err(|e| io_err(path, &e))?;
     let gz = got == 2 && magic2 == GZIP_MAGIC;
+    // Only a regular file's length is known before reading it all (not a pipe's).
+    let len = meta.is_file().then_some(meta.len());
+    read_idx_stream(BufReader::new(file), gz, len, path, rank)
+}
+
+/// Reads an unsigned-byte IDX file from `raw` (gzipped if `gz`), whose length
+/// is `len` when known; errors name `path`.
+fn read_idx_stream(
+    raw: impl Read,
+    gz: bool,
+    len: Option<u64>,
+    path: &Path,
+    rank: Option<u8>,
+) -> Result<IdxData> {
     let mut reader: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(BufReader::new(file)))
+        Box::new(MultiGzDecoder::new(raw))
     } else {
-        Box::new(BufReader::new(file))
+        Box::new(raw)
     };
 
     let mut magic = [0u8; 4];
@@ -329,8 +346,7 @@ fn read_idx_u8(path: &Path, rank: Option<u8>) -> Result<IdxData> {
         }
     };
     let header_len = 4 + dim_bytes.len() as u64;
-    if meta.is_file() {
-        let file_len = meta.len();
+    if let Some(file_len) = len {
         if gz {
             let most = file_len.saturating_mul(MAX_DEFLATE_RATIO);
             if claim as u64 > most {
@@ -375,6 +391,33 @@ fn read_idx_u8(path: &Path, rank: Option<u8>) -> Result<IdxData> {
 /// data is shorter or longer than the header says.
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxData> {
     read_idx_u8(path.as_ref(), None)
+}
+
+/// Reads an unsigned-byte IDX file held in memory, gzipped or not (decided by
+/// its first two bytes); with `rank`, only a file of that rank (1 for labels, 3
+/// for images) is accepted. The checks are [`read_idx`]'s, the length of
+/// `bytes` standing for the file's size; errors name the file `(in memory)`.
+///
+/// ```
+/// use adgraph::data::read_idx_bytes;
+/// let labels = [0, 0, 8, 1, 0, 0, 0, 2, 7, 9];
+/// assert_eq!(read_idx_bytes(&labels, Some(1)).unwrap().data(), &[7, 9]);
+/// assert!(read_idx_bytes(&labels, Some(3)).is_err());
+/// assert!(read_idx_bytes(&labels[..9], None).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Data`] as [`read_idx`], and when `rank` is given and the file's
+/// rank differs.
+pub fn read_idx_bytes(bytes: &[u8], rank: Option<u8>) -> Result<IdxData> {
+    let gz = bytes.starts_with(&GZIP_MAGIC);
+    read_idx_stream(
+        bytes,
+        gz,
+        Some(bytes.len() as u64),
+        Path::new(IN_MEMORY),
+        rank,
+    )
 }
 
 /// Writes an unsigned-byte IDX file; gzipped at the best compression level

@@ -1,9 +1,9 @@
 //! Data sets and mini-batches.
 //!
 //! - [`idx`]: MNIST-style IDX files ([`read_idx_images`], [`read_idx_labels`],
-//!   [`read_idx`], [`write_idx`]); [`Mnist`] loads the four standard files of a
-//!   folder, [`Mnist::embedded`] the Fashion-MNIST slice shipped in
-//!   [`default_data_dir`].
+//!   [`read_idx`], [`read_idx_bytes`] from memory, [`write_idx`]); [`Mnist`]
+//!   loads the four standard files of a folder, [`Mnist::embedded`] the
+//!   Fashion-MNIST slice shipped in [`default_data_dir`].
 //! - [`spiral`](mod@spiral): the spiral toy data set of the original demo, and
 //!   [`train_test_split`].
 //! - [`batches`]: [`Batches`], a seedable, resumable shuffling mini-batch iterator.
@@ -32,7 +32,8 @@ pub mod spiral;
 
 pub use batches::{Batches, Epoch, Position};
 pub use idx::{
-    read_idx, read_idx_images, read_idx_labels, write_idx, IdxData, ImageSet, MAX_IDX_ELEMENTS,
+    read_idx, read_idx_bytes, read_idx_images, read_idx_labels, write_idx, IdxData, ImageSet,
+    MAX_IDX_ELEMENTS,
 };
 pub use mnist::{default_data_dir, Mnist, FASHION_MNIST_CLASSES};
 pub use spiral::{spiral, train_test_split, Spiral, Split};
