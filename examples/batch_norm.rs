@@ -360,7 +360,7 @@ fn run(args: &Args) -> Res {
             Some(log.bn_accuracy),
         );
         logs.push((state.step, log));
-        if state.step % eval_every == 0 || state.step == steps {
+        if state.step.is_multiple_of(eval_every) || state.step == steps {
             let (bn, plain) = evaluate(&mut rt, &models, &x_test, &y_test)?;
             bn_test.push((state.step as f64, bn));
             plain_test.push((state.step as f64, plain));

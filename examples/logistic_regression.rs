@@ -196,7 +196,7 @@ fn run(args: &Args) -> Res {
         losses.push((state.step as f64, f64::from(loss)));
         train_acc.push((state.step as f64, acc));
         progress.step(f64::from(loss), Some(acc));
-        if state.step % eval_every == 0 || state.step == steps {
+        if state.step.is_multiple_of(eval_every) || state.step == steps {
             let acc = evaluate(&mut rt, &model, &x_test, &y_test)?;
             test_acc.push((state.step as f64, acc));
         }

@@ -188,7 +188,7 @@ fn run(args: &Args) -> Res {
         losses.push((state.step as f64, f64::from(loss)));
         train_acc.push((state.step as f64, acc));
         progress.step(f64::from(loss), Some(acc));
-        if state.step % EVAL_EVERY == 0 || state.step == steps {
+        if state.step.is_multiple_of(EVAL_EVERY) || state.step == steps {
             let logits = predict(&mut rt, &model, &split.x_test)?;
             test_acc.push((state.step as f64, common::accuracy(&logits, &split.y_test)));
         }

@@ -136,7 +136,10 @@ fn killed_run_resumed_from_its_checkpoint_ends_bitwise_equal() {
     );
     let step = saved_step(&ckpt);
     println!("killed: last checkpoint at step {step}");
-    assert!(step % SAVE_EVERY == 0 && step < STEPS, "step {step}");
+    assert!(
+        step.is_multiple_of(SAVE_EVERY) && step < STEPS,
+        "step {step}"
+    );
 
     // A save killed mid-write leaves a partial temporary file beside the
     // checkpoint; make one (as the next save, under another process id, would name it).

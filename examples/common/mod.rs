@@ -57,7 +57,10 @@ impl CommonArgs {
     /// `--save`'s path when a checkpoint is due after `step`: at a multiple of
     /// `--save-every` and at the last step.
     pub fn save_due(&self, step: usize, last_step: usize) -> Option<&Path> {
-        let due = step == last_step || self.save_every.is_some_and(|n| n > 0 && step % n == 0);
+        let due = step == last_step
+            || self
+                .save_every
+                .is_some_and(|n| n > 0 && step.is_multiple_of(n));
         self.save.as_deref().filter(|_| due)
     }
 

@@ -118,7 +118,7 @@ impl Reshape {
             (None, None) => {
                 // The input has `known_in * u` elements for some unknown u.
                 if let Some(k) = known_in.filter(|&k| k != 0) {
-                    if known % k != 0 {
+                    if !known.is_multiple_of(k) {
                         return Err(Error::invalid(format!(
                             "reshape: a tensor of shape {input} has a multiple of {k} elements, \
                              which can never be the {known} of shape {target:?}"
