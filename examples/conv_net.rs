@@ -15,8 +15,8 @@
 //! epoch and after the last step: the inference network is a second set of
 //! nodes on the same graph sharing the same variables.
 //!
-//! Run it (5 epochs of the embedded 10,000-image slice, 1,000 steps: one to two
-//! minutes on two cores, test accuracy about 0.90; the full Fashion-MNIST reaches
+//! Run it (5 epochs of the embedded 10,000-image slice, 1,000 steps: under a
+//! minute on two cores, test accuracy about 0.90; the full Fashion-MNIST reaches
 //! about 0.91 in 2 epochs):
 //!
 //! ```text

@@ -22,7 +22,7 @@
 //! evaluations differ only by the weights) is evaluated before training, every
 //! `--eval-every` steps and at the end.
 //!
-//! Run (about 2 minutes on 2 shared cores for the default 2,000 steps):
+//! Run (about a minute on 2 cores for the default 2,000 steps):
 //!
 //! ```text
 //! cargo run --release --example conv_vae
