@@ -13,6 +13,8 @@ mod checkpoint_harness;
 mod graph_build_harness;
 #[path = "../fuzz/harness/idx.rs"]
 mod idx_harness;
+#[path = "../fuzz/harness/temp_file.rs"]
+mod temp_file;
 
 /// Runs `run` on every file of `fuzz/corpus/<target>/`; panics listing the
 /// files that panicked.

@@ -4,5 +4,7 @@
 
 #[path = "../harness/idx.rs"]
 mod harness;
+#[path = "../harness/temp_file.rs"]
+mod temp_file;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));

@@ -10,8 +10,6 @@
 //! what its report says.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use adgraph::checkpoint::{Checkpoint, RestoreMode};
 use adgraph::init::Ones;
@@ -22,27 +20,7 @@ use adgraph::{Graph, Tensor};
 /// variables of a graph, so a restore stays fast.
 const MAX_GRAPH_VALUES: usize = 1 << 12;
 
-/// A temporary file holding `bytes`, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(bytes: &[u8]) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "adgraph-fuzz-ckpt-{}-{}.safetensors",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&path, bytes).expect("harness: cannot write a temporary file");
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use super::temp_file::TempFile;
 
 /// A tensor's shape and the bits of its values (NaN-proof equality).
 fn bits(t: &Tensor) -> (Vec<usize>, Vec<u32>) {
@@ -96,8 +74,8 @@ fn restore_and_check(g: &Graph, ckpt: &Checkpoint) {
 /// Runs the checkpoint reader and restores on `data`.
 pub fn run(data: &[u8]) {
     let parsed = Checkpoint::from_bytes(data);
-    let file = TempFile::new(data);
-    let loaded = Checkpoint::load(&file.0);
+    let file = TempFile::new("ckpt", data);
+    let loaded = Checkpoint::load(file.path());
     match (&parsed, &loaded) {
         (Ok(a), Ok(b)) => assert!(same(a, b), "file and memory readers disagree"),
         (Err(_), Err(_)) => {}

@@ -7,32 +7,9 @@
 //! clean `Err`; a panic is a finding. Beyond not panicking, the two routes
 //! must agree, and what they accept must be self-consistent.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use adgraph::data::{read_idx, read_idx_bytes, read_idx_images, read_idx_labels, IdxData};
 
-/// A temporary file holding `bytes`, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(bytes: &[u8]) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "adgraph-fuzz-idx-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&path, bytes).expect("harness: cannot write a temporary file");
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use super::temp_file::TempFile;
 
 /// Checks what a reader accepted: the data fills the dims exactly.
 fn check_accepted(idx: &IdxData, rank: Option<u8>) {
@@ -61,19 +38,19 @@ pub fn run(data: &[u8]) {
         assert_eq!(any.as_ref().ok(), Some(i));
     }
 
-    let file = TempFile::new(data);
-    let from_file = read_idx(&file.0);
+    let file = TempFile::new("idx", data);
+    let from_file = read_idx(file.path());
     assert_eq!(
         from_file.as_ref().ok(),
         any.as_ref().ok(),
         "file and memory readers disagree"
     );
     assert_eq!(from_file.is_err(), any.is_err());
-    match read_idx_labels(&file.0) {
+    match read_idx_labels(file.path()) {
         Ok(l) => assert_eq!(Some(l.as_slice()), labels.as_ref().ok().map(IdxData::data)),
         Err(_) => assert!(labels.is_err()),
     }
-    match read_idx_images(&file.0) {
+    match read_idx_images(file.path()) {
         Ok(set) => {
             let idx = images.as_ref().expect("images read from file only");
             assert_eq!(set.images().shape(), idx.dims());
