@@ -118,9 +118,32 @@ unsafe fn gemm_raw(
             false,
             false,
             false,
-            // 0 = rayon's current number of threads.
-            Parallelism::Rayon(0),
+            parallelism(m, n, k),
         );
+    }
+}
+
+/// Whether a product of `[m, k] x [k, n]` is split over rayon's threads.
+///
+/// Measured on the 2-core machine (single thread vs two, `gemm` 0.19): below
+/// about half a million multiply-adds the hand-off costs more than it saves in
+/// a tight loop, and inside a training step, where rayon's workers have gone to
+/// sleep between products, waking them costs more: W1-W3 (products of 0.1 to 4
+/// million multiply-adds) ran fastest with no split below 4 million. A product
+/// with few rows (`m` < 192) and a short inner dimension is up
+/// to 2.5x *slower* on two threads (e.g. `[50, 300] x [300, 100]`: 25 us on
+/// one, 63 us on two). Long inner dimensions (the weight gradients of
+/// convolutions: `k` = batch x height x width) gain at any `m`.
+/// The choice depends on the shape only, never on the thread count, so results
+/// stay bitwise the same on any number of threads.
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    const MIN_WORK: usize = 1 << 22;
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if work >= MIN_WORK && (m >= 192 || k >= 2048) {
+        // 0 = rayon's current number of threads.
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
     }
 }
 

@@ -7,25 +7,15 @@
 
 use crate::error::Result;
 use crate::graph::Node;
-use crate::kernels::broadcast::sum_to_shape;
+use crate::kernels::broadcast::{broadcast_map2, sum_to_shape};
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
-use crate::shape::{broadcast_shapes, TensorShape};
+use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
 /// The static shape rule of every broadcasting binary op.
 pub(crate) fn broadcast_rule(inputs: &[&TensorShape]) -> Result<TensorShape> {
     inputs[0].broadcast(inputs[1])
-}
-
-/// Checks that two values broadcast (ndarray would panic otherwise), then applies `f`.
-fn broadcast_apply(
-    x: &Tensor,
-    y: &Tensor,
-    f: impl Fn(&Tensor, &Tensor) -> Tensor,
-) -> Result<Tensor> {
-    broadcast_shapes(x.shape(), y.shape())?;
-    Ok(f(x, y))
 }
 
 /// `x + y`.
@@ -39,7 +29,7 @@ impl Op for Add {
         broadcast_rule(inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        broadcast_apply(inputs[0], inputs[1], |x, y| x + y)
+        broadcast_map2(inputs[0], inputs[1], |a, b| a + b)
     }
     // d(x+y)/dx = d(x+y)/dy = 1
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
@@ -63,7 +53,7 @@ impl Op for Subtract {
         broadcast_rule(inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        broadcast_apply(inputs[0], inputs[1], |x, y| x - y)
+        broadcast_map2(inputs[0], inputs[1], |a, b| a - b)
     }
     // d(x-y)/dx = 1, d(x-y)/dy = -1
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
@@ -87,7 +77,7 @@ impl Op for Multiply {
         broadcast_rule(inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        broadcast_apply(inputs[0], inputs[1], |x, y| x * y)
+        broadcast_map2(inputs[0], inputs[1], |a, b| a * b)
     }
     // d(xy)/dx = y, d(xy)/dy = x
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
@@ -112,7 +102,7 @@ impl Op for Divide {
         broadcast_rule(inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        broadcast_apply(inputs[0], inputs[1], |x, y| x / y)
+        broadcast_map2(inputs[0], inputs[1], |a, b| a / b)
     }
     // d(x/y)/dx = 1/y, d(x/y)/dy = -x/y^2 = -out/y
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
