@@ -609,7 +609,7 @@ fn w4inf(data: &Mnist) -> Res<Prepared> {
     let feed = Feed::new().with(&x, xb)?;
     Ok(Prepared {
         step: Box::new(move |rt| {
-            rt.forward_backward_cycle(|rt| Ok(rt.forward(&logits, &feed)?.sum()))
+            rt.forward_backward_cycle(|rt| Ok(rt.infer(&[&logits], &feed)?[0].sum()))
         }),
         note: format!("batch {W4INF_BATCH} eval mode"),
     })

@@ -204,8 +204,8 @@ fn predict(
     for start in (0..n).step_by(batch) {
         let chunk = images.slice_axis(Axis(0), (start..(start + batch).min(n)).into());
         let feed = Feed::new().with(x, chunk.to_owned())?;
-        let values = rt.forward_backward_cycle(|rt| rt.forward(logits, &feed).cloned())?;
-        out.extend(predictions(&values));
+        let values = rt.forward_backward_cycle(|rt| rt.infer(&[logits], &feed))?;
+        out.extend(predictions(&values[0]));
     }
     Ok(out)
 }
@@ -432,9 +432,9 @@ fn infer_once(rt: &mut RunTime, x: &Node, logits: &Node, images: &Tensor, n: usi
     let before = common::memory_use();
     let feed = Feed::new().with(x, batch)?;
     let t0 = Instant::now();
-    let values = rt.forward_backward_cycle(|rt| rt.forward(logits, &feed).cloned())?;
+    let values = rt.forward_backward_cycle(|rt| rt.infer(&[logits], &feed))?;
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let predicted = predictions(&values);
+    let predicted = predictions(&values[0]);
     common::report(&[
         ("infer_batch", n.to_string()),
         ("infer_ms", format!("{infer_ms:.1}")),

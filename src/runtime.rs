@@ -336,7 +336,7 @@ impl RunTime {
     pub fn forward(&mut self, node: &Node, feed: &Feed) -> Result<&Tensor> {
         self.bind(&node.graph)?;
         let graph = node.graph.clone();
-        self.compute(&graph, node.id, feed)?;
+        self.compute(&graph, &[node.id], feed, false)?;
         self.values
             .get(node.id.index())
             .and_then(|v| v.as_deref())
@@ -354,20 +354,32 @@ impl RunTime {
             .collect()
     }
 
-    fn compute(&mut self, graph: &Graph, target: NodeId, feed: &Feed) -> Result<()> {
+    /// Computes targets `targets` in one forward pass, in an inference pass
+    /// (see [`infer`](RunTime::infer)) when `release` is set, and returns
+    /// which nodes it computed (`computed[i]`), indexed up to the highest target.
+    fn compute(
+        &mut self,
+        graph: &Graph,
+        targets: &[NodeId],
+        feed: &Feed,
+        release: bool,
+    ) -> Result<Vec<bool>> {
         let mut assignments: Vec<(NodeId, Tensor)> = Vec::new();
-        {
+        let needed = {
             let g = graph.borrow();
             self.grow(g.nodes.len());
-            if self.values[target.index()].is_some() {
-                return Ok(());
-            }
+            let top = targets.iter().map(|t| t.index() + 1).max().unwrap_or(0);
             // Inputs are always made before their consumers, so ascending node ids
             // are a topological order: mark what is missing, then compute upwards.
-            let mut needed = vec![false; target.index() + 1];
-            let mut stack = vec![target];
-            needed[target.index()] = true;
-            let mut lowest = target.index();
+            let mut needed = vec![false; top];
+            let mut stack: Vec<NodeId> = Vec::new();
+            for &t in targets {
+                if self.values[t.index()].is_none() && !needed[t.index()] {
+                    needed[t.index()] = true;
+                    stack.push(t);
+                }
+            }
+            let mut lowest = top;
             while let Some(id) = stack.pop() {
                 lowest = lowest.min(id.index());
                 for &input in &g.nodes[id.index()].inputs {
@@ -377,14 +389,97 @@ impl RunTime {
                     }
                 }
             }
+            // In an inference pass, the number of consumers still to run of each
+            // value made in this pass: at zero it is dropped (targets excepted).
+            let mut uses = vec![0u32; if release { top } else { 0 }];
+            if release {
+                for (i, _) in needed.iter().enumerate().skip(lowest).filter(|(_, &n)| n) {
+                    for &input in &g.nodes[i].inputs {
+                        uses[input.index()] += 1;
+                    }
+                }
+                for &t in targets {
+                    uses[t.index()] += 1; // held for the caller
+                }
+            }
             for (i, _) in needed.iter().enumerate().skip(lowest).filter(|(_, &n)| n) {
                 self.compute_one(&g, NodeId(i as u32), feed, &mut assignments)?;
+                if release {
+                    // Nothing back-propagates through an inference pass.
+                    self.saved[i] = None;
+                    for &input in &g.nodes[i].inputs {
+                        let j = input.index();
+                        uses[j] -= 1;
+                        if uses[j] == 0 && needed[j] {
+                            self.values[j] = None;
+                        }
+                    }
+                }
             }
-        }
+            needed
+        };
         for (var, value) in assignments {
             graph.set_variable_by_id(var, value)?;
         }
-        Ok(())
+        Ok(needed)
+    }
+
+    /// Computes `targets` in one forward pass that keeps no intermediate value:
+    /// each value made in the pass is dropped as soon as its last consumer in
+    /// the pass has run, so memory holds only the live activations, as in
+    /// TensorFlow's `Session.run(fetches)` or PyTorch's inference mode. Returns
+    /// the targets' values, in order.
+    ///
+    /// Values already computed earlier in the cycle are used and kept; the ones
+    /// this pass makes (the targets included) are not kept, so nothing
+    /// back-propagates through it. Use it for evaluation and inference: a
+    /// conv net's activations are freed layer by layer, which bounds the memory
+    /// of a large batch and lets the allocator reuse the same blocks.
+    ///
+    /// ```
+    /// use adgraph as ad;
+    /// let g = ad::Graph::new();
+    /// let x = g.placeholder([3]);
+    /// let h = ad::exp(&x).unwrap();
+    /// let y = ad::reduce_sum(&h, [0], false).unwrap();
+    /// let feed = ad::Feed::new().with(&x, [0.0, 0.0, 0.0]).unwrap();
+    /// let mut rt = ad::RunTime::new();
+    /// let out = rt.infer(&[&y, &h], &feed).unwrap();
+    /// assert_eq!(out[0].sum(), 3.0);
+    /// assert_eq!(out[1], ad::tensor([1.0, 1.0, 1.0]));
+    /// assert!(rt.value(&h).is_err()); // not kept
+    /// ```
+    ///
+    /// # Errors
+    /// As [`forward`](RunTime::forward).
+    pub fn infer(&mut self, targets: &[&Node], feed: &Feed) -> Result<Vec<Tensor>> {
+        let Some(first) = targets.first() else {
+            return Ok(Vec::new());
+        };
+        let graph = first.graph.clone();
+        for t in targets {
+            self.bind(&t.graph)?;
+        }
+        let ids: Vec<NodeId> = targets.iter().map(|t| t.id).collect();
+        let computed = self.compute(&graph, &ids, feed, true)?;
+        let held: Vec<Rc<Tensor>> = targets
+            .iter()
+            .map(|t| {
+                self.values
+                    .get(t.id.index())
+                    .and_then(Clone::clone)
+                    .ok_or_else(|| Error::NoValue(t.name()))
+            })
+            .collect::<Result<_>>()?;
+        for t in targets {
+            if computed[t.id.index()] {
+                self.values[t.id.index()] = None;
+            }
+        }
+        Ok(held
+            .into_iter()
+            .map(|v| Rc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone()))
+            .collect())
     }
 
     fn compute_one(

@@ -429,3 +429,73 @@ fn upstream_of_the_wrong_shape_is_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
 }
+
+// ---------------------------------------------------------------- inference passes
+
+/// An identity op that counts its forward runs, to see what a pass computes.
+struct Counted(std::rc::Rc<std::cell::Cell<usize>>);
+
+impl ad::Op for Counted {
+    fn type_name(&self) -> &'static str {
+        "Counted"
+    }
+    fn infer_shape(&self, inputs: &[&ad::TensorShape]) -> ad::Result<ad::TensorShape> {
+        Ok(inputs[0].clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _: &mut ad::ForwardContext) -> ad::Result<Tensor> {
+        self.0.set(self.0.get() + 1);
+        Ok(inputs[0].clone())
+    }
+    fn backward(&self, grad: &Tensor, _: &ad::BackwardContext) -> ad::Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(grad.clone())])
+    }
+}
+
+#[test]
+fn infer_matches_forward_and_keeps_no_intermediate_value() {
+    let g = Graph::new();
+    let x = g.placeholder([3]);
+    let runs = std::rc::Rc::new(std::cell::Cell::new(0));
+    let h = g
+        .add_op(Counted(runs.clone()), &[&ad::exp(&x).unwrap()])
+        .unwrap();
+    let y = ad::reduce_sum(&(&h * 2.0), [0], false).unwrap();
+    let z = &h + 1.0;
+    let feed = Feed::new().with(&x, [0.0, 1.0, -1.0]).unwrap();
+
+    let mut rt = RunTime::new();
+    let want = rt.evaluate(&[&y, &z], &feed).unwrap();
+    assert_eq!(runs.get(), 1);
+    rt.reset();
+    let got = rt.infer(&[&y, &z, &y], &feed).unwrap();
+    assert_eq!(runs.get(), 2, "the shared intermediate is computed once");
+    assert_eq!(got, vec![want[0].clone(), want[1].clone(), want[0].clone()]);
+    for node in [&h, &y, &z, &x] {
+        assert!(rt.value(node).is_err(), "{} was kept", node.name());
+    }
+    // Nothing back-propagates through what a pass did not keep.
+    assert!(rt.backward(&y, &feed, None).is_ok()); // recomputed by forward
+    rt.reset();
+    assert!(rt.infer(&[], &feed).unwrap().is_empty());
+}
+
+#[test]
+fn infer_uses_and_keeps_values_computed_earlier_in_the_cycle() {
+    let g = Graph::new();
+    let x = g.placeholder([2]);
+    let runs = std::rc::Rc::new(std::cell::Cell::new(0));
+    let h = g.add_op(Counted(runs.clone()), &[&x]).unwrap();
+    let y = &h * 3.0;
+    let feed = Feed::new().with(&x, [1.0, 2.0]).unwrap();
+    let mut rt = RunTime::new();
+    rt.forward(&h, &feed).unwrap();
+    let got = rt.infer(&[&y], &feed).unwrap();
+    assert_eq!(got[0], ad::tensor([3.0, 6.0]));
+    assert_eq!(runs.get(), 1);
+    assert_eq!(rt.value(&h).unwrap(), &ad::tensor([1.0, 2.0]));
+    assert!(rt.value(&y).is_err());
+    // Errors are those of forward: a missing feed names the placeholder.
+    let other = g.placeholder([2]);
+    let err = rt.infer(&[&(&other + 1.0)], &feed).unwrap_err();
+    assert!(matches!(err, Error::MissingFeed { .. }), "{err}");
+}
