@@ -159,7 +159,92 @@ pub fn sum_to_shape(grad: &Tensor, shape: &[usize]) -> Tensor {
     Tensor::from_shape_vec(IxDyn(shape), out).unwrap_or_else(|_| fallback(grad, shape))
 }
 
-/// A run of neighbouring axes of the gradient, merged: `len` elements, all summed or all kept.
+/// `x` repeated along the axes where its shape has 1 (and along new leading
+/// axes) up to `shape`, times `scale`: the adjoint of [`sum_to_shape`] (a
+/// reduction's gradient). `x`'s shape must broadcast to `shape`.
+///
+/// ```
+/// use adgraph::kernels::broadcast::broadcast_to_shape;
+/// let x = adgraph::tensor([[1.0], [2.0]]);
+/// let y = broadcast_to_shape(&x, &[2, 3], 0.5).unwrap();
+/// assert_eq!(y, adgraph::tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]));
+/// ```
+///
+/// # Errors
+/// [`Error::Broadcast`] when `x`'s shape does not broadcast to `shape`.
+pub fn broadcast_to_shape(x: &Tensor, shape: &[usize], scale: f32) -> Result<Tensor> {
+    let refused = || Error::Broadcast {
+        lhs: TensorShape::known(x.shape()),
+        rhs: TensorShape::known(shape),
+    };
+    if x.ndim() > shape.len() {
+        return Err(refused());
+    }
+    let lead = shape.len() - x.ndim();
+    let fits = x
+        .shape()
+        .iter()
+        .zip(&shape[lead..])
+        .all(|(&s, &b)| s == b || s == 1);
+    if !fits {
+        return Err(refused());
+    }
+    let len: usize = shape.iter().product();
+    if len == 0 {
+        return Ok(Tensor::zeros(IxDyn(shape)));
+    }
+    // As in sum_to_shape: the repeated and the kept axes, merged into blocks.
+    let mut groups: Vec<Group> = Vec::new();
+    for (axis, &b) in shape.iter().enumerate() {
+        if b == 1 {
+            continue;
+        }
+        let repeated = axis < lead || x.shape()[axis - lead] == 1;
+        match groups.last_mut() {
+            Some(last) if last.summed == repeated => last.len *= b,
+            _ => groups.push(Group {
+                len: b,
+                summed: repeated,
+            }),
+        }
+    }
+    let src: Cow<'_, [f32]> = match x.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(x.iter().copied().collect()),
+    };
+    let mut out = vec![0.0f32; len];
+    expand(&groups, &src, &mut out, scale);
+    Ok(Tensor::from_shape_vec(IxDyn(shape), out)?)
+}
+
+/// Writes `src` (the kept groups only) into `out` (laid out as `groups`),
+/// repeating it along the repeated groups, times `scale`.
+fn expand(groups: &[Group], src: &[f32], out: &mut [f32], scale: f32) {
+    match groups {
+        [] => out[0] = src[0] * scale,
+        [last] if last.summed => out.fill(src[0] * scale),
+        [_] => out.iter_mut().zip(src).for_each(|(o, &s)| *o = s * scale),
+        [first, rest @ ..] => {
+            let out_block = out.len() / first.len;
+            let src_block = if first.summed {
+                src.len()
+            } else {
+                src.len() / first.len
+            };
+            for (i, o) in out.chunks_exact_mut(out_block).enumerate() {
+                let s = if first.summed {
+                    src
+                } else {
+                    &src[i * src_block..(i + 1) * src_block]
+                };
+                expand(rest, s, o, scale);
+            }
+        }
+    }
+}
+
+/// A run of neighbouring axes, merged: `len` elements, all summed (or
+/// repeated, for [`broadcast_to_shape`]) or all kept.
 #[derive(Clone, Copy)]
 struct Group {
     len: usize,
@@ -294,6 +379,26 @@ mod tests {
         // A transposed (non-contiguous) gradient.
         let g = ramp(&[6, 4]).reversed_axes();
         assert_eq!(sum_to_shape(&g, &[6]), fallback(&g, &[6]));
+    }
+
+    #[test]
+    fn broadcast_to_shape_agrees_with_ndarray_and_refuses_misfits() {
+        for (from, to) in [
+            (vec![32, 1, 1, 1], vec![32, 28, 28, 1]),
+            (vec![50], vec![300, 50]),
+            (vec![300, 1], vec![300, 50]),
+            (vec![1, 5, 1], vec![4, 5, 6]),
+            (vec![], vec![3, 2]),
+            (vec![2, 3], vec![2, 3]),
+            (vec![1], vec![0, 4]),
+        ] {
+            let x = ramp(&from);
+            let got = broadcast_to_shape(&x, &to, 0.5).unwrap();
+            let want = x.broadcast(IxDyn(&to)).unwrap().mapv(|v| v * 0.5);
+            assert_eq!(got, want, "{from:?} -> {to:?}");
+        }
+        assert!(broadcast_to_shape(&ramp(&[3]), &[4], 1.0).is_err());
+        assert!(broadcast_to_shape(&ramp(&[2, 3]), &[3], 1.0).is_err());
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! `&[1][..]`, `vec![1, 2]`, or [`Axes::All`]) and a `keep_dims` flag: when it is
 //! set the reduced dims stay as size 1, otherwise they are removed.
 
-use ndarray::{Axis, IxDyn};
+use ndarray::IxDyn;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
+use crate::kernels::broadcast::{broadcast_to_shape, sum_to_shape};
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::array::{axis_error, expect_inputs};
 use crate::ops::build;
@@ -105,18 +106,38 @@ fn reduced_shape(input: &TensorShape, axes: &[usize], keep_dims: bool) -> Tensor
 }
 
 /// The sum of `x` over `axes` (sorted, valid).
-fn sum_axes(x: &Tensor, axes: &[usize], keep_dims: bool) -> Tensor {
+fn sum_axes(x: &Tensor, axes: &[usize], keep_dims: bool) -> Result<Tensor> {
     if axes.len() == x.ndim() {
         let shape = if keep_dims { vec![1; x.ndim()] } else { vec![] };
-        return Tensor::from_elem(IxDyn(&shape), x.sum());
+        return Ok(Tensor::from_elem(IxDyn(&shape), x.sum()));
     }
-    // Highest axis first, so the lower axes keep their numbers when dims are removed.
-    let mut out: Option<Tensor> = None;
-    for &a in axes.iter().rev() {
-        let s = out.as_ref().unwrap_or(x).sum_axis(Axis(a));
-        out = Some(if keep_dims { s.insert_axis(Axis(a)) } else { s });
+    if axes.is_empty() {
+        return Ok(x.clone());
     }
-    out.unwrap_or_else(|| x.clone())
+    // One pass over contiguous blocks (ndarray's per-axis sum_axis walks a
+    // dynamic-rank index per element), then the reduced dims dropped.
+    let kept: Vec<usize> = x
+        .shape()
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let summed = sum_to_shape(x, &kept);
+    if keep_dims {
+        return Ok(summed);
+    }
+    let dropped: Vec<usize> = x
+        .shape()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !axes.contains(i))
+        .map(|(_, &d)| d)
+        .collect();
+    // Standard layout first: a reduction over size-1 axes hands `x` back as it is laid out.
+    Ok(summed
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(IxDyn(&dropped))?)
 }
 
 /// The number of elements each output element of a reduction sums.
@@ -132,18 +153,7 @@ fn broadcast_back(grad: &Tensor, x_shape: &[usize], axes: &[usize], scale: f32) 
         .enumerate()
         .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
         .collect();
-    let g = grad.to_shape(kept)?;
-    let b = g
-        .broadcast(IxDyn(x_shape))
-        .ok_or_else(|| Error::Broadcast {
-            lhs: TensorShape::known(grad.shape()),
-            rhs: TensorShape::known(x_shape),
-        })?;
-    Ok(if scale == 1.0 {
-        b.to_owned()
-    } else {
-        b.mapv(|v| v * scale)
-    })
+    broadcast_to_shape(&grad.to_shape(kept)?.into_owned(), x_shape, scale)
 }
 
 /// Sum over some axes.
@@ -164,7 +174,7 @@ impl Op for ReduceSum {
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         expect_inputs(inputs, 1, "ReduceSum")?;
         let axes = self.axes.resolve(inputs[0].ndim())?;
-        Ok(sum_axes(inputs[0], &axes, self.keep_dims))
+        sum_axes(inputs[0], &axes, self.keep_dims)
     }
     // dx[i] = g[i with the reduced axes dropped (or set to 0 with keep_dims)]
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
@@ -195,7 +205,7 @@ impl Op for ReduceMean {
         let axes = self.axes.resolve(x.ndim())?;
         // An empty reduction gives 0/0 = NaN, as in NumPy and TensorFlow.
         let count = reduced_count(x.shape(), &axes) as f32;
-        let mut out = sum_axes(x, &axes, self.keep_dims);
+        let mut out = sum_axes(x, &axes, self.keep_dims)?;
         out.mapv_inplace(|v| v / count);
         Ok(out)
     }
