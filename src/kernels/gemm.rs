@@ -9,6 +9,9 @@
 //! the same whatever the number of threads.
 
 use gemm::{gemm, Parallelism};
+
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::skinny;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 /// `c = alpha * a · b + beta * c`. Any strides (transposed views are free).
@@ -95,6 +98,28 @@ unsafe fn gemm_raw(
     let ((m, k), n) = (a.dim(), b.ncols());
     debug_assert!(k > 0 && k == b.nrows());
     let (a_s, b_s) = (a.strides(), b.strides());
+    let parallelism = parallelism(m, n, k);
+    #[cfg(target_arch = "x86_64")]
+    if n <= skinny::MAX_COLS
+        && matches!(parallelism, Parallelism::None)
+        && b_s[1] == 1
+        && c_cs == 1
+        && skinny::available()
+    {
+        // SAFETY: AVX-512F is present, `n` fits, `b` and `c` have unit column
+        // strides; the views and the caller vouch for the rest.
+        unsafe {
+            skinny::gemm(
+                (m, n, k),
+                alpha,
+                (a.as_ptr(), a_s[0], a_s[1]),
+                (b.as_ptr(), b_s[0]),
+                beta,
+                (c, c_rs),
+            );
+        }
+        return;
+    }
     // SAFETY: `a` and `b` are live views of the shapes given, at their own
     // strides; the caller vouches for `c`. gemm computes
     // `dst = alpha·dst + beta·lhs·rhs` (its alpha scales dst, its beta the product).
@@ -118,7 +143,7 @@ unsafe fn gemm_raw(
             false,
             false,
             false,
-            parallelism(m, n, k),
+            parallelism,
         );
     }
 }
@@ -224,6 +249,45 @@ mod tests {
                     (f64::from(*g) - w).abs() < 1e-4 * (k.max(1) as f64),
                     "{m}x{k}x{n}"
                 );
+            }
+        }
+    }
+
+    /// Narrow results (the AVX-512 `skinny` kernel where the CPU has it),
+    /// for every row remainder, both layouts of `a`, and `beta` 0 and not.
+    #[test]
+    fn narrow_products_agree_with_naive_product() {
+        for (m, k, n) in [
+            (100, 784, 10),
+            (17, 5, 16),
+            (3, 300, 1),
+            (9, 2, 3),
+            (784, 100, 10),
+        ] {
+            let b = mat(k, n, 8);
+            for trans_a in [false, true] {
+                let a = if trans_a {
+                    mat(k, m, 9).reversed_axes()
+                } else {
+                    mat(m, k, 9)
+                };
+                let want = reference(a.view(), b.view());
+                let got = matmul(a.view(), b.view());
+                let mut c = mat(m, n, 10);
+                let old = c.clone();
+                sgemm(2.0, a.view(), b.view(), -1.0, &mut c.view_mut());
+                for ((i, j), w) in want.indexed_iter() {
+                    let tol = 1e-4 * (k as f64);
+                    assert!(
+                        (f64::from(got[[i, j]]) - w).abs() < tol,
+                        "{m}x{k}x{n} at {i},{j}"
+                    );
+                    let w2 = 2.0 * w - f64::from(old[[i, j]]);
+                    assert!(
+                        (f64::from(c[[i, j]]) - w2).abs() < 2.0 * tol,
+                        "{m}x{k}x{n} beta"
+                    );
+                }
             }
         }
     }

@@ -7,3 +7,5 @@ pub mod gemm;
 pub mod im2col;
 pub mod pool;
 pub mod scratch;
+#[cfg(target_arch = "x86_64")]
+pub mod skinny;
