@@ -12,6 +12,7 @@ use ndarray::{IxDyn, Zip};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::exp::exp;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
@@ -94,7 +95,7 @@ pub fn map3(
 /// ```
 #[inline]
 pub fn sigmoid(x: f32) -> f32 {
-    let e = (-x.abs()).exp();
+    let e = exp(-x.abs());
     let r = 1.0 / (1.0 + e);
     if x >= 0.0 {
         r
@@ -141,7 +142,7 @@ fn softmax_row(z: &[f32], out: &mut [f32]) -> (f32, f32) {
     let shift = if m.is_finite() { m } else { 0.0 };
     let mut s = 0.0f32;
     for (o, &v) in out.iter_mut().zip(z) {
-        let e = (v - shift).exp();
+        let e = exp(v - shift);
         *o = e;
         s += e;
     }

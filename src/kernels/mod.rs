@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod elementwise;
+pub mod exp;
 pub mod gemm;
 pub mod im2col;
 pub mod pool;

@@ -12,6 +12,7 @@ use crate::graph::Node;
 use crate::kernels::elementwise::{
     map1, map2, map3, sigmoid, softmax_cross_entropy, softmax_cross_entropy_grad, sum_of_squares,
 };
+use crate::kernels::exp::exp;
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
 use crate::ops::math::{finite_attr, unary_rule};
@@ -129,7 +130,7 @@ impl Op for SigmoidCrossEntropyLoss {
         check_labels(inputs[0], inputs[1])?;
         // max(z, 0) - z*y + ln(1 + e^-|z|): no exponential of a positive number.
         map2(inputs[0], inputs[1], |y, z| {
-            z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
+            z.max(0.0) - z * y + exp(-z.abs()).ln_1p()
         })
     }
     // dL/dz = g * (sigmoid(z) - y); labels take no gradient

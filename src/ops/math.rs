@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::elementwise::{map1, map2, map3};
+use crate::kernels::exp::exp as exp_f32;
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
@@ -51,7 +52,7 @@ impl Op for Exp {
         unary_rule(self.type_name(), inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        Ok(map1(inputs[0], f32::exp))
+        Ok(map1(inputs[0], exp_f32))
     }
     // d(e^x)/dx = e^x, the output itself
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
