@@ -140,12 +140,12 @@ fn softmax_row(z: &[f32], out: &mut [f32]) -> (f32, f32) {
     let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // An all -inf (or all +inf) row: shift by 0 to give NaN like TF, never panic.
     let shift = if m.is_finite() { m } else { 0.0 };
-    let mut s = 0.0f32;
+    // The exponentials first, then their sum: a loop that also accumulated
+    // the sum would be kept scalar (float sums are not reordered).
     for (o, &v) in out.iter_mut().zip(z) {
-        let e = exp(v - shift);
-        *o = e;
-        s += e;
+        *o = exp(v - shift);
     }
+    let s: f32 = out.iter().sum();
     let inv = 1.0 / s;
     for o in out.iter_mut() {
         *o *= inv;
