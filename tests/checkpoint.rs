@@ -445,6 +445,8 @@ fn refused(name: &str, bytes: &[u8], needle: &str) -> String {
         "{name}: allocated {} bytes",
         a1.max(a2)
     );
+    // What the user sees (`cargo test --test checkpoint hostile -- --nocapture`).
+    eprintln!("{name}: {msg} [largest allocation {} bytes]", a1.max(a2));
     msg
 }
 

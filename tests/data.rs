@@ -392,6 +392,8 @@ fn refused(name: &str, bytes: &[u8], reader: Reader, needle: &str, max_alloc: us
         "{name}: allocated {} bytes ({m})",
         a1.max(a2)
     );
+    // What the user sees (`cargo test --test data hostile -- --nocapture`).
+    eprintln!("{name}: {m} [largest allocation {} bytes]", a1.max(a2));
     m
 }
 
