@@ -132,19 +132,7 @@ pub fn sum_to_shape(grad: &Tensor, shape: &[usize]) -> Tensor {
     if grad.is_empty() {
         return Tensor::zeros(IxDyn(shape));
     }
-    // Merge neighbouring axes that are all summed or all kept: the reduction is
-    // then an alternation of contiguous blocks.
-    let mut groups: Vec<Group> = Vec::new();
-    for (axis, &g) in grad.shape().iter().enumerate() {
-        if g == 1 {
-            continue;
-        }
-        let summed = axis < lead || shape[axis - lead] == 1;
-        match groups.last_mut() {
-            Some(last) if last.summed == summed => last.len *= g,
-            _ => groups.push(Group { len: g, summed }),
-        }
-    }
+    let groups = merged_axes(grad.shape(), shape);
     let src: Cow<'_, [f32]> = match grad.as_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(grad.iter().copied().collect()),
@@ -193,21 +181,7 @@ pub fn broadcast_to_shape(x: &Tensor, shape: &[usize], scale: f32) -> Result<Ten
     if len == 0 {
         return Ok(Tensor::zeros(IxDyn(shape)));
     }
-    // As in sum_to_shape: the repeated and the kept axes, merged into blocks.
-    let mut groups: Vec<Group> = Vec::new();
-    for (axis, &b) in shape.iter().enumerate() {
-        if b == 1 {
-            continue;
-        }
-        let repeated = axis < lead || x.shape()[axis - lead] == 1;
-        match groups.last_mut() {
-            Some(last) if last.summed == repeated => last.len *= b,
-            _ => groups.push(Group {
-                len: b,
-                summed: repeated,
-            }),
-        }
-    }
+    let groups = merged_axes(shape, x.shape());
     let src: Cow<'_, [f32]> = match x.as_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(x.iter().copied().collect()),
@@ -249,6 +223,26 @@ fn expand(groups: &[Group], src: &[f32], out: &mut [f32], scale: f32) {
 struct Group {
     len: usize,
     summed: bool,
+}
+
+/// The axes of `big` as runs that are all broadcast from `small` (new leading
+/// axes, or 1 in `small`) or all kept, neighbours of a kind merged and axes of
+/// size 1 dropped: a reduction to `small`, or a broadcast from it, is then an
+/// alternation of contiguous blocks. `small` must broadcast to `big`.
+fn merged_axes(big: &[usize], small: &[usize]) -> Vec<Group> {
+    let lead = big.len() - small.len();
+    let mut groups: Vec<Group> = Vec::new();
+    for (axis, &len) in big.iter().enumerate() {
+        if len == 1 {
+            continue;
+        }
+        let summed = axis < lead || small[axis - lead] == 1;
+        match groups.last_mut() {
+            Some(last) if last.summed == summed => last.len *= len,
+            _ => groups.push(Group { len, summed }),
+        }
+    }
+    groups
 }
 
 /// Adds `src` (laid out as `groups`) into `out` (the kept groups only).
