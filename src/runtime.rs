@@ -354,9 +354,10 @@ impl RunTime {
             .collect()
     }
 
-    /// Computes targets `targets` in one forward pass, in an inference pass
-    /// (see [`infer`](RunTime::infer)) when `release` is set, and returns
-    /// which nodes it computed (`computed[i]`), indexed up to the highest target.
+    /// Computes `targets` and what they need that this cycle has not computed
+    /// yet, in one pass (an inference pass, see [`infer`](RunTime::infer), when
+    /// `release` is set); returns which nodes it computed, indexed up to the
+    /// highest target.
     fn compute(
         &mut self,
         graph: &Graph,
