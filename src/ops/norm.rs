@@ -26,6 +26,11 @@ use crate::tensor::Tensor;
 const PAR_MIN_ELEMENTS: usize = 1 << 16;
 /// About this many elements (whole rows) make one parallel task.
 const TASK_ELEMENTS: usize = 1 << 14;
+/// At most this many partial sums per reduction. Each task of a reduction
+/// carries `2c` accumulators, so with wide rows (a dense layer's batch norm:
+/// 250 rows of 12,544 channels) one row per task meant 250 partials of 200 KB
+/// to allocate and add up in order (W5: 17.6 ms of a 3.1M-element forward).
+const MAX_REDUCE_TASKS: usize = 32;
 
 /// Names of the five inputs, for error messages.
 const INPUT_NAMES: [&str; 5] = ["x", "scale", "offset", "moving_mean", "moving_variance"];
@@ -341,7 +346,10 @@ fn reduce_rows(
         fold(&mut acc, 0..len);
         return acc;
     }
-    let task = task_len(c);
+    // Whole rows per task; the split depends on the shape only, never on the
+    // thread count.
+    let rows_per_task = (len / c).div_ceil(MAX_REDUCE_TASKS);
+    let task = task_len(c).max(rows_per_task * c);
     let partials: Vec<Vec<f64>> = (0..len.div_ceil(task))
         .into_par_iter()
         .map(|t| {
