@@ -6,13 +6,11 @@
 //! broadcasting iterator, and its `sum_axis` over a leading axis, cost about a
 //! nanosecond per element and dominated small models (W1: 160 of 350 us per step).
 
-use std::borrow::Cow;
-
 use ndarray::{Axis, IxDyn, Zip};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::{map1, map2, PARALLEL_MIN_LEN};
+use crate::kernels::elementwise::{map1, map2, row_major, PARALLEL_MIN_LEN};
 use crate::shape::{broadcast_shapes, TensorShape};
 use crate::tensor::Tensor;
 
@@ -133,10 +131,7 @@ pub fn sum_to_shape(grad: &Tensor, shape: &[usize]) -> Tensor {
         return Tensor::zeros(IxDyn(shape));
     }
     let groups = merged_axes(grad.shape(), shape);
-    let src: Cow<'_, [f32]> = match grad.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(grad.iter().copied().collect()),
-    };
+    let src = row_major(grad);
     let mut out = vec![0.0f32; out_len];
     match groups.split_first() {
         Some((first, rest)) if first.summed && src.len() >= PARALLEL_MIN_LEN => {
@@ -182,10 +177,7 @@ pub fn broadcast_to_shape(x: &Tensor, shape: &[usize], scale: f32) -> Result<Ten
         return Ok(Tensor::zeros(IxDyn(shape)));
     }
     let groups = merged_axes(shape, x.shape());
-    let src: Cow<'_, [f32]> = match x.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(x.iter().copied().collect()),
-    };
+    let src = row_major(x);
     let mut out = vec![0.0f32; len];
     expand(&groups, &src, &mut out, scale);
     Ok(Tensor::from_shape_vec(IxDyn(shape), out)?)

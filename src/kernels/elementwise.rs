@@ -104,8 +104,16 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// The elements of `x` in row-major order, borrowed when `x` is already so laid out.
-fn row_major(x: &Tensor) -> Cow<'_, [f32]> {
+/// The elements of `x` in row-major order, borrowed when `x` is already so
+/// laid out (copied otherwise): the flat view every slice kernel works on.
+///
+/// ```
+/// use adgraph::kernels::elementwise::row_major;
+/// let x = adgraph::tensor([[1.0, 2.0], [3.0, 4.0]]);
+/// assert_eq!(&*row_major(&x), &[1.0, 2.0, 3.0, 4.0]);
+/// assert_eq!(&*row_major(&x.t().to_owned()), &[1.0, 3.0, 2.0, 4.0]);
+/// ```
+pub fn row_major(x: &Tensor) -> Cow<'_, [f32]> {
     match x.as_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(x.iter().copied().collect()),

@@ -30,6 +30,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
+use crate::kernels::elementwise::row_major;
 use crate::kernels::gemm::{matmul_vec, sgemm};
 use crate::kernels::im2col::{col2im_vec, im2col, Window2d};
 use crate::kernels::scratch::with_scratch;
@@ -237,14 +238,6 @@ pub(crate) fn window(
         out_h,
         out_w,
     })
-}
-
-/// A tensor's elements in row-major order (copying only if it is not already).
-pub(crate) fn row_major(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
-    }
 }
 
 /// `out = a · b` (overwritten), `out` being `[a.rows, b.cols]` row-major.

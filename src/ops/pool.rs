@@ -7,13 +7,12 @@ use ndarray::IxDyn;
 
 use crate::error::Result;
 use crate::graph::Node;
+use crate::kernels::elementwise::row_major;
 use crate::kernels::im2col::Window2d;
 use crate::kernels::pool::{avg_pool, avg_pool_backward, max_pool, max_pool_backward};
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
-use crate::ops::conv::{
-    about, check_pair, check_rank4, dims4, row_major, static_spatial, window, Padding,
-};
+use crate::ops::conv::{about, check_pair, check_rank4, dims4, static_spatial, window, Padding};
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 

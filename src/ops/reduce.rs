@@ -116,13 +116,7 @@ fn sum_axes(x: &Tensor, axes: &[usize], keep_dims: bool) -> Result<Tensor> {
     }
     // One pass over contiguous blocks (ndarray's per-axis sum_axis walks a
     // dynamic-rank index per element), then the reduced dims dropped.
-    let kept: Vec<usize> = x
-        .shape()
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-        .collect();
-    let summed = sum_to_shape(x, &kept);
+    let summed = sum_to_shape(x, &kept_dims(x.shape(), axes));
     if keep_dims {
         return Ok(summed);
     }
@@ -148,12 +142,17 @@ fn reduced_count(x_shape: &[usize], axes: &[usize]) -> usize {
 /// `grad` (shaped like the reduction's output) broadcast back to `x_shape`,
 /// times `scale`: the reduced axes are reinserted with size 1 and repeated.
 fn broadcast_back(grad: &Tensor, x_shape: &[usize], axes: &[usize], scale: f32) -> Result<Tensor> {
-    let kept: Vec<usize> = x_shape
+    let kept = kept_dims(x_shape, axes);
+    broadcast_to_shape(&grad.to_shape(kept)?.into_owned(), x_shape, scale)
+}
+
+/// `x_shape` with the reduced `axes` set to 1: a reduction's output with its dims kept.
+fn kept_dims(x_shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    x_shape
         .iter()
         .enumerate()
         .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-        .collect();
-    broadcast_to_shape(&grad.to_shape(kept)?.into_owned(), x_shape, scale)
+        .collect()
 }
 
 /// Sum over some axes.
