@@ -98,15 +98,24 @@ pub struct ForwardContext<'a> {
     pub(crate) saved: Option<Box<dyn Any>>,
     pub(crate) rng: &'a mut dyn RngCore,
     pub(crate) assignments: Vec<(usize, Tensor)>,
+    pub(crate) inference: bool,
 }
 
 impl<'a> ForwardContext<'a> {
-    pub(crate) fn new(rng: &'a mut dyn RngCore) -> Self {
+    pub(crate) fn new(rng: &'a mut dyn RngCore, inference: bool) -> Self {
         ForwardContext {
             saved: None,
             rng,
             assignments: Vec::new(),
+            inference,
         }
+    }
+
+    /// Whether this is an inference pass ([`RunTime::infer`](crate::RunTime::infer)),
+    /// which drops whatever is saved: an op may then skip keeping data that
+    /// only its backward would read.
+    pub fn is_inference(&self) -> bool {
+        self.inference
     }
 
     /// Keeps `data` for this node's backward in the same cycle

@@ -404,7 +404,7 @@ impl RunTime {
                 }
             }
             for (i, _) in needed.iter().enumerate().skip(lowest).filter(|(_, &n)| n) {
-                self.compute_one(&g, NodeId(i as u32), feed, &mut assignments)?;
+                self.compute_one(&g, NodeId(i as u32), feed, release, &mut assignments)?;
                 if release {
                     // Nothing back-propagates through an inference pass.
                     self.saved[i] = None;
@@ -488,6 +488,7 @@ impl RunTime {
         g: &GraphInner,
         id: NodeId,
         feed: &Feed,
+        inference: bool,
         assignments: &mut Vec<(NodeId, Tensor)>,
     ) -> Result<()> {
         let data = &g.nodes[id.index()];
@@ -511,7 +512,7 @@ impl RunTime {
                     .iter()
                     .map(|&i| stored_value(&self.values, g, i))
                     .collect::<Result<_>>()?;
-                let mut ctx = ForwardContext::new(&mut self.rng);
+                let mut ctx = ForwardContext::new(&mut self.rng, inference);
                 let started = self.profile.is_some().then(Instant::now);
                 let out = op
                     .forward(&inputs, &mut ctx)

@@ -2,6 +2,7 @@
 //! replaced alone.
 
 pub mod broadcast;
+pub mod buffer_pool;
 pub mod elementwise;
 pub mod exp;
 pub mod gemm;

@@ -13,15 +13,17 @@
 //! A 1x1, stride-1 convolution skips im2col and col2im: its input already is
 //! the patch matrix.
 //!
-//! conv2d's backward **recomputes** `im2col(X)` instead of keeping it from
-//! forward: the patch matrix is `kh*kw` times the input (9x for 3x3), held from
-//! forward to backward for every conv layer (and for nothing in inference),
-//! while rebuilding it is one memory-bound pass, cheap next to the gemm that
-//! reads it (`Cout` multiply-adds per element). The same buffer then receives
-//! `dY · Kᵀ`, so backward never holds two patch matrices at once. Patch
-//! matrices live in a per-thread scratch buffer reused across calls
-//! (`crate::kernels::scratch`), and gemm results are written into fresh,
-//! unfilled vectors: no zero fill of memory that is about to be overwritten.
+//! conv2d's forward **keeps** its patch matrix `im2col(X)` for the backward's
+//! `dK = im2col(X)ᵀ · dY` in a training pass, and keeps nothing in an
+//! inference pass ([`RunTime::infer`](crate::RunTime::infer)). Keeping costs
+//! memory, `kh*kw` times the layer's input (9x for 3x3) until the cycle ends,
+//! and saves rebuilding it: a memory-bound pass per layer, about 1 ms of W4's
+//! 30 ms step. The kept matrices come from a per-thread pool
+//! (`crate::kernels::buffer_pool`) that the next step takes them from again,
+//! and the backward's `dY · Kᵀ` goes into the per-thread scratch buffer
+//! (`crate::kernels::scratch`), so a training loop allocates no patch memory
+//! after its first step. gemm results are written into fresh, unfilled
+//! vectors: no zero fill of memory that is about to be overwritten.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +32,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
+use crate::kernels::buffer_pool::{self, PooledBuffer};
 use crate::kernels::elementwise::row_major;
 use crate::kernels::gemm::{matmul_vec, sgemm};
 use crate::kernels::im2col::{col2im_vec, im2col, Window2d};
@@ -307,6 +310,10 @@ fn check_channels(op: &str, x: Option<usize>, k: Option<usize>, k_dim: usize) ->
     }
 }
 
+/// conv2d's patch matrix `im2col(X)`, kept by a training forward for the
+/// backward's `dK = im2col(X)ᵀ · dY`.
+struct Patches(PooledBuffer);
+
 // ---------------------------------------------------------------------------
 
 /// 2-D convolution (cross-correlation, as TensorFlow's `conv2d`) of an NHWC
@@ -345,19 +352,26 @@ impl Op for Conv2D {
         Ok(TensorShape::new(vec![x.dim(0), oh, ow, k.dim(3)]))
     }
     // Y = im2col(X) · K, K viewed as [kh*kw*Cin, Cout]
-    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+    fn forward(&self, inputs: &[&Tensor], ctx: &mut ForwardContext) -> Result<Tensor> {
         let (x, kernel) = (inputs[0], inputs[1]);
         let (g, cout) = self.geometry(x, kernel)?;
         let (xs, ks) = (row_major(x), row_major(kernel));
         let kmat = ArrayView2::from_shape((g.patch_len(), cout), &ks[..])?;
+        let product = |cols: &[f32]| -> Result<Vec<f32>> {
+            let cmat = ArrayView2::from_shape((g.output_cells(), g.patch_len()), cols)?;
+            gemm_new(cmat, kmat)
+        };
         let out = if g.is_pointwise() {
-            let xmat = ArrayView2::from_shape((g.output_cells(), g.channels), &xs[..])?;
-            gemm_new(xmat, kmat)?
+            product(&xs)?
+        } else if ctx.is_inference() {
+            with_patches(&xs, &g, |cols| product(cols))?
         } else {
-            with_patches(&xs, &g, |cols| {
-                let cmat = ArrayView2::from_shape((g.output_cells(), g.patch_len()), &cols[..])?;
-                gemm_new(cmat, kmat)
-            })?
+            // Kept for backward's dK (see the module doc).
+            let mut cols = buffer_pool::take(g.output_cells() * g.patch_len());
+            im2col(&xs, &g, &mut cols);
+            let out = product(&cols)?;
+            ctx.save(Patches(cols));
+            out
         };
         Ok(Tensor::from_shape_vec(
             IxDyn(&[g.batch, g.out_h, g.out_w, cout]),
@@ -379,23 +393,23 @@ impl Op for Conv2D {
             let dx = want_dx.then(|| gemm_new(dy, kmat.t())).transpose()?;
             (dx, dk)
         } else {
-            // One patch buffer: im2col(X) for dK, then overwritten by dY · Kᵀ.
-            with_scratch(rows * plen, |cols| -> Result<_> {
-                let dk = if want_dk {
-                    im2col(&xs, &g, cols);
-                    let cmat = ArrayView2::from_shape((rows, plen), &cols[..])?;
-                    Some(gemm_new(cmat.t(), dy)?)
-                } else {
-                    None
-                };
-                let dx = if want_dx {
-                    gemm_into(dy, kmat.t(), cols)?;
-                    Some(col2im_vec(cols, &g))
-                } else {
-                    None
-                };
-                Ok((dx, dk))
-            })?
+            let dk = if want_dk {
+                let Patches(cols) = ctx.saved::<Patches>()?;
+                let cmat = ArrayView2::from_shape((rows, plen), &cols[..])?;
+                Some(gemm_new(cmat.t(), dy)?)
+            } else {
+                None
+            };
+            let dx = if want_dx {
+                with_scratch(rows * plen, |dcols| -> Result<_> {
+                    gemm_into(dy, kmat.t(), dcols)?;
+                    Ok(col2im_vec(dcols, &g))
+                })
+                .map(Some)?
+            } else {
+                None
+            };
+            (dx, dk)
         };
         let dx = dx
             .map(|v| Tensor::from_shape_vec(IxDyn(x.shape()), v))
