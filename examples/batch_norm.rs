@@ -127,6 +127,7 @@ impl BnLayer {
             epsilon: EPSILON,
             decay: DECAY,
             is_training,
+            ..Default::default()
         };
         let normalized = ad::fused_batch_norm(
             &ad::matmul(x, &self.weight)?,

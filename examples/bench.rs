@@ -58,8 +58,8 @@ use adgraph::data::{one_hot, spiral, train_test_split, Batches, Mnist};
 use adgraph::init::{GlorotUniform, Ones, RandomUniform, TruncatedNormal, Zeros};
 use adgraph::optim::{Adam, GradientDescent, Optimizer};
 use adgraph::{
-    self as ad, shape, Axes, BatchNormConfig, Feed, Graph, Initializer, Node, Padding, RunTime,
-    Tensor,
+    self as ad, shape, Axes, BatchNormActivation, BatchNormConfig, Feed, Graph, Initializer, Node,
+    Padding, RunTime, Tensor,
 };
 use clap::Parser;
 use common::Res;
@@ -67,6 +67,7 @@ use ndarray::{concatenate, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use BatchNormActivation::{Identity, LeakyRelu, Relu};
 
 /// Every workload, in the order they run.
 const ALL: [&str; 7] = ["W1", "W2", "W3", "W4", "W4inf", "W5", "W6"];
@@ -275,7 +276,12 @@ fn run(args: Args) -> Res {
                 .iter()
                 .map(|(op, d)| format!("{op} {:.1}%", 100.0 * d.as_secs_f64() / total))
                 .collect();
-            println!("{} per op type: {}", spec.id, per_type.join(", "));
+            println!(
+                "{} per op type: {} total_ms_per_step={:.3}",
+                spec.id,
+                per_type.join(", "),
+                1e3 * total / steps as f64
+            );
             rt.enable_profiling(false);
         }
     }
@@ -436,11 +442,19 @@ fn bias(g: &Graph, x: &Node, n: usize) -> Res<Node> {
 
 /// Batch normalisation over the last dim (`c` channels) with new variables:
 /// scale 1, offset 0 (trainable), moving mean 0 and variance 1.
-fn batch_norm(g: &Graph, x: &Node, c: usize, decay: f32, training: bool) -> Res<Node> {
+fn batch_norm(
+    g: &Graph,
+    x: &Node,
+    c: usize,
+    decay: f32,
+    training: bool,
+    activation: BatchNormActivation,
+) -> Res<Node> {
     let config = BatchNormConfig {
         epsilon: 1e-3,
         decay,
         is_training: training,
+        activation,
     };
     Ok(ad::fused_batch_norm(
         x,
@@ -534,7 +548,7 @@ fn w3(data: &Mnist) -> Res<Prepared> {
     let mut inputs = 784;
     for _ in 0..2 {
         let (m, _) = dense(&g, &h, inputs, 100, init)?;
-        h = ad::sigmoid(&batch_norm(&g, &m, 100, 0.997, true)?)?;
+        h = ad::sigmoid(&batch_norm(&g, &m, 100, 0.997, true, Identity)?)?;
         inputs = 100;
     }
     let (m, _) = dense(&g, &h, 100, CLASSES, init)?;
@@ -570,7 +584,7 @@ fn conv_net(g: &Graph, x: &Node, training: bool) -> Res<Node> {
     for (cout, stride) in CONV_LAYERS {
         let kernel = g.variable(&[3, 3, cin, cout], init, true)?;
         let conv = ad::conv2d(&h, &kernel, [stride, stride], Padding::Same)?;
-        h = ad::relu(&batch_norm(g, &conv, cout, 0.9, training)?)?;
+        h = batch_norm(g, &conv, cout, 0.9, training, Relu)?;
         cin = cout;
     }
     let pooled = ad::reduce_mean(&h, [1, 2], false)?;
@@ -629,13 +643,13 @@ fn generator(g: &Graph, z: &Node) -> Res<(Node, Vec<Node>)> {
     let init = RandomUniform::new(-1e-4, 1e-4);
     let before = g.variables(true).len();
     let (h, _) = dense(g, z, 100, 7 * 7 * 256, init)?;
-    let h = ad::leaky_relu(&batch_norm(g, &h, 7 * 7 * 256, 0.999, true)?, LEAK)?;
+    let h = batch_norm(g, &h, 7 * 7 * 256, 0.999, true, LeakyRelu(LEAK))?;
     let mut h = ad::reshape(&h, &[-1, 7, 7, 256])?;
     let mut cin = 256;
     for (cout, stride) in [(128, 1), (64, 2)] {
         let kernel = g.variable(&[5, 5, cout, cin], init, true)?;
         let t = ad::conv2d_transpose(&h, &kernel, [stride, stride], Padding::Same)?;
-        h = ad::leaky_relu(&batch_norm(g, &t, cout, 0.999, true)?, LEAK)?;
+        h = batch_norm(g, &t, cout, 0.999, true, LeakyRelu(LEAK))?;
         cin = cout;
     }
     let kernel = g.variable(&[5, 5, 1, cin], init, true)?;

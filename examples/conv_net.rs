@@ -52,7 +52,9 @@ use std::time::{Duration, Instant};
 use adgraph::data::{one_hot, Batches, Mnist, FASHION_MNIST_CLASSES};
 use adgraph::init::{Ones, TruncatedNormal, Zeros};
 use adgraph::optim::{Adam, Optimizer, Schedule};
-use adgraph::{self as ad, BatchNormConfig, Feed, Graph, Node, Padding, RunTime, Tensor};
+use adgraph::{
+    self as ad, BatchNormActivation, BatchNormConfig, Feed, Graph, Node, Padding, RunTime, Tensor,
+};
 use clap::Parser;
 use common::{CommonArgs, Progress, Res, Series};
 use ndarray::{s, Axis};
@@ -153,11 +155,13 @@ fn model(x: &Node, training: bool, p: &Params, bn_decay: f32) -> Res<Node> {
         epsilon: 1e-3,
         decay: bn_decay,
         is_training: training,
+        // relu(batch_norm(conv)) in one node (see BatchNormActivation).
+        activation: BatchNormActivation::Relu,
     };
     let mut h = x.clone();
     for l in &p.convs {
         let conv = ad::conv2d(&h, &l.kernel, [l.stride, l.stride], Padding::Same)?;
-        let norm = ad::fused_batch_norm(
+        h = ad::fused_batch_norm(
             &conv,
             &l.scale,
             &l.offset,
@@ -165,7 +169,6 @@ fn model(x: &Node, training: bool, p: &Params, bn_decay: f32) -> Res<Node> {
             &l.moving_variance,
             bn,
         )?;
-        h = ad::relu(&norm)?;
     }
     let pooled = ad::reduce_mean(&h, [1, 2], false)?; // [N, 256]
     Ok(ad::add(&ad::matmul(&pooled, &p.dense_w)?, &p.dense_b)?)

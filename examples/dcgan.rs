@@ -70,7 +70,10 @@ use adgraph::checkpoint::{Checkpoint, RestoreMode, OPTIMIZER_PREFIX};
 use adgraph::data::{Batches, Position};
 use adgraph::init::{GlorotUniform, Ones, RandomUniform, Zeros};
 use adgraph::optim::{Adam, GradsAndVars, Optimizer};
-use adgraph::{self as ad, shape, BatchNormConfig, Feed, Graph, Node, Padding, RunTime, Tensor};
+use adgraph::{
+    self as ad, shape, BatchNormActivation, BatchNormConfig, Feed, Graph, Node, Padding, RunTime,
+    Tensor,
+};
 use clap::Parser;
 use common::{CommonArgs, Progress, Res, Series, TrainState};
 use ndarray::{concatenate, Axis};
@@ -229,14 +232,16 @@ impl Generator {
             epsilon: 1e-3,
             decay: self.bn_decay,
             is_training: training,
+            // leaky_relu(batch_norm(h)) in one node (see BatchNormActivation).
+            activation: BatchNormActivation::LeakyRelu(LEAK),
         };
         let h = ad::matmul(z, &self.dense)?;
-        let h = ad::leaky_relu(&self.bn0.apply(&h, bn)?, LEAK)?;
+        let h = self.bn0.apply(&h, bn)?;
         let h = ad::reshape(&h, &[-1, 7, 7, 256])?;
         let h = ad::conv2d_transpose(&h, &self.tconv0, [1, 1], Padding::Same)?;
-        let h = ad::leaky_relu(&self.bn1.apply(&h, bn)?, LEAK)?;
+        let h = self.bn1.apply(&h, bn)?;
         let h = ad::conv2d_transpose(&h, &self.tconv1, [2, 2], Padding::Same)?;
-        let h = ad::leaky_relu(&self.bn2.apply(&h, bn)?, LEAK)?;
+        let h = self.bn2.apply(&h, bn)?;
         let h = ad::conv2d_transpose(&h, &self.tconv2, [2, 2], Padding::Same)?;
         ad::tanh(&h)
     }

@@ -64,7 +64,7 @@ pub use ops::dropout::dropout;
 pub use ops::linalg::matmul;
 pub use ops::loss::{l2norm, sigmoid_cross_entropy_loss, softmax_cross_entropy_loss};
 pub use ops::math::{exp, log, pow, sqrt, square};
-pub use ops::norm::{fused_batch_norm, BatchNormConfig};
+pub use ops::norm::{fused_batch_norm, BatchNormActivation, BatchNormConfig};
 pub use ops::pool::{avgpool2d, maxpool2d};
 pub use ops::reduce::{reduce_mean, reduce_sum, Axes};
 pub use rng_state::RngState;

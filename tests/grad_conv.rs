@@ -519,6 +519,7 @@ fn results_do_not_depend_on_thread_count() {
             epsilon: 1e-3,
             decay: 0.9,
             is_training: true,
+            ..Default::default()
         };
         let h = ad::fused_batch_norm(&h, &p[3], &p[4], &mean, &var, bn).unwrap();
         let h = ad::dropout(&ad::relu(&h).unwrap(), 0.3, true).unwrap();

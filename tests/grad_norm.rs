@@ -3,7 +3,7 @@
 use ad::gradcheck::GradCheck;
 use ad::init::FromTensor;
 use ad::ops::norm::FusedBatchNorm;
-use ad::{shape, BatchNormConfig, Feed, Graph, Node, RunTime, Tensor};
+use ad::{shape, BatchNormActivation, BatchNormConfig, Feed, Graph, Node, RunTime, Tensor};
 use adgraph as ad;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -90,6 +90,7 @@ fn batch_norm_gradcheck_training_and_inference() {
                     epsilon,
                     decay,
                     is_training,
+                    ..Default::default()
                 };
                 let (bn, feed) = build_bn(shape, config, &mut rng);
                 assert_eq!(bn.y.shape().dims()[1..], bn.x.shape().dims()[1..]);
@@ -218,6 +219,7 @@ fn batch_norm_moving_statistics_recurrence() {
             epsilon: 1e-3,
             decay,
             is_training: true,
+            ..Default::default()
         };
         let (bn, _) = build_bn(shape, config, &mut rng);
         let to64 = |t: Tensor| t.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
@@ -297,6 +299,7 @@ fn batch_norm_inference_leaves_moving_statistics() {
             epsilon: 0.0,
             decay: 0.9,
             is_training: false,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -358,6 +361,7 @@ fn batch_norm_bad_input_is_an_error() {
             epsilon,
             decay,
             is_training: true,
+            ..Default::default()
         };
         assert!(bn(&x, &s3, &o3, &m3, &v3, c).is_err());
     }
@@ -534,6 +538,96 @@ fn dropout_bad_rate_is_an_error() {
         is_training: true,
     };
     assert!(g.add_op(op, &[&x, &x]).is_err());
+}
+
+/// `fused_batch_norm` with a fused activation against the activation op
+/// applied to its output: the values and every gradient must be bitwise the
+/// same, in both modes, for arrays small (one thread) and large (parallel
+/// row blocks), with an upstream gradient that is not all ones.
+#[test]
+fn fused_activation_is_bitwise_the_composition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let shapes: [&[usize]; 4] = [&[7, 3], &[2, 3, 3, 4], &[40, 12, 12, 16], &[300, 260]];
+    for shape in shapes {
+        for is_training in [true, false] {
+            for activation in [
+                BatchNormActivation::Relu,
+                BatchNormActivation::LeakyRelu(0.3),
+            ] {
+                let base = BatchNormConfig {
+                    is_training,
+                    ..Default::default()
+                };
+                let fused = BatchNormConfig { activation, ..base };
+                let (plain, feed) = build_bn(shape, base, &mut rng);
+                let composed = match activation {
+                    BatchNormActivation::LeakyRelu(alpha) => ad::leaky_relu(&plain.y, alpha),
+                    _ => ad::relu(&plain.y),
+                }
+                .unwrap();
+                // The same graph's inputs and moving statistics feed the fused node.
+                let one = ad::fused_batch_norm(
+                    &plain.x,
+                    &plain.scale,
+                    &plain.offset,
+                    &plain.mm,
+                    &plain.mv,
+                    fused,
+                )
+                .unwrap();
+                let up = random(shape, -1.0, 1.0, &mut rng);
+                let run = |y: &Node| {
+                    let mut rt = RunTime::new();
+                    let value = rt.forward(y, &feed).unwrap().clone();
+                    rt.backward(y, &feed, Some(up.clone())).unwrap();
+                    let grads: Vec<Tensor> = [&plain.x, &plain.scale, &plain.offset]
+                        .iter()
+                        .map(|n| rt.grad(n).unwrap().clone())
+                        .collect();
+                    (value, grads)
+                };
+                let (v1, g1) = run(&composed);
+                let (v2, g2) = run(&one);
+                let what = format!("{shape:?} training={is_training} {activation:?}");
+                assert!(v1.iter().any(|&v| v <= 0.0), "{what}: no negative side");
+                assert_eq!(v1, v2, "{what}: values");
+                for (name, (a, b)) in ["x", "scale", "offset"].iter().zip(g1.iter().zip(&g2)) {
+                    assert_eq!(a, b, "{what}: gradient of {name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_leaky_relu_gradcheck_and_bad_alpha() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for is_training in [true, false] {
+        let config = BatchNormConfig {
+            is_training,
+            activation: BatchNormActivation::LeakyRelu(0.2),
+            ..Default::default()
+        };
+        let (bn, feed) = build_bn(&[4, 2, 2, 3], config, &mut rng);
+        check(&bn, &feed);
+    }
+    let config = BatchNormConfig {
+        activation: BatchNormActivation::LeakyRelu(f32::NAN),
+        ..Default::default()
+    };
+    let g = Graph::new();
+    let x = g.placeholder([2, 3]);
+    let v = |init: f32| {
+        g.variable(&[3], ad::init::ConstantInit(init), false)
+            .unwrap()
+    };
+    let err = ad::fused_batch_norm(&x, &v(1.0), &v(0.0), &v(0.0), &v(1.0), config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("alpha must be finite") && err.contains("FusedBatchNorm"),
+        "{err}"
+    );
 }
 
 /// Timing of batch norm forward+backward (release build):

@@ -183,6 +183,7 @@ fn build(op: &str, args: &[Node], attrs: &Value) -> Result<Node, String> {
                 epsilon: f32_attr(attrs, "epsilon")?,
                 decay: f32_attr(attrs, "decay")?,
                 is_training: attrs["is_training"].as_bool().ok_or("is_training")?,
+                ..Default::default()
             },
         ),
         "dropout" => ad::dropout(

@@ -62,6 +62,7 @@ fn train() -> Vec<String> {
         epsilon: 1e-3,
         decay: 0.9,
         is_training: true,
+        ..Default::default()
     };
     let h = ad::conv2d(&x, &k1, [1, 1], Padding::Same).unwrap();
     let h = ad::fused_batch_norm(&h, &scale, &offset, &mean, &var, bn).unwrap();

@@ -296,6 +296,7 @@ pub fn run(data: &[u8]) {
                     epsilon: b.value(),
                     decay: b.value(),
                     is_training: b.flag(),
+                    ..Default::default()
                 };
                 let channels = x.node.shape().dims().last().copied().flatten().unwrap_or(1);
                 let fresh = |g: &Graph| g.variable(&[channels], Zeros, false);

@@ -46,21 +46,74 @@ pub struct BatchNormConfig {
     /// Training mode (batch statistics, moving statistics updated) or
     /// inference mode (moving statistics used, nothing updated).
     pub is_training: bool,
+    /// What is applied to the normalised output in the same pass:
+    /// [`BatchNormActivation::Relu`] makes the node `relu(batch_norm(x))`.
+    pub activation: BatchNormActivation,
+}
+
+/// The activation a [`FusedBatchNorm`] node applies to its output (TensorFlow's
+/// `FusedBatchNormEx` `activation_mode`).
+///
+/// `Relu` gives exactly `relu(fused_batch_norm(x, ..))`, and `LeakyRelu(alpha)`
+/// exactly `leaky_relu(fused_batch_norm(x, ..), alpha)`, values and gradients
+/// bitwise, in one node: the output is written once instead of twice, and the
+/// backward applies the activation's derivative while it reads the upstream
+/// gradient, with no separate pass over the activations.
+///
+/// ```
+/// use adgraph as ad;
+/// use adgraph::init::{Ones, Zeros};
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 2]);
+/// let scale = g.variable(&[2], Ones, true).unwrap();
+/// let offset = g.variable(&[2], Zeros, true).unwrap();
+/// let mean = g.variable(&[2], Zeros, false).unwrap();
+/// let var = g.variable(&[2], Ones, false).unwrap();
+/// let config = ad::BatchNormConfig {
+///     activation: ad::BatchNormActivation::Relu,
+///     ..Default::default()
+/// };
+/// let y = ad::fused_batch_norm(&x, &scale, &offset, &mean, &var, config).unwrap();
+/// let feed = ad::feed! { x => [[1.0, 10.0], [3.0, 30.0]] }.unwrap();
+/// let out = ad::RunTime::new().forward(&y, &feed).unwrap().clone();
+/// // normalised: [[-1, -1], [1, 1]] (about), then the relu
+/// assert_eq!(out[[0, 0]], 0.0);
+/// assert!((out[[1, 1]] - 1.0).abs() < 1e-3);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum BatchNormActivation {
+    /// None: the node outputs the normalised values.
+    #[default]
+    Identity,
+    /// `y` where `y > 0`, else 0 (NaN stays NaN); gradient 1 where `y > 0`,
+    /// else 0, as [`relu`](crate::relu).
+    Relu,
+    /// `y` where `y > 0`, else `alpha * y`; gradient 1 where `y > 0`, else
+    /// `alpha`, as [`leaky_relu`](crate::leaky_relu). `alpha` must be finite.
+    LeakyRelu(f32),
 }
 
 impl Default for BatchNormConfig {
-    /// `epsilon` 1e-3, `decay` 0.99, training mode.
+    /// `epsilon` 1e-3, `decay` 0.99, training mode, no activation.
     fn default() -> Self {
         BatchNormConfig {
             epsilon: 1e-3,
             decay: 0.99,
             is_training: true,
+            activation: BatchNormActivation::Identity,
         }
     }
 }
 
 impl BatchNormConfig {
     fn validate(&self) -> Result<()> {
+        if let BatchNormActivation::LeakyRelu(alpha) = self.activation {
+            if !alpha.is_finite() {
+                return Err(Error::invalid(format!(
+                    "fused_batch_norm leaky relu alpha must be finite, got {alpha}"
+                )));
+            }
+        }
         if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
             return Err(Error::invalid(format!(
                 "fused_batch_norm epsilon must be finite and >= 0, got {}",
@@ -185,18 +238,25 @@ impl Op for FusedBatchNorm {
         // y = (x - mean) * (scale * inv_std) + offset
         let a: Vec<f32> = scale.iter().zip(&inv_std).map(|(&s, &i)| s * i).collect();
         let offset: Vec<f32> = offset.iter().copied().collect();
-        let out = map_rows(xs, None, c, |o, x, _| {
-            for ((((o, &x), &m), &a), &b) in o.iter_mut().zip(x).zip(&mean).zip(&a).zip(&offset) {
-                o.write((x - m) * a + b);
-            }
-        });
+        let affine = Affine {
+            mean: &mean,
+            inv_std: &inv_std,
+            a: &a,
+            offset: &offset,
+        };
+        let out = match self.config.activation {
+            BatchNormActivation::Identity => affine.apply(xs, Identity),
+            BatchNormActivation::Relu => affine.apply(xs, Relu),
+            BatchNormActivation::LeakyRelu(alpha) => affine.apply(xs, LeakyRelu(alpha)),
+        };
         ctx.save(BnSaved { mean, inv_std });
         Ok(Tensor::from_shape_vec(x.shape().to_vec(), out)?)
     }
 
-    // xhat = (x - mean) * inv_std, a = scale * inv_std. dscale = sum(g*xhat), doffset = sum(g).
-    // Training: dx = a * (g - mean(g) - xhat * mean(g*xhat)) (mean and var depend on x);
-    // inference: dx = a * g. Moving statistics take no gradient.
+    // xhat = (x - mean) * inv_std, a = scale * inv_std; g' = g through the fused
+    // activation. dscale = sum(g'*xhat), doffset = sum(g').
+    // Training: dx = a * (g' - mean(g') - xhat * mean(g'*xhat)) (mean and var depend on x);
+    // inference: dx = a * g'. Moving statistics take no gradient.
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
         let (c, n) = runtime_dims(ctx.inputs())?;
         let saved: &BnSaved = ctx.saved()?;
@@ -223,45 +283,28 @@ impl Op for FusedBatchNorm {
             (ctx.needs_grad(0), ctx.needs_grad(1), ctx.needs_grad(2));
         let training = self.config.is_training;
 
-        // sum(g) and sum(g * (x - mean)) per channel, when anything needs them.
-        let sums =
-            (need_scale || need_offset || (training && need_x)).then(|| grad_sums(gs, xs, mean, c));
-
-        let dx = if need_x {
-            let out = match &sums {
-                Some((sum_g, sum_gxc)) if training => {
-                    // dx = (g - mean(g)) * a - (x - mean) * b, b = a * inv_std^2 * mean(g*(x-mean))
-                    let nf = n.max(1) as f64;
-                    let mg: Vec<f32> = sum_g.iter().map(|&s| (s / nf) as f32).collect();
-                    let b: Vec<f32> = sum_gxc
-                        .iter()
-                        .zip(&a)
-                        .zip(inv_std)
-                        .map(|((&s, &a), &i)| (f64::from(a) * f64::from(i).powi(2) * s / nf) as f32)
-                        .collect();
-                    map_rows(gs, Some(xs), c, |o, g, x| {
-                        for (((((o, &g), &x), &m), &mg), (&a, &b)) in o
-                            .iter_mut()
-                            .zip(g)
-                            .zip(x)
-                            .zip(mean)
-                            .zip(&mg)
-                            .zip(a.iter().zip(&b))
-                        {
-                            o.write((g - mg) * a - (x - m) * b);
-                        }
-                    })
-                }
-                _ => map_rows(gs, None, c, |o, g, _| {
-                    for ((o, &g), &a) in o.iter_mut().zip(g).zip(&a) {
-                        o.write(g * a);
-                    }
-                }),
-            };
-            Some(Tensor::from_shape_vec(x.shape().to_vec(), out)?)
-        } else {
-            None
+        let offset: Vec<f32> = ctx.input(2).iter().copied().collect();
+        let affine = Affine {
+            mean,
+            inv_std,
+            a: &a,
+            offset: &offset,
         };
+        let wants = Wants {
+            sums: need_scale || need_offset || (training && need_x),
+            dx: need_x,
+            training,
+        };
+        let (sums, dx) = match self.config.activation {
+            BatchNormActivation::Identity => affine.backward(gs, xs, (c, n), wants, Identity),
+            BatchNormActivation::Relu => affine.backward(gs, xs, (c, n), wants, Relu),
+            BatchNormActivation::LeakyRelu(alpha) => {
+                affine.backward(gs, xs, (c, n), wants, LeakyRelu(alpha))
+            }
+        };
+        let dx = dx
+            .map(|v| Tensor::from_shape_vec(x.shape().to_vec(), v))
+            .transpose()?;
         let (dscale, doffset) = match &sums {
             Some((sum_g, sum_gxc)) => {
                 let ds: Vec<f32> = sum_gxc
@@ -481,24 +524,197 @@ fn moments(x: &[f32], c: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
     (mean, var)
 }
 
-/// Per-channel `sum(g)` and `sum(g * (x - mean))`, one pass (as [`moments`]).
-fn grad_sums(g: &[f32], x: &[f32], mean: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut acc = reduce_rows(g.len(), c, |acc, range| {
-        fold_blocks(
-            acc,
-            &g[range.clone()],
-            Some(&x[range]),
-            c,
-            |p1, p2, g, x| {
-                for ((((&g, &x), &m), p1), p2) in g.iter().zip(x).zip(mean).zip(p1).zip(p2) {
-                    *p1 += g;
-                    *p2 += g * (x - m);
+/// An activation fused into the batch norm: its value and its derivative
+/// times an upstream gradient, both at the normalised value `y`. Each is a
+/// type of its own so that the row loops are compiled once per activation,
+/// with no branch on it inside.
+trait Activation: Copy + Send + Sync {
+    /// Whether this is the identity (backward then skips recomputing `y`).
+    const IDENTITY: bool = false;
+    /// The activation of `y`.
+    fn value(self, y: f32) -> f32;
+    /// `g` times the activation's derivative at `y`.
+    fn grad(self, y: f32, g: f32) -> f32;
+}
+
+#[derive(Clone, Copy)]
+struct Identity;
+
+impl Activation for Identity {
+    const IDENTITY: bool = true;
+    #[inline(always)]
+    fn value(self, y: f32) -> f32 {
+        y
+    }
+    #[inline(always)]
+    fn grad(self, _y: f32, g: f32) -> f32 {
+        g
+    }
+}
+
+/// As the `Relu` op: 0 where `y <= 0` (NaN passes), gradient 0 at `y = 0`.
+#[derive(Clone, Copy)]
+struct Relu;
+
+impl Activation for Relu {
+    #[inline(always)]
+    fn value(self, y: f32) -> f32 {
+        if y <= 0.0 {
+            0.0
+        } else {
+            y
+        }
+    }
+    #[inline(always)]
+    fn grad(self, y: f32, g: f32) -> f32 {
+        if y > 0.0 {
+            g
+        } else {
+            0.0
+        }
+    }
+}
+
+/// As the `LeakyRelu` op.
+#[derive(Clone, Copy)]
+struct LeakyRelu(f32);
+
+impl Activation for LeakyRelu {
+    #[inline(always)]
+    fn value(self, y: f32) -> f32 {
+        if y > 0.0 {
+            y
+        } else {
+            self.0 * y
+        }
+    }
+    #[inline(always)]
+    fn grad(self, y: f32, g: f32) -> f32 {
+        if y > 0.0 {
+            g
+        } else {
+            self.0 * g
+        }
+    }
+}
+
+/// Per-channel `sum(g')` and `sum(g' * (x - mean))`, in f64.
+type ChannelSums = (Vec<f64>, Vec<f64>);
+
+/// What a backward computes: the per-channel sums (for dscale, doffset and
+/// the training dx), dx, and whether dx is the training-mode one.
+#[derive(Clone, Copy)]
+struct Wants {
+    sums: bool,
+    dx: bool,
+    training: bool,
+}
+
+/// The per-channel affine map of the forward, `y = (x - mean) * a + offset`
+/// (`a = scale * inv_std`). Backward recomputes `y` from `x` with the same
+/// operations in the same order, so bitwise the forward's value, rather than
+/// reading the output: one pass fewer over the activations.
+struct Affine<'a> {
+    mean: &'a [f32],
+    inv_std: &'a [f32],
+    a: &'a [f32],
+    offset: &'a [f32],
+}
+
+impl Affine<'_> {
+    /// `act(y)` for every row of the `[n, c]` matrix `x`.
+    fn apply<A: Activation>(&self, x: &[f32], act: A) -> Vec<f32> {
+        let c = self.mean.len();
+        map_rows(x, None, c, |o, x, _| {
+            let (m, a, b) = (&self.mean[..c], &self.a[..c], &self.offset[..c]);
+            for ((((o, &x), &m), &a), &b) in o.iter_mut().zip(x).zip(m).zip(a).zip(b) {
+                o.write(act.value((x - m) * a + b));
+            }
+        })
+    }
+
+    /// The upstream gradient `g` through the activation at `x`'s output.
+    #[inline(always)]
+    fn through<A: Activation>(act: A, g: f32, x: f32, m: f32, a: f32, b: f32) -> f32 {
+        if A::IDENTITY {
+            g
+        } else {
+            act.grad((x - m) * a + b, g)
+        }
+    }
+
+    /// The backward of batch norm + `act` for upstream `g` and input `x`
+    /// (`[n, c]`, `n` rows of `c` channels): the per-channel `sum(g')` and `sum(g' * (x - mean))` (`g'`
+    /// = `g` through the activation) when `wants.sums`, and dx when
+    /// `wants.dx`: `(g' - mean(g')) * a - (x - mean) * a * inv_std^2 *
+    /// mean(g' * (x - mean))` in training mode (mean and variance depend on
+    /// x), `g' * a` in inference mode.
+    fn backward<A: Activation>(
+        &self,
+        g: &[f32],
+        x: &[f32],
+        (c, n): (usize, usize),
+        wants: Wants,
+        act: A,
+    ) -> (Option<ChannelSums>, Option<Vec<f32>>) {
+        let (mean, a, offset) = (&self.mean[..c], &self.a[..c], &self.offset[..c]);
+        let inv_std = &self.inv_std[..c];
+        let sums = wants.sums.then(|| {
+            let mut acc = reduce_rows(g.len(), c, |acc, range| {
+                fold_blocks(
+                    acc,
+                    &g[range.clone()],
+                    Some(&x[range]),
+                    c,
+                    |p1, p2, g, x| {
+                        let rows = g.iter().zip(x).zip(mean).zip(a).zip(offset);
+                        for (((((&g, &x), &m), &a), &b), (p1, p2)) in
+                            rows.zip(p1.iter_mut().zip(p2))
+                        {
+                            let g = Self::through(act, g, x, m, a, b);
+                            *p1 += g;
+                            *p2 += g * (x - m);
+                        }
+                    },
+                );
+            });
+            let s2 = acc.split_off(c);
+            (acc, s2)
+        });
+        let dx = wants.dx.then(|| match &sums {
+            Some((sum_g, sum_gxc)) if wants.training => {
+                let nf = n.max(1) as f64;
+                let mg: Vec<f32> = sum_g.iter().map(|&s| (s / nf) as f32).collect();
+                let k: Vec<f32> = sum_gxc
+                    .iter()
+                    .zip(a)
+                    .zip(inv_std)
+                    .map(|((&s, &a), &i)| (f64::from(a) * f64::from(i).powi(2) * s / nf) as f32)
+                    .collect();
+                map_rows(g, Some(x), c, |o, g, x| {
+                    let rows = g.iter().zip(x).zip(mean).zip(a).zip(offset);
+                    for (((((&g, &x), &m), &a), &b), (o, (&mg, &k))) in
+                        rows.zip(o.iter_mut().zip(mg.iter().zip(&k)))
+                    {
+                        let g = Self::through(act, g, x, m, a, b);
+                        o.write((g - mg) * a - (x - m) * k);
+                    }
+                })
+            }
+            _ if A::IDENTITY => map_rows(g, None, c, |o, g, _| {
+                for ((o, &g), &a) in o.iter_mut().zip(g).zip(a) {
+                    o.write(g * a);
                 }
-            },
-        );
-    });
-    let s2 = acc.split_off(c);
-    (acc, s2)
+            }),
+            _ => map_rows(g, Some(x), c, |o, g, x| {
+                let rows = g.iter().zip(x).zip(mean).zip(a).zip(offset);
+                for (((((&g, &x), &m), &a), &b), o) in rows.zip(o.iter_mut()) {
+                    o.write(Self::through(act, g, x, m, a, b) * a);
+                }
+            }),
+        });
+        (sums, dx)
+    }
 }
 
 /// Fused batch normalization over every axis but the last, as TensorFlow's
