@@ -47,7 +47,8 @@
 //! prints the ten nodes with the most time and the time per op type (the timed
 //! steps are not profiled, so the profiler's overhead does not reach them; the
 //! optimizer's update is not a node, so it is not in the profile).
-//! `--threads N` sizes rayon's global pool (default: rayon's choice).
+//! `--threads N` sizes rayon's global pool (default: one thread per core); the
+//! thread running the steps is one of them (`adgraph::init_thread_pool`).
 
 mod common;
 
@@ -109,7 +110,7 @@ struct Args {
     /// After timing, profile some more steps and print the top ops.
     #[arg(long)]
     profile: bool,
-    /// Threads of rayon's global pool (default: rayon's choice).
+    /// Threads of rayon's global pool (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
@@ -200,15 +201,11 @@ fn run(args: Args) -> Res {
     if !(args.budget.is_finite() && args.budget >= 0.0) {
         return Err(format!("--budget must be a number of seconds, got {}", args.budget).into());
     }
-    if let Some(n) = args.threads {
-        if n == 0 {
-            return Err("--threads must be at least 1".into());
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| format!("--threads {n}: {e}"))?;
+    if args.threads == Some(0) {
+        return Err("--threads must be at least 1".into());
     }
+    // This thread joins rayon's pool (see adgraph::init_thread_pool).
+    ad::init_thread_pool(args.threads).map_err(|e| format!("--threads: {e}"))?;
     let data = match &args.data {
         Some(dir) => Mnist::load(dir).map_err(|e| format!("--data {}: {e}", dir.display()))?,
         None => Mnist::embedded()?,

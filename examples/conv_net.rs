@@ -234,6 +234,8 @@ fn main() -> std::process::ExitCode {
 
 /// Builds the graph, trains, evaluates, reports and draws.
 fn run(args: Args) -> Res {
+    // This thread joins rayon's pool: no hand-off per parallel kernel.
+    ad::init_thread_pool(None)?;
     if args.eval_batch == 0 {
         return Err("--eval-batch must be at least 1".into());
     }

@@ -121,6 +121,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Res {
+    // This thread joins rayon's pool: no hand-off per parallel kernel.
+    ad::init_thread_pool(None)?;
     let common = &args.common;
     if let Some(dir) = &common.data {
         println!(

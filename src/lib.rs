@@ -49,6 +49,7 @@ pub mod rng_state;
 pub mod runtime;
 pub mod shape;
 pub mod tensor;
+pub mod threads;
 
 pub use checkpoint::{Checkpoint, RestoreMode, RestoreReport};
 pub use error::{Error, Phase, Result};
@@ -71,6 +72,7 @@ pub use rng_state::RngState;
 pub use runtime::{Feed, RunTime};
 pub use shape::TensorShape;
 pub use tensor::{tensor, IntoTensor, Tensor};
+pub use threads::init_thread_pool;
 
 /// A placeholder on the default graph: a node fed at run time. `None` dims match any size.
 ///

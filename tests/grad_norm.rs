@@ -636,30 +636,39 @@ fn fused_leaky_relu_gradcheck_and_bad_alpha() {
 #[ignore]
 fn bench_batch_norm() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    for shape in [[64usize, 28, 28, 16], [64, 14, 14, 64], [64, 4, 4, 256]] {
-        let (bn, feed) = build_bn(&shape, BatchNormConfig::default(), &mut rng);
-        let up = random(&shape, -1.0, 1.0, &mut rng);
-        let mut rt = RunTime::new();
-        let mut run = || {
-            rt.forward_backward_cycle(|rt| rt.backward(&bn.y, &feed, Some(up.clone())))
-                .unwrap()
-        };
-        for _ in 0..3 {
-            run();
+    for shape in [[50usize, 28, 28, 16], [50, 14, 14, 64], [50, 4, 4, 256]] {
+        for act in [BatchNormActivation::Identity, BatchNormActivation::Relu] {
+            let (bn, feed) = build_bn(
+                &shape,
+                BatchNormConfig {
+                    activation: act,
+                    ..Default::default()
+                },
+                &mut rng,
+            );
+            let up = random(&shape, -1.0, 1.0, &mut rng);
+            let mut rt = RunTime::new();
+            let mut run = || {
+                rt.forward_backward_cycle(|rt| rt.backward(&bn.y, &feed, Some(up.clone())))
+                    .unwrap()
+            };
+            for _ in 0..3 {
+                run();
+            }
+            let reps = 30;
+            let mut times = Vec::new();
+            for _ in 0..reps {
+                let t = std::time::Instant::now();
+                run();
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "batch norm fwd+bwd {shape:?} {act:?}: median {:.3} ms, min {:.3} ms ({} threads)",
+                times[reps / 2],
+                times[0],
+                rayon::current_num_threads()
+            );
         }
-        let reps = 30;
-        let mut times = Vec::new();
-        for _ in 0..reps {
-            let t = std::time::Instant::now();
-            run();
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!(
-            "batch norm fwd+bwd {shape:?}: median {:.3} ms, min {:.3} ms ({} threads)",
-            times[reps / 2],
-            times[0],
-            rayon::current_num_threads()
-        );
     }
 }
