@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::buffer_pool::{self, PooledBuffer};
 use crate::kernels::elementwise::row_major;
-use crate::kernels::gemm::{matmul_vec, sgemm};
+use crate::kernels::gemm::{matmul_vec, matmul_vec_split_inner, sgemm};
 use crate::kernels::im2col::{col2im_vec, im2col, Window2d};
 use crate::kernels::scratch::with_scratch;
 use crate::op::{BackwardContext, ForwardContext, Op};
@@ -271,6 +271,14 @@ fn gemm_new(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Vec<f32>> {
     Ok(matmul_vec(a, b))
 }
 
+/// `a · b` for a kernel gradient, whose inner dimension (the output cells)
+/// is long: split in halves over threads where that pays (see
+/// [`matmul_vec_split_inner`]).
+fn kernel_grad_gemm(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Vec<f32>> {
+    check_gemm(&a, &b)?;
+    Ok(matmul_vec_split_inner(a, b))
+}
+
 /// Runs `f` on the patch matrix `[N*OH*OW, kh*kw*C]` of `x` over `g`, built in
 /// this thread's scratch buffer (see [`with_scratch`]); `f` may overwrite it.
 fn with_patches<R>(x: &[f32], g: &Window2d, f: impl FnOnce(&mut [f32]) -> R) -> R {
@@ -389,14 +397,16 @@ impl Op for Conv2D {
         let (want_dx, want_dk) = (ctx.needs_grad(0), ctx.needs_grad(1));
         let (dx, dk) = if g.is_pointwise() {
             let xmat = ArrayView2::from_shape((rows, g.channels), &xs[..])?;
-            let dk = want_dk.then(|| gemm_new(xmat.t(), dy)).transpose()?;
+            let dk = want_dk
+                .then(|| kernel_grad_gemm(xmat.t(), dy))
+                .transpose()?;
             let dx = want_dx.then(|| gemm_new(dy, kmat.t())).transpose()?;
             (dx, dk)
         } else {
             let dk = if want_dk {
                 let Patches(cols) = ctx.saved::<Patches>()?;
                 let cmat = ArrayView2::from_shape((rows, plen), &cols[..])?;
-                Some(gemm_new(cmat.t(), dy)?)
+                Some(kernel_grad_gemm(cmat.t(), dy)?)
             } else {
                 None
             };
@@ -533,7 +543,7 @@ impl Op for Conv2DTranspose {
             };
             let dk = if ctx.needs_grad(1) {
                 let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
-                let dk = gemm_new(cmat.t(), xmat)?;
+                let dk = kernel_grad_gemm(cmat.t(), xmat)?;
                 Some(Tensor::from_shape_vec(IxDyn(kernel.shape()), dk)?)
             } else {
                 None
