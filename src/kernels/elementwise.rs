@@ -141,6 +141,9 @@ fn last_dim(x: &Tensor, what: &str) -> Result<usize> {
     })
 }
 
+/// Rows of at most this many classes take [`softmax_row`]'s scalar pass.
+const SHORT_ROW: usize = 8;
+
 /// Writes the softmax of `z` into `out` (same length, non-empty) and returns
 /// `(max(z), ln(sum(e^(z - max))))`, so that `log_softmax(z)_j = z_j - max - ln_sum`.
 #[inline]
@@ -148,12 +151,22 @@ fn softmax_row(z: &[f32], out: &mut [f32]) -> (f32, f32) {
     let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // An all -inf (or all +inf) row: shift by 0 to give NaN like TF, never panic.
     let shift = if m.is_finite() { m } else { 0.0 };
-    // The exponentials first, then their sum: a loop that also accumulated
-    // the sum would be kept scalar (float sums are not reordered).
-    for (o, &v) in out.iter_mut().zip(z) {
-        *o = exp(v - shift);
-    }
-    let s: f32 = out.iter().sum();
+    let s = if z.len() <= SHORT_ROW {
+        // A few classes: one scalar pass; vector loops would be all set-up.
+        let mut s = 0.0f32;
+        for (o, &v) in out.iter_mut().zip(z) {
+            *o = exp(v - shift);
+            s += *o;
+        }
+        s
+    } else {
+        // The exponentials first, then their sum: a loop that also accumulated
+        // the sum would be kept scalar (float sums are not reordered).
+        for (o, &v) in out.iter_mut().zip(z) {
+            *o = exp(v - shift);
+        }
+        out.iter().sum()
+    };
     let inv = 1.0 / s;
     for o in out.iter_mut() {
         *o *= inv;
