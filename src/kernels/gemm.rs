@@ -50,7 +50,16 @@ pub fn sgemm(
     let (c_rs, c_cs) = (c_s[0], c_s[1]);
     // SAFETY: `c` is a live view of `[m, n]` elements at these strides, borrowed
     // mutably, so it aliases neither `a` nor `b`.
-    unsafe { gemm_raw(alpha, a, b, beta, c.as_mut_ptr(), c_rs, c_cs) }
+    unsafe {
+        gemm_raw(
+            alpha,
+            a,
+            b,
+            beta,
+            (c.as_mut_ptr(), c_rs, c_cs),
+            parallelism(m, n, k),
+        )
+    }
 }
 
 /// `a · b` (`[m, k] x [k, n]`) into a new row-major `Vec` of `m*n` elements,
@@ -59,6 +68,12 @@ pub fn sgemm(
 ///
 /// **Panics** if the inner dimensions differ; callers check shapes first.
 pub fn matmul_vec(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
+    let ((m, k), n) = (a.dim(), b.ncols());
+    matmul_vec_on(a, b, parallelism(m, n, k))
+}
+
+/// [`matmul_vec`] with the threading given.
+fn matmul_vec_on(a: ArrayView2<f32>, b: ArrayView2<f32>, threads: Parallelism) -> Vec<f32> {
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
     assert_eq!(
         k, k2,
@@ -73,7 +88,7 @@ pub fn matmul_vec(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
     // with `beta == 0` gemm reads none of them and writes every one, so all
     // `len` elements are initialised when `set_len` runs.
     unsafe {
-        gemm_raw(1.0, a, b, 0.0, out.as_mut_ptr(), n as isize, 1);
+        gemm_raw(1.0, a, b, 0.0, (out.as_mut_ptr(), n as isize, 1), threads);
         out.set_len(len);
     }
     out
@@ -108,36 +123,30 @@ pub fn matmul_vec_split_inner(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32
         return matmul_vec(a, b);
     }
     let half = k / 2;
-    let serial = |a: ArrayView2<f32>, b: ArrayView2<f32>| {
-        let mut out = Vec::with_capacity(m * n);
-        // SAFETY: as in `matmul_vec`: `out` has room for `m*n` elements,
-        // row-major, all written by gemm (beta 0, k > 0).
-        unsafe {
-            gemm_raw_on(
-                1.0,
-                a,
-                b,
-                0.0,
-                out.as_mut_ptr(),
-                n as isize,
-                1,
-                Parallelism::None,
-            );
-            out.set_len(m * n);
-        }
-        out
-    };
     let (mut first, second) = rayon::join(
-        || serial(a.slice(s![.., ..half]), b.slice(s![..half, ..])),
-        || serial(a.slice(s![.., half..]), b.slice(s![half.., ..])),
+        || {
+            matmul_vec_on(
+                a.slice(s![.., ..half]),
+                b.slice(s![..half, ..]),
+                Parallelism::None,
+            )
+        },
+        || {
+            matmul_vec_on(
+                a.slice(s![.., half..]),
+                b.slice(s![half.., ..]),
+                Parallelism::None,
+            )
+        },
     );
     first.iter_mut().zip(&second).for_each(|(x, y)| *x += y);
     first
 }
 
-/// `c = alpha * a · b + beta * c` for a raw destination of `[m, n]` elements at
-/// strides `(c_rs, c_cs)`; with `beta == 0` it only writes `c`. `k` must be
-/// non-zero (the caller handles the empty sum).
+/// `c = alpha * a · b + beta * c` for a raw destination `c = (pointer, row
+/// stride, column stride)` of `[m, n]` elements, on the threads given; with
+/// `beta == 0` it only writes `c`. `k` must be non-zero (the caller handles
+/// the empty sum).
 ///
 /// # Safety
 /// `c` must be valid for writes (and for reads if `beta != 0`) of every element
@@ -147,28 +156,7 @@ unsafe fn gemm_raw(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
     beta: f32,
-    c: *mut f32,
-    c_rs: isize,
-    c_cs: isize,
-) {
-    let ((m, k), n) = (a.dim(), b.ncols());
-    // SAFETY: forwarded from the caller.
-    unsafe { gemm_raw_on(alpha, a, b, beta, c, c_rs, c_cs, parallelism(m, n, k)) }
-}
-
-/// [`gemm_raw`] with the threading given.
-///
-/// # Safety
-/// As [`gemm_raw`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw_on(
-    alpha: f32,
-    a: ArrayView2<f32>,
-    b: ArrayView2<f32>,
-    beta: f32,
-    c: *mut f32,
-    c_rs: isize,
-    c_cs: isize,
+    (c, c_rs, c_cs): (*mut f32, isize, isize),
     parallelism: Parallelism,
 ) {
     let ((m, k), n) = (a.dim(), b.ncols());
