@@ -201,9 +201,6 @@ fn run(args: Args) -> Res {
     if !(args.budget.is_finite() && args.budget >= 0.0) {
         return Err(format!("--budget must be a number of seconds, got {}", args.budget).into());
     }
-    if args.threads == Some(0) {
-        return Err("--threads must be at least 1".into());
-    }
     // This thread joins rayon's pool (see adgraph::init_thread_pool).
     ad::init_thread_pool(args.threads).map_err(|e| format!("--threads: {e}"))?;
     let data = match &args.data {

@@ -81,6 +81,50 @@ pub fn map3(
     })
 }
 
+/// `x` where `x > 0`, else 0 (NaN stays NaN): the one definition the `Relu`
+/// op and batch norm's fused relu share, so they agree bit for bit.
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    if x <= 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// `g` times relu's derivative at `x`: `g` where `x > 0`, else 0 (0 at
+/// `x = 0`, as TensorFlow).
+#[inline(always)]
+pub fn relu_grad(x: f32, g: f32) -> f32 {
+    if x > 0.0 {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// `x` where `x > 0`, else `alpha * x`: shared by the `LeakyRelu` op and
+/// batch norm's fused leaky relu.
+#[inline(always)]
+pub fn leaky_relu(alpha: f32, x: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        alpha * x
+    }
+}
+
+/// `g` times leaky relu's derivative at `x`: `g` where `x > 0`, else
+/// `alpha * g`.
+#[inline(always)]
+pub fn leaky_relu_grad(alpha: f32, x: f32, g: f32) -> f32 {
+    if x > 0.0 {
+        g
+    } else {
+        alpha * g
+    }
+}
+
 /// `1 / (1 + e^-x)`, without overflow: `e^x / (1 + e^x)` for negative `x`.
 ///
 /// Both halves share `e = e^-|x|` and end in a select rather than a branch:

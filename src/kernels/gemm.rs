@@ -258,6 +258,15 @@ mod tests {
         })
     }
 
+    /// `f` run on a pool of `threads` threads.
+    fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(f)
+    }
+
     /// The naive triple loop, in f64.
     fn reference(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f64> {
         Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
@@ -375,13 +384,8 @@ mod tests {
             let a = mat(k, m, 8).reversed_axes(); // a transposed view, as dK's
             let b = mat(k, n, 9);
             let want = reference(a.view(), b.view());
-            let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| matmul_vec_split_inner(a.view(), b.view()))
-            };
+            let run =
+                |threads: usize| on_threads(threads, || matmul_vec_split_inner(a.view(), b.view()));
             let one = run(1);
             assert_eq!(one.len(), m * n);
             for (g, w) in one.iter().zip(want.iter()) {
@@ -414,12 +418,10 @@ mod tests {
             };
             let b = mat(k, n, 5);
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
                 let mut c = Array2::zeros((m, n));
-                pool.install(|| sgemm(1.0, a.view(), b.view(), 0.0, &mut c.view_mut()));
+                on_threads(threads, || {
+                    sgemm(1.0, a.view(), b.view(), 0.0, &mut c.view_mut())
+                });
                 c
             };
             let one = run(1);

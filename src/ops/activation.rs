@@ -4,7 +4,8 @@
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::elementwise::{
-    map1, map2, sigmoid as sigmoid_f32, softmax_last_axis, softmax_last_axis_grad,
+    leaky_relu as leaky_relu_value, leaky_relu_grad, map1, map2, relu as relu_value, relu_grad,
+    sigmoid as sigmoid_f32, softmax_last_axis, softmax_last_axis_grad,
 };
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
@@ -65,16 +66,12 @@ impl Op for Relu {
         unary_rule(self.type_name(), inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        Ok(map1(inputs[0], |x| if x <= 0.0 { 0.0 } else { x }))
+        Ok(map1(inputs[0], relu_value))
     }
     // d(relu x)/dx = 1 if x > 0 else 0 (0 at x = 0, as TF)
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(map2(grad, ctx.input(0), |g, x| {
-            if x > 0.0 {
-                g
-            } else {
-                0.0
-            }
+            relu_grad(x, g)
         })?)])
     }
 }
@@ -95,17 +92,13 @@ impl Op for LeakyRelu {
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         let alpha = self.alpha;
-        Ok(map1(inputs[0], |x| if x > 0.0 { x } else { alpha * x }))
+        Ok(map1(inputs[0], |x| leaky_relu_value(alpha, x)))
     }
     // d(leaky_relu x)/dx = 1 if x > 0 else alpha
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
         let alpha = self.alpha;
         Ok(vec![Some(map2(grad, ctx.input(0), |g, x| {
-            if x > 0.0 {
-                g
-            } else {
-                alpha * g
-            }
+            leaky_relu_grad(alpha, x, g)
         })?)])
     }
 }

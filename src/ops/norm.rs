@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
+use crate::kernels::elementwise;
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
@@ -559,19 +560,11 @@ struct Relu;
 impl Activation for Relu {
     #[inline(always)]
     fn value(self, y: f32) -> f32 {
-        if y <= 0.0 {
-            0.0
-        } else {
-            y
-        }
+        elementwise::relu(y)
     }
     #[inline(always)]
     fn grad(self, y: f32, g: f32) -> f32 {
-        if y > 0.0 {
-            g
-        } else {
-            0.0
-        }
+        elementwise::relu_grad(y, g)
     }
 }
 
@@ -582,19 +575,11 @@ struct LeakyRelu(f32);
 impl Activation for LeakyRelu {
     #[inline(always)]
     fn value(self, y: f32) -> f32 {
-        if y > 0.0 {
-            y
-        } else {
-            self.0 * y
-        }
+        elementwise::leaky_relu(self.0, y)
     }
     #[inline(always)]
     fn grad(self, y: f32, g: f32) -> f32 {
-        if y > 0.0 {
-            g
-        } else {
-            self.0 * g
-        }
+        elementwise::leaky_relu_grad(self.0, y, g)
     }
 }
 
@@ -644,9 +629,9 @@ impl Affine<'_> {
     }
 
     /// The backward of batch norm + `act` for upstream `g` and input `x`
-    /// (`[n, c]`, `n` rows of `c` channels): the per-channel `sum(g')` and `sum(g' * (x - mean))` (`g'`
-    /// = `g` through the activation) when `wants.sums`, and dx when
-    /// `wants.dx`: `(g' - mean(g')) * a - (x - mean) * a * inv_std^2 *
+    /// (`[n, c]`, `n` rows of `c` channels): the per-channel `sum(g')` and
+    /// `sum(g' * (x - mean))` (`g'` = `g` through the activation) when
+    /// `wants.sums`, and dx when `wants.dx`: `(g' - mean(g')) * a - (x - mean) * a * inv_std^2 *
     /// mean(g' * (x - mean))` in training mode (mean and variance depend on
     /// x), `g' * a` in inference mode.
     fn backward<A: Activation>(
