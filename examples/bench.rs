@@ -407,10 +407,8 @@ fn train_step(
                 stopped = true;
             }
             rt.forward_backward_cycle(|rt| {
-                let grads = optimizer.compute_gradients(rt, &loss, &feed, None)?;
-                let value = rt.value(&loss)?.sum();
-                optimizer.apply_gradients(&grads)?;
-                Ok(value)
+                optimizer.optimize(rt, &loss, &feed, None)?;
+                Ok(rt.value(&loss)?.sum())
             })
         }),
         note,

@@ -479,6 +479,16 @@ impl Graph {
         }
     }
 
+    /// The variable's value itself, shared (no copy).
+    pub(crate) fn variable_rc(&self, node: &Node) -> Result<Rc<Tensor>> {
+        self.check_same(node, "reading a variable")?;
+        let g = self.inner.borrow();
+        match &g.nodes[node.id.index()].kind {
+            NodeKind::Variable(slot) => Ok(slot.value.clone()),
+            _ => Err(wrong_kind(&g.nodes[node.id.index()], "Variable")),
+        }
+    }
+
     /// Sets a variable's value; the shape must be the variable's.
     ///
     /// # Errors

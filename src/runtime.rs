@@ -763,6 +763,45 @@ impl RunTime {
         }
     }
 
+    /// Moves `node`'s gradient out of this cycle (for an update that only
+    /// reads it; [`restore_grad`](RunTime::restore_grad) puts it back).
+    pub(crate) fn take_grad(&mut self, node: &Node) -> Option<Tensor> {
+        if !self.same_graph(node) {
+            return None;
+        }
+        self.grads.get_mut(node.id.index()).and_then(Option::take)
+    }
+
+    /// Puts back a gradient moved out by [`take_grad`](RunTime::take_grad).
+    pub(crate) fn restore_grad(&mut self, node: &Node, grad: Tensor) {
+        if let Some(slot) = self.grads.get_mut(node.id.index()) {
+            *slot = Some(grad);
+        }
+    }
+
+    /// Lets go of this cycle's hold on a variable's value, so that an update
+    /// can change it in place rather than copy it (copy-on-write: while the
+    /// run time holds the value too, it keeps the old one). Returns whether it
+    /// held one.
+    pub(crate) fn release_value(&mut self, node: &Node) -> bool {
+        self.same_graph(node)
+            && self
+                .values
+                .get_mut(node.id.index())
+                .and_then(Option::take)
+                .is_some()
+    }
+
+    /// Holds the variable's current value again, as the cycle's value of the
+    /// node, after [`release_value`](RunTime::release_value) and an update.
+    pub(crate) fn refresh_value(&mut self, node: &Node) -> Result<()> {
+        let value = node.graph.variable_rc(node)?;
+        if let Some(slot) = self.values.get_mut(node.id.index()) {
+            *slot = Some(value);
+        }
+        Ok(())
+    }
+
     fn same_graph(&self, node: &Node) -> bool {
         self.graph.as_ref() == Some(&node.graph)
     }

@@ -60,3 +60,61 @@ fn same_seed_same_run_other_seed_other_run() {
     let last: f32 = losses_a[55..].iter().sum::<f32>() / 5.0;
     assert!(last < 0.7 * first, "loss {first} -> {last}");
 }
+
+/// `optimize` (which updates in place, reading the gradients where backward
+/// left them) takes the same step as `compute_gradients` + `apply_gradients`
+/// (which copy), bit for bit, and leaves the cycle readable: the gradients as
+/// backward made them, an updated variable's value as its new value.
+#[test]
+fn optimize_in_place_matches_compute_then_apply() {
+    let build = || {
+        let g = Graph::with_seed(3);
+        let x = g.placeholder(ad::shape![None, 4]);
+        let w = g.variable(&[4, 3], GlorotUniform::new(), true).unwrap();
+        let b = g.variable(&[3], Zeros, true).unwrap();
+        let unused = g.variable(&[2], Zeros, true).unwrap();
+        let y = ad::tanh(&(ad::matmul(&x, &w).unwrap() + &b)).unwrap();
+        let loss = ad::reduce_sum(&(&y * &y), ad::Axes::All, false).unwrap();
+        let feed = Feed::new()
+            .with(
+                &x,
+                Tensor::from_shape_fn(ndarray::IxDyn(&[5, 4]), |i| {
+                    (i[0] * 4 + i[1]) as f32 * 0.1 - 0.9
+                }),
+            )
+            .unwrap();
+        (g, w, b, unused, loss, feed)
+    };
+    let (g1, w1, b1, u1, loss1, feed1) = build();
+    let (g2, w2, b2, u2, loss2, feed2) = build();
+    let mut opt1 = Adam::new(0.01);
+    let mut opt2 = Adam::new(0.01);
+    let (mut rt1, mut rt2) = (RunTime::new(), RunTime::new());
+    for _ in 0..3 {
+        let (grad_w, value_w) = rt1
+            .forward_backward_cycle(|rt| -> ad::Result<_> {
+                opt1.optimize(rt, &loss1, &feed1, None)?;
+                assert!(rt.grad(&u1).is_err(), "the unused variable has no gradient");
+                Ok((rt.grad(&w1)?.clone(), rt.value(&w1)?.clone()))
+            })
+            .unwrap();
+        let want_grad_w = rt2
+            .forward_backward_cycle(|rt| -> ad::Result<_> {
+                let grads = opt2.compute_gradients(rt, &loss2, &feed2, None)?;
+                opt2.apply_gradients(&grads)?;
+                Ok(rt.grad(&w2)?.clone())
+            })
+            .unwrap();
+        assert_eq!(grad_w, want_grad_w);
+        assert_eq!(value_w, g1.variable_value(&w1).unwrap());
+        for (a, b) in [(&w1, &w2), (&b1, &b2), (&u1, &u2)] {
+            assert_eq!(g1.variable_value(a).unwrap(), g2.variable_value(b).unwrap());
+        }
+    }
+    let (g0, w0, ..) = build();
+    assert_ne!(
+        g1.variable_value(&w1).unwrap(),
+        g0.variable_value(&w0).unwrap(),
+        "the steps moved w"
+    );
+}

@@ -11,7 +11,7 @@
 use gemm::{gemm, Parallelism};
 
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::skinny;
+use crate::kernels::small_gemm;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 /// `c = alpha * a · b + beta * c`. Any strides (transposed views are free).
@@ -163,22 +163,20 @@ unsafe fn gemm_raw(
     debug_assert!(k > 0 && k == b.nrows());
     let (a_s, b_s) = (a.strides(), b.strides());
     #[cfg(target_arch = "x86_64")]
-    if n <= skinny::MAX_COLS
-        && matches!(parallelism, Parallelism::None)
-        && b_s[1] == 1
-        && c_cs == 1
-        && skinny::available()
+    if matches!(parallelism, Parallelism::None)
+        && k <= small_gemm::MAX_INNER
+        && small_gemm::available()
     {
-        // SAFETY: AVX-512F is present, `n` fits, `b` and `c` have unit column
-        // strides; the views and the caller vouch for the rest.
+        // SAFETY: AVX-512F is present and `k >= 1`; the views and the caller
+        // vouch for the rest.
         unsafe {
-            skinny::gemm(
+            small_gemm::gemm(
                 (m, n, k),
                 alpha,
                 (a.as_ptr(), a_s[0], a_s[1]),
-                (b.as_ptr(), b_s[0]),
+                (b.as_ptr(), b_s[0], b_s[1]),
                 beta,
-                (c, c_rs),
+                (c, c_rs, c_cs),
             );
         }
         return;
@@ -325,39 +323,50 @@ mod tests {
         }
     }
 
-    /// Narrow results (the AVX-512 `skinny` kernel where the CPU has it),
-    /// for every row remainder, both layouts of `a`, and `beta` 0 and not.
+    /// Single-thread products (the AVX-512 `small_gemm` kernel where the CPU
+    /// has it): every row remainder of its 12-row tiles, panel widths below,
+    /// at and above one and two registers, `a` and `b` in both layouts (so
+    /// both orientations and both packings), a transposed `c` (stored a lane
+    /// at a time), and `beta` zero (NaNs in `c` ignored) and not.
     #[test]
-    fn narrow_products_agree_with_naive_product() {
-        for (m, k, n) in [
-            (100, 784, 10),
-            (17, 5, 16),
-            (3, 300, 1),
-            (9, 2, 3),
-            (784, 100, 10),
-        ] {
-            let b = mat(k, n, 8);
-            for trans_a in [false, true] {
+    fn single_thread_products_agree_with_naive_product_in_every_layout() {
+        let mut shapes = vec![(100, 784, 10), (784, 100, 10), (50, 784, 100), (300, 50, 3)];
+        shapes.extend((1..=13).map(|m| (m, 5, 17)));
+        shapes.extend([1, 15, 16, 17, 31, 32, 33, 48, 50].map(|n| (29, 7, n)));
+        shapes.extend([(3, 1, 2), (2, 1024, 3), (40, 2, 40)]);
+        for (m, k, n) in shapes {
+            for (trans_a, trans_b, trans_c) in (0..8).map(|f| (f & 1 != 0, f & 2 != 0, f & 4 != 0))
+            {
                 let a = if trans_a {
                     mat(k, m, 9).reversed_axes()
                 } else {
                     mat(m, k, 9)
                 };
+                let b = if trans_b {
+                    mat(n, k, 8).reversed_axes()
+                } else {
+                    mat(k, n, 8)
+                };
                 let want = reference(a.view(), b.view());
-                let got = matmul(a.view(), b.view());
-                let mut c = mat(m, n, 10);
-                let old = c.clone();
-                sgemm(2.0, a.view(), b.view(), -1.0, &mut c.view_mut());
+                let fresh = |fill: f32| {
+                    if trans_c {
+                        Array2::from_elem((n, m), fill).reversed_axes()
+                    } else {
+                        Array2::from_elem((m, n), fill)
+                    }
+                };
+                let mut c = fresh(f32::NAN);
+                sgemm(1.0, a.view(), b.view(), 0.0, &mut c.view_mut());
+                let mut c2 = fresh(0.25);
+                sgemm(2.0, a.view(), b.view(), -1.0, &mut c2.view_mut());
+                let tol = 1e-5 * (k as f64).sqrt() * 10.0;
                 for ((i, j), w) in want.indexed_iter() {
-                    let tol = 1e-4 * (k as f64);
+                    let case =
+                        format!("{m}x{k}x{n} ta={trans_a} tb={trans_b} tc={trans_c} at {i},{j}");
+                    assert!((f64::from(c[[i, j]]) - w).abs() < tol, "{case}");
                     assert!(
-                        (f64::from(got[[i, j]]) - w).abs() < tol,
-                        "{m}x{k}x{n} at {i},{j}"
-                    );
-                    let w2 = 2.0 * w - f64::from(old[[i, j]]);
-                    assert!(
-                        (f64::from(c[[i, j]]) - w2).abs() < 2.0 * tol,
-                        "{m}x{k}x{n} beta"
+                        (f64::from(c2[[i, j]]) - (2.0 * w - 0.25)).abs() < 2.0 * tol,
+                        "{case} beta"
                     );
                 }
             }

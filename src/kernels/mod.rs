@@ -10,4 +10,4 @@ pub mod im2col;
 pub mod pool;
 pub mod scratch;
 #[cfg(target_arch = "x86_64")]
-pub mod skinny;
+pub mod small_gemm;

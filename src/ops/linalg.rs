@@ -5,7 +5,7 @@ use ndarray::{Array3, Axis};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::kernels::gemm::sgemm;
+use crate::kernels::gemm::{matmul_vec, sgemm};
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::array::{checked_num_elements, expect_inputs};
 use crate::ops::build;
@@ -126,6 +126,11 @@ impl Op for MatMul {
         let plan = plan(x, y)?;
         let (x3, y3) = (as_stack(x)?, as_stack(y)?);
         let (p, r) = (x3.shape()[1], y3.shape()[2]);
+        if plan.xi.len() == 1 {
+            // One product (every 2-D matmul): written once, no zero fill first.
+            let c = matmul_vec(x3.index_axis(Axis(0), 0), y3.index_axis(Axis(0), 0));
+            return Ok(Tensor::from_shape_vec(plan.out_shape, c)?);
+        }
         let mut out = Array3::<f32>::zeros((plan.xi.len(), p, r));
         for (k, mut c) in out.outer_iter_mut().enumerate() {
             let a = x3.index_axis(Axis(0), plan.xi[k]);
@@ -142,6 +147,20 @@ impl Op for MatMul {
         let (x3, y3) = (as_stack(x)?, as_stack(y)?);
         let (p, q, r) = (x3.shape()[1], x3.shape()[2], y3.shape()[2]);
         let g3 = grad.to_shape((plan.xi.len(), p, r))?;
+        if g3.shape()[0] == 1 {
+            // One product: each gradient is written once, no zero fill first.
+            let g = g3.index_axis(Axis(0), 0);
+            let (a, b) = (x3.index_axis(Axis(0), 0), y3.index_axis(Axis(0), 0));
+            let dx = ctx
+                .needs_grad(0)
+                .then(|| Tensor::from_shape_vec(x.shape(), matmul_vec(g, b.t())))
+                .transpose()?;
+            let dy = ctx
+                .needs_grad(1)
+                .then(|| Tensor::from_shape_vec(y.shape(), matmul_vec(a.t(), g)))
+                .transpose()?;
+            return Ok(vec![dx, dy]);
+        }
 
         let dx = ctx
             .needs_grad(0)
