@@ -1,6 +1,7 @@
 //! Times adgraph's matrix product (`kernels::gemm::sgemm`) on the products of
-//! the small benchmark workloads W1-W3 (forward and both gradients, in the
-//! layouts the MatMul op hands it), one line per product:
+//! the benchmark workloads W1-W3 (forward and both gradients, in the layouts
+//! the MatMul op hands it) and of W4's convolutions (patch matrices), one line
+//! per product:
 //!
 //! ```text
 //! cargo run --release --example gemm_shapes            # all of them
@@ -37,7 +38,7 @@ const fn product(label: &'static str, m: usize, k: usize, n: usize, at: bool, bt
     }
 }
 
-const PRODUCTS: [Product; 18] = [
+const PRODUCTS: [Product; 30] = [
     product("W1 x·w1", 300, 2, 50, false, false),
     product("W1 h1·w2", 300, 50, 50, false, false),
     product("W1 h2·w3", 300, 50, 3, false, false),
@@ -56,6 +57,18 @@ const PRODUCTS: [Product; 18] = [
     product("W3 dw2", 100, 50, 100, true, false),
     product("W3 dh2", 50, 10, 100, false, true),
     product("W3 dw3", 100, 50, 10, true, false),
+    product("W4 c0 fwd", 39200, 9, 16, false, false),
+    product("W4 c1 fwd", 9800, 144, 32, false, false),
+    product("W4 c1 dx", 9800, 32, 144, false, true),
+    product("W4 c2 fwd", 9800, 288, 64, false, false),
+    product("W4 c2 dx", 9800, 64, 288, false, true),
+    product("W4 c3 fwd", 2450, 576, 128, false, false),
+    product("W4 c3 dx", 2450, 128, 576, false, true),
+    product("W4 c4 fwd", 800, 1152, 256, false, false),
+    product("W4 c4 dx", 800, 256, 1152, false, true),
+    product("W4 c2 dk", 288, 9800, 64, true, false),
+    product("W4 c3 dk", 576, 2450, 128, true, false),
+    product("W4 c4 dk", 1152, 800, 256, true, false),
 ];
 
 /// A matrix of small non-zero values, `[rows, cols]` or its transpose.

@@ -165,19 +165,18 @@ unsafe fn tiles(
     beta: f32,
     c: Dest,
 ) {
-    let mut col = 0;
-    while col < n {
-        let width = (n - col).min(2 * LANES);
-        let b_panel = b.wrapping_add(col);
-        let mut row = 0;
-        while row < m {
-            let rows = (m - row).min(MAX_ROWS);
+    let mut row = 0;
+    while row < m {
+        let rows = (m - row).min(MAX_ROWS);
+        let mut col = 0;
+        while col < n {
+            let width = (n - col).min(2 * LANES);
             let tile = Tile {
                 k,
                 a: a.ptr.wrapping_offset(row as isize * a.rs),
                 a_rs: a.rs,
                 a_cs: a.cs,
-                b: b_panel,
+                b: b.wrapping_add(col),
                 b_rs,
                 width,
                 c: c.ptr
@@ -195,9 +194,9 @@ unsafe fn tiles(
                     dispatch_rows::<1>(rows, &tile);
                 }
             }
-            row += rows;
+            col += width;
         }
-        col += width;
+        row += rows;
     }
 }
 
