@@ -292,6 +292,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> Res {
     // This thread joins rayon's pool: no hand-off per parallel kernel.
     ad::init_thread_pool(None)?;
+    ad::retain_freed_memory();
     let common = &args.common;
     let batch = common.batch.unwrap_or(DEFAULT_BATCH);
     if batch == 0 || args.eval_every == Some(0) {

@@ -203,6 +203,8 @@ fn run(args: Args) -> Res {
     }
     // This thread joins rayon's pool (see adgraph::init_thread_pool).
     ad::init_thread_pool(args.threads).map_err(|e| format!("--threads: {e}"))?;
+    // Steps reuse the memory the previous step freed (see adgraph::memory).
+    ad::retain_freed_memory();
     let data = match &args.data {
         Some(dir) => Mnist::load(dir).map_err(|e| format!("--data {}: {e}", dir.display()))?,
         None => Mnist::embedded()?,

@@ -236,6 +236,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: Args) -> Res {
     // This thread joins rayon's pool: no hand-off per parallel kernel.
     ad::init_thread_pool(None)?;
+    ad::retain_freed_memory();
     if args.eval_batch == 0 {
         return Err("--eval-batch must be at least 1".into());
     }

@@ -446,6 +446,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: Args) -> Res {
     // This thread joins rayon's pool: no hand-off per parallel kernel.
     ad::init_thread_pool(None)?;
+    ad::retain_freed_memory();
     let seed = args.common.seed;
     let out = args.common.out_dir("dcgan")?;
     let mnist = common::load_mnist(&args.common)?;

@@ -123,6 +123,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> Res {
     // This thread joins rayon's pool: no hand-off per parallel kernel.
     ad::init_thread_pool(None)?;
+    ad::retain_freed_memory();
     let common = &args.common;
     if let Some(dir) = &common.data {
         println!(
