@@ -1,7 +1,8 @@
 //! Times adgraph's matrix product (`kernels::gemm::sgemm`) on the products of
 //! the benchmark workloads W1-W3 (forward and both gradients, in the layouts
 //! the MatMul op hands it) and of W4's convolutions (patch matrices), one line
-//! per product:
+//! per product (kernel gradients, `dk`, as conv2d computes them: two halves
+//! of the sum side by side where that pays):
 //!
 //! ```text
 //! cargo run --release --example gemm_shapes            # all of them
@@ -13,7 +14,7 @@
 
 use std::time::Instant;
 
-use adgraph::kernels::gemm::sgemm;
+use adgraph::kernels::gemm::{matmul_vec_split_inner, sgemm};
 use ndarray::Array2;
 
 /// One product: label, `[m, k] x [k, n]`, and whether `a`, `b` come as
@@ -38,7 +39,7 @@ const fn product(label: &'static str, m: usize, k: usize, n: usize, at: bool, bt
     }
 }
 
-const PRODUCTS: [Product; 30] = [
+const PRODUCTS: [Product; 32] = [
     product("W1 x·w1", 300, 2, 50, false, false),
     product("W1 h1·w2", 300, 50, 50, false, false),
     product("W1 h2·w3", 300, 50, 3, false, false),
@@ -66,6 +67,8 @@ const PRODUCTS: [Product; 30] = [
     product("W4 c3 dx", 2450, 128, 576, false, true),
     product("W4 c4 fwd", 800, 1152, 256, false, false),
     product("W4 c4 dx", 800, 256, 1152, false, true),
+    product("W4 c0 dk", 9, 39200, 16, true, false),
+    product("W4 c1 dk", 144, 9800, 32, true, false),
     product("W4 c2 dk", 288, 9800, 64, true, false),
     product("W4 c3 dk", 576, 2450, 128, true, false),
     product("W4 c4 dk", 1152, 800, 256, true, false),
@@ -96,7 +99,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..5 {
             let t = Instant::now();
             for _ in 0..iters {
-                sgemm(1.0, a.view(), b.view(), 0.0, &mut c.view_mut());
+                if p.label.ends_with("dk") {
+                    // As conv2d's backward computes a kernel gradient.
+                    std::hint::black_box(matmul_vec_split_inner(a.view(), b.view()));
+                } else {
+                    sgemm(1.0, a.view(), b.view(), 0.0, &mut c.view_mut());
+                }
             }
             best = best.min(t.elapsed().as_secs_f64() / iters as f64);
         }
