@@ -10,16 +10,20 @@
 //! `k` order: each step loads one row of `b` (two vectors) and broadcasts one
 //! element of `a` per row, 24 fused multiply-adds for 14 loads, so the FMA
 //! units, not the loads, set the pace. No packing when the operands' layout
-//! allows it; otherwise the smaller operand is transposed once into a
-//! buffer. The result does not depend on the number of threads.
+//! allows it; otherwise the operand read by rows is transposed once into a
+//! buffer (in whichever orientation that costs least). The result does not
+//! depend on the number of threads.
 //!
 //! `c = a · b` is computed as is when `b`'s rows are contiguous, or as
 //! `cᵀ = bᵀ · aᵀ` when `a`'s columns are (a weight gradient `xᵀ · dy`, whose
 //! long side `x`'s features then fills the registers instead of the 10
-//! classes), whichever leaves fewer lanes idle.
+//! classes), whichever leaves fewer lanes idle. A result of at most 16
+//! columns from a long sum over contiguous rows of `a` (logits
+//! `[100, 784] x [784, 10]`) is computed as dot products instead: vectors
+//! along the sum, so no lane idles however narrow `c` is.
 //!
-//! Measured on the 2-core machine (one thread; the `gemm` crate / here):
-//! see the `gemm_probe` figures in the README's Performance section.
+//! `examples/gemm_shapes.rs` times it on the benchmark workloads' products
+//! (figures against the `gemm` crate in the README's Performance section).
 //!
 //! Used only where the CPU has AVX-512F (checked at run time); x86-64 only.
 
@@ -110,10 +114,21 @@ pub unsafe fn gemm(
         m * vectors(n) * k + if b.cs == 1 { 0 } else { k * n } + if c.cs == 1 { 0 } else { m * n };
     let transposed =
         n * vectors(m) * k + if a.rs == 1 { 0 } else { m * k } + if c.rs == 1 { 0 } else { m * n };
-    // SAFETY (both): the caller vouches for the operands; `oriented` reads
-    // `b` by contiguous rows only, which it packs into a buffer if need be.
+    // Dot products of a's contiguous rows with b's columns (packed into rows):
+    // every lane busy however narrow the result, plus a horizontal sum per
+    // element of c.
+    let dots = if a.cs == 1 && n <= LANES {
+        m * n * vectors(k) + k * n + 2 * m * n
+    } else {
+        usize::MAX
+    };
+    // SAFETY (all three): the caller vouches for the operands; `oriented`
+    // reads `b` by contiguous rows only, and `dot_products` `a` by contiguous
+    // rows, packing what is not.
     unsafe {
-        if direct <= transposed {
+        if dots < direct.min(transposed) {
+            dot_products((m, n, k), alpha, a, b, beta, c);
+        } else if direct <= transposed {
             oriented((m, n, k), alpha, a, b, beta, c);
         } else {
             let ct = Dest {
@@ -318,6 +333,169 @@ unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
                         };
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Rows of `a` per tile of [`dot_tile`] for a result of `N` columns: as
+/// many as keep the `R * N` accumulators, `R` rows of `a` and one row of
+/// `bᵀ` within the 32 registers.
+macro_rules! dot_dispatch {
+    ($n:expr, $f:ident, $args:tt; $($N:literal => $R:literal),*) => {
+        match $n {
+            $($N => $f::<$N, $R> $args,)*
+            _ => unreachable!("dot products take 1 to 16 columns"),
+        }
+    };
+}
+
+/// `c = alpha * a · b + beta * c` as `m * n` dot products of length `k`, for
+/// `a` with contiguous rows (`a.cs == 1`) and `n <= 16`: `b`'s columns are
+/// packed into rows of a buffer, and each tile of rows sums 16 products per
+/// instruction along `k`, then adds its lanes.
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_products(
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: Operand,
+    b: Operand,
+    beta: f32,
+    c: Dest,
+) {
+    debug_assert!(a.cs == 1 && (1..=LANES).contains(&n));
+    // bᵀ by chunks of 16 along k, the n columns of a chunk side by side
+    // (`[k / 16, n, 16]`, zeros past k): a tile reads a chunk's vectors at
+    // fixed offsets from one pointer. (With `bᵀ` as `[n, k]` rows, the
+    // compiler reached row j by j dependent adds per step, as long a chain as
+    // the FMAs.)
+    let chunks = k.div_ceil(LANES);
+    let mut bt = buffer_pool::take(chunks * n * LANES);
+    // One gather per 16 elements of a column (a scalar loop of strided reads
+    // cost as much as W2's whole product); offsets must fit an i32.
+    let gather = i32::try_from(LANES as isize * b.rs.abs() + n as isize * b.cs.abs()).is_ok();
+    for (q, chunk) in bt.chunks_exact_mut(n * LANES).enumerate() {
+        let first = q * LANES;
+        let valid = (k - first).min(LANES);
+        for (j, lanes) in chunk.chunks_exact_mut(LANES).enumerate() {
+            // SAFETY: rows `first..first + valid` of column `j` of `b`; the
+            // masked-off lanes are not read.
+            unsafe {
+                let column = b.ptr.offset(first as isize * b.rs + j as isize * b.cs);
+                if gather {
+                    let index = _mm512_mullo_epi32(
+                        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                        _mm512_set1_epi32(b.rs as i32),
+                    );
+                    let mask = ((1u32 << valid) - 1) as __mmask16;
+                    let v = _mm512_mask_i32gather_ps::<4>(
+                        _mm512_setzero_ps(),
+                        mask,
+                        index,
+                        column.cast(),
+                    );
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                } else {
+                    for (l, v) in lanes.iter_mut().enumerate() {
+                        *v = if l < valid {
+                            *column.offset(l as isize * b.rs)
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+    let t = DotTiles {
+        m,
+        k,
+        alpha,
+        a,
+        bt: bt.as_ptr(),
+        beta,
+        c,
+    };
+    // SAFETY: `bt` holds `b`'s columns as rows of `k`; the caller vouches for
+    // `a` and `c`.
+    unsafe {
+        dot_dispatch!(n, dot_rows, (&t);
+            1 => 12, 2 => 10, 3 => 7, 4 => 6, 5 => 5, 6 => 4, 7 => 3, 8 => 3,
+            9 => 3, 10 => 2, 11 => 2, 12 => 2, 13 => 2, 14 => 2, 15 => 1, 16 => 1)
+    }
+}
+
+/// The operands of [`dot_products`] once `b` is packed: `bt` is
+/// `[k / 16, n, 16]`.
+struct DotTiles {
+    m: usize,
+    k: usize,
+    alpha: f32,
+    a: Operand,
+    bt: *const f32,
+    beta: f32,
+    c: Dest,
+}
+
+/// Every row of `c` (`N` columns), `R` rows at a time, the rest one by one.
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_rows<const N: usize, const R: usize>(t: &DotTiles) {
+    let mut row = 0;
+    // SAFETY (both calls): rows within `c` and `a`.
+    while row + R <= t.m {
+        unsafe { dot_tile::<N, R>(t, row) };
+        row += R;
+    }
+    while row < t.m {
+        unsafe { dot_tile::<N, 1>(t, row) };
+        row += 1;
+    }
+}
+
+/// Rows `row..row + R` of `c`: `R x N` accumulators of 16 lanes, summed
+/// along `k` a vector at a time (the last one masked), then each added up.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn dot_tile<const N: usize, const R: usize>(t: &DotTiles, row: usize) {
+    let rows: [*const f32; R] =
+        std::array::from_fn(|r| t.a.ptr.wrapping_offset((row + r) as isize * t.a.rs));
+    let mut acc = [[_mm512_setzero_ps(); N]; R];
+    let mut p = 0;
+    let mut chunk = t.bt;
+    while p < t.k {
+        let mask: __mmask16 = if t.k - p >= LANES {
+            0xffff
+        } else {
+            ((1u32 << (t.k - p)) - 1) as __mmask16
+        };
+        // SAFETY: lanes `p..min(p + 16, k)` of rows of `a` (the masked-off
+        // lanes are not read) and one chunk of `bt`.
+        unsafe {
+            let av: [__m512; R] =
+                std::array::from_fn(|r| _mm512_maskz_loadu_ps(mask, rows[r].add(p)));
+            for j in 0..N {
+                let bv = _mm512_loadu_ps(chunk.add(j * LANES));
+                for (acc, &av) in acc.iter_mut().zip(&av) {
+                    acc[j] = _mm512_fmadd_ps(av, bv, acc[j]);
+                }
+            }
+        }
+        p += LANES;
+        chunk = chunk.wrapping_add(N * LANES);
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (j, &acc) in acc.iter().enumerate() {
+            let dst =
+                t.c.ptr
+                    .wrapping_offset((row + r) as isize * t.c.rs + j as isize * t.c.cs);
+            let sum = t.alpha * _mm512_reduce_add_ps(acc);
+            // SAFETY: element (row + r, j) of `c`.
+            unsafe {
+                *dst = if t.beta != 0.0 {
+                    t.beta.mul_add(*dst, sum)
+                } else {
+                    sum
+                };
             }
         }
     }
