@@ -352,8 +352,8 @@ macro_rules! dot_dispatch {
 
 /// `c = alpha * a · b + beta * c` as `m * n` dot products of length `k`, for
 /// `a` with contiguous rows (`a.cs == 1`) and `n <= 16`: `b`'s columns are
-/// packed into rows of a buffer, and each tile of rows sums 16 products per
-/// instruction along `k`, then adds its lanes.
+/// packed by chunks of 16 along `k`, and each tile of rows sums 16 products
+/// per instruction along `k`, then adds its lanes.
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_products(
     (m, n, k): (usize, usize, usize),
