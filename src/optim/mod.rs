@@ -79,15 +79,12 @@ pub trait Optimizer {
         var_list: Option<&[Node]>,
     ) -> Result<GradsAndVars> {
         rt.backward(objective, feed, None)?;
-        let vars = match var_list {
-            Some(v) => v.to_vec(),
-            None => objective.graph().variables(true),
-        };
-        vars.into_iter()
+        objective_vars(objective, var_list)
+            .into_iter()
             .map(|v| {
                 let grad = match rt.grad(&v) {
                     Ok(g) => g.clone(),
-                    Err(_) => Tensor::zeros(v.graph().variable_value(&v)?.shape()),
+                    Err(_) => zero_gradient(&v)?,
                 };
                 Ok((v, grad))
             })
@@ -121,10 +118,7 @@ pub trait Optimizer {
         var_list: Option<&[Node]>,
     ) -> Result<()> {
         rt.backward(objective, feed, None)?;
-        let vars = match var_list {
-            Some(v) => v.to_vec(),
-            None => objective.graph().variables(true),
-        };
+        let vars = objective_vars(objective, var_list);
         let mut grads = Vec::with_capacity(vars.len());
         let mut moved = Vec::with_capacity(vars.len());
         for v in vars {
@@ -132,7 +126,7 @@ pub trait Optimizer {
             moved.push(grad.is_some());
             let grad = match grad {
                 Some(g) => g,
-                None => Tensor::zeros(v.graph().variable_value(&v)?.shape()),
+                None => zero_gradient(&v)?,
             };
             grads.push((v, grad));
         }
@@ -309,6 +303,20 @@ pub(crate) fn parse_state(
 }
 
 /// Checks that `grad` fits `var` and applies `update(value, grad)` to the variable in place.
+/// The variables an optimizer step covers: `var_list`, or every trainable
+/// variable of the objective's graph.
+fn objective_vars(objective: &Node, var_list: Option<&[Node]>) -> Vec<Node> {
+    match var_list {
+        Some(v) => v.to_vec(),
+        None => objective.graph().variables(true),
+    }
+}
+
+/// The gradient of a variable the objective does not depend on: zeros.
+fn zero_gradient(var: &Node) -> Result<Tensor> {
+    Ok(Tensor::zeros(var.graph().variable_value(var)?.shape()))
+}
+
 pub(crate) fn update_variable(
     var: &Node,
     grad: &Tensor,
