@@ -8,6 +8,8 @@
 //! the result, never the sum over the inner dimension, so a product is bitwise
 //! the same whatever the number of threads.
 
+use std::mem::MaybeUninit;
+
 use gemm::{gemm, Parallelism};
 
 #[cfg(target_arch = "x86_64")]
@@ -92,6 +94,60 @@ fn matmul_vec_on(a: ArrayView2<f32>, b: ArrayView2<f32>, threads: Parallelism) -
         out.set_len(len);
     }
     out
+}
+
+/// `a · b` (`[m, k] x [k, n]`) into `out` (`m*n` elements, row-major, whose
+/// old contents need not be initialised: every element is written), on the
+/// calling thread only, with the `gemm` crate's cache-blocked kernel.
+///
+/// For one block of a product that the caller already splits over threads
+/// (a convolution's images, `crate::kernels::conv_blocks`): such blocks have
+/// hundreds of rows and a right-hand side too large for the single-thread
+/// small-product kernel to keep in registers, where the blocked kernel is the
+/// faster one.
+///
+/// **Panics** if the shapes do not agree; callers check shapes first.
+pub fn matmul_serial_into(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut [MaybeUninit<f32>]) {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert!(
+        k == k2 && out.len() == m * n,
+        "matmul_serial_into: shapes [{m}, {k}] x [{k2}, {n}] -> {} elements do not agree",
+        out.len()
+    );
+    if out.is_empty() {
+        return;
+    }
+    if k == 0 {
+        out.fill(MaybeUninit::new(0.0));
+        return;
+    }
+    let (a_s, b_s) = (a.strides(), b.strides());
+    // SAFETY: `out` is `m*n` elements, row-major at (n, 1), borrowed mutably
+    // so it aliases neither view; with beta (gemm's alpha) off, gemm reads
+    // none of it and writes every element.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr().cast::<f32>(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_s[1],
+            a_s[0],
+            b.as_ptr(),
+            b_s[1],
+            b_s[0],
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
 }
 
 /// `a · b` (`[m, k] x [k, n]`) as the sum of two products over the halves of

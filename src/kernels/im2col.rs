@@ -129,67 +129,100 @@ fn copy(dst: &mut [f32], src: &[f32]) {
 }
 
 /// Writes the im2col matrix of `x` (`[N,H,W,C]`, row-major) into `cols`
-/// (`[N*OH*OW, kh*kw*C]`, row-major), zeros for padding.
+/// (`[N*OH*OW, kh*kw*C]`, row-major), zeros for padding, split over rayon's
+/// threads by output row.
 ///
 /// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
 pub fn im2col(x: &[f32], g: &Window2d, cols: &mut [f32]) {
+    check_im2col(x, g, cols);
+    let row_len = g.out_w * g.patch_len();
+    if row_len == 0 {
+        return;
+    }
+    cols.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(r, chunk)| im2col_row(x, g, r, chunk));
+}
+
+/// [`im2col`] on the calling thread only: for a block of images inside a task
+/// that is already one of several in parallel.
+///
+/// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
+pub fn im2col_serial(x: &[f32], g: &Window2d, cols: &mut [f32]) {
+    check_im2col(x, g, cols);
+    let row_len = g.out_w * g.patch_len();
+    if row_len == 0 {
+        return;
+    }
+    cols.chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(r, chunk)| im2col_row(x, g, r, chunk));
+}
+
+fn check_im2col(x: &[f32], g: &Window2d, cols: &[f32]) {
     assert_eq!(x.len(), g.input_len(), "im2col: input length");
     assert_eq!(
         cols.len(),
         g.output_cells() * g.patch_len(),
         "im2col: cols length"
     );
+}
+
+/// The `OW` patches of output row `r` (image `r / OH`, row `r % OH`) into
+/// `chunk` (`OW * kh*kw*C` elements).
+#[inline]
+fn im2col_row(x: &[f32], g: &Window2d, r: usize, chunk: &mut [f32]) {
     let (c, k) = (g.channels, g.patch_len());
-    let row_len = g.out_w * k;
-    if row_len == 0 || cols.is_empty() {
-        return;
-    }
     let image = g.in_h * g.in_w * c;
     let kwc = g.k_w * c;
-    // One task per output row (n, oy): OW patches.
-    cols.par_chunks_mut(row_len)
-        .enumerate()
-        .for_each(|(r, chunk)| {
-            let (n, oy) = (r / g.out_h, r % g.out_h);
-            let xi = &x[n * image..(n + 1) * image];
-            let (y0, ylo, yhi) = g.taps_y(oy);
-            for (ox, patch) in chunk.chunks_exact_mut(k).enumerate() {
-                let (x0, xlo, xhi) = g.taps_x(ox);
-                for (ky, seg) in patch.chunks_exact_mut(kwc).enumerate() {
-                    if ky < ylo || ky >= yhi || xlo == xhi {
-                        seg.fill(0.0);
-                        continue;
-                    }
-                    // Taps xlo..xhi of this kernel row are contiguous in x.
-                    let iy = (y0 + ky as isize) as usize;
-                    let ix = (x0 + xlo as isize) as usize;
-                    let from = (iy * g.in_w + ix) * c;
-                    if xlo == 0 && xhi == g.k_w {
-                        // Interior: the whole kernel row.
-                        copy(seg, &xi[from..from + kwc]);
-                        continue;
-                    }
-                    seg[..xlo * c].fill(0.0);
-                    copy(
-                        &mut seg[xlo * c..xhi * c],
-                        &xi[from..from + (xhi - xlo) * c],
-                    );
-                    seg[xhi * c..].fill(0.0);
-                }
+    let (n, oy) = (r / g.out_h, r % g.out_h);
+    let xi = &x[n * image..(n + 1) * image];
+    let (y0, ylo, yhi) = g.taps_y(oy);
+    for (ox, patch) in chunk.chunks_exact_mut(k).enumerate() {
+        let (x0, xlo, xhi) = g.taps_x(ox);
+        for (ky, seg) in patch.chunks_exact_mut(kwc).enumerate() {
+            if ky < ylo || ky >= yhi || xlo == xhi {
+                seg.fill(0.0);
+                continue;
             }
-        });
+            // Taps xlo..xhi of this kernel row are contiguous in x.
+            let iy = (y0 + ky as isize) as usize;
+            let ix = (x0 + xlo as isize) as usize;
+            let from = (iy * g.in_w + ix) * c;
+            if xlo == 0 && xhi == g.k_w {
+                // Interior: the whole kernel row.
+                copy(seg, &xi[from..from + kwc]);
+                continue;
+            }
+            seg[..xlo * c].fill(0.0);
+            copy(
+                &mut seg[xlo * c..xhi * c],
+                &xi[from..from + (xhi - xlo) * c],
+            );
+            seg[xhi * c..].fill(0.0);
+        }
+    }
 }
 
 /// The adjoint of [`im2col`]: overwrites `dx` (`[N,H,W,C]`) with the sum, over
 /// every patch row of `cols` (`[N*OH*OW, kh*kw*C]`), of its entries put back on
 /// the input cells they were copied from; entries on padding are dropped.
+/// Split over rayon's threads by input row.
 ///
 /// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
 pub fn col2im(cols: &[f32], g: &Window2d, dx: &mut [f32]) {
     // SAFETY: MaybeUninit<f32> has f32's layout, and col2im_into writes only
     // initialised values, so `dx` stays initialised.
     let dx = unsafe { &mut *(dx as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    col2im_into(cols, g, dx);
+    col2im_into(cols, g, dx, true);
+}
+
+/// [`col2im`] on the calling thread only, into `dx` whose contents need not
+/// be initialised (every element is written).
+///
+/// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
+pub fn col2im_serial(cols: &[f32], g: &Window2d, dx: &mut [MaybeUninit<f32>]) {
+    col2im_into(cols, g, dx, false);
 }
 
 /// [`col2im`] into a new `Vec` of `g.input_len()` elements, written once (no
@@ -200,62 +233,75 @@ pub fn col2im(cols: &[f32], g: &Window2d, dx: &mut [f32]) {
 pub fn col2im_vec(cols: &[f32], g: &Window2d) -> Vec<f32> {
     let len = g.input_len();
     let mut dx = Vec::with_capacity(len);
-    col2im_into(cols, g, &mut dx.spare_capacity_mut()[..len]);
+    col2im_into(cols, g, &mut dx.spare_capacity_mut()[..len], true);
     // SAFETY: col2im_into initialises every element of its destination.
     unsafe { dx.set_len(len) };
     dx
 }
 
-/// The body of [`col2im`]: initialises every element of `dx`.
-fn col2im_into(cols: &[f32], g: &Window2d, dx: &mut [MaybeUninit<f32>]) {
+/// The body of [`col2im`]: initialises every element of `dx`, on rayon's
+/// threads when `parallel`.
+fn col2im_into(cols: &[f32], g: &Window2d, dx: &mut [MaybeUninit<f32>], parallel: bool) {
     assert_eq!(dx.len(), g.input_len(), "col2im: input length");
     assert_eq!(
         cols.len(),
         g.output_cells() * g.patch_len(),
         "col2im: cols length"
     );
-    let (c, k) = (g.channels, g.patch_len());
-    let row_len = g.in_w * c;
+    let row_len = g.in_w * g.channels;
     if row_len == 0 || dx.is_empty() {
         return;
     }
-    if k == 0 {
+    if g.patch_len() == 0 {
         dx.fill(MaybeUninit::new(0.0));
         return;
     }
-    let kwc = g.k_w * c;
     // One task per input row (n, iy), gathering from the output rows whose
     // windows cover it: no two tasks write the same cell.
-    dx.par_chunks_mut(row_len).enumerate().for_each(|(r, row)| {
-        row.fill(MaybeUninit::new(0.0));
-        // SAFETY: every element of `row` was just initialised, and
-        // MaybeUninit<f32> has f32's layout.
-        let dst = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        let (n, iy) = (r / g.in_h, r % g.in_h);
-        for ky in 0..g.k_h {
-            // iy = oy*sh - pad_top + ky
-            let Some(t) = (iy + g.pad_top).checked_sub(ky) else {
-                break;
-            };
-            if t % g.stride_h != 0 || t / g.stride_h >= g.out_h {
+    if parallel {
+        dx.par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, row)| col2im_row(cols, g, r, row));
+    } else {
+        dx.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, row)| col2im_row(cols, g, r, row));
+    }
+}
+
+/// Input row `r` (image `r / H`, row `r % H`) of [`col2im`]'s result.
+#[inline]
+fn col2im_row(cols: &[f32], g: &Window2d, r: usize, row: &mut [MaybeUninit<f32>]) {
+    let (c, k) = (g.channels, g.patch_len());
+    let kwc = g.k_w * c;
+    row.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element of `row` was just initialised, and
+    // MaybeUninit<f32> has f32's layout.
+    let dst = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    let (n, iy) = (r / g.in_h, r % g.in_h);
+    for ky in 0..g.k_h {
+        // iy = oy*sh - pad_top + ky
+        let Some(t) = (iy + g.pad_top).checked_sub(ky) else {
+            break;
+        };
+        if t % g.stride_h != 0 || t / g.stride_h >= g.out_h {
+            continue;
+        }
+        let oy = t / g.stride_h;
+        let crow = &cols[(n * g.out_h + oy) * g.out_w * k..][..g.out_w * k];
+        for (ox, patch) in crow.chunks_exact(k).enumerate() {
+            let (x0, xlo, xhi) = g.taps_x(ox);
+            if xlo == xhi {
                 continue;
             }
-            let oy = t / g.stride_h;
-            let crow = &cols[(n * g.out_h + oy) * g.out_w * k..][..g.out_w * k];
-            for (ox, patch) in crow.chunks_exact(k).enumerate() {
-                let (x0, xlo, xhi) = g.taps_x(ox);
-                if xlo == xhi {
-                    continue;
-                }
-                let src = &patch[ky * kwc + xlo * c..ky * kwc + xhi * c];
-                let ix = (x0 + xlo as isize) as usize;
-                let d = &mut dst[ix * c..(ix + xhi - xlo) * c];
-                for (a, b) in d.iter_mut().zip(src) {
-                    *a += *b;
-                }
+            let src = &patch[ky * kwc + xlo * c..ky * kwc + xhi * c];
+            let ix = (x0 + xlo as isize) as usize;
+            let d = &mut dst[ix * c..(ix + xhi - xlo) * c];
+            for (a, b) in d.iter_mut().zip(src) {
+                *a += *b;
             }
         }
-    });
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +350,14 @@ mod tests {
             let mut dx = vec![1.0; x.len()];
             col2im(&y, &g, &mut dx);
             assert_eq!(col2im_vec(&y, &g), dx);
+            let mut serial = vec![MaybeUninit::new(f32::NAN); x.len()];
+            col2im_serial(&y, &g, &mut serial);
+            // SAFETY: col2im_serial initialised every element.
+            let serial: Vec<f32> = serial.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(serial, dx);
+            let mut cols_serial = vec![f32::NAN; cols.len()];
+            im2col_serial(&x, &g, &mut cols_serial);
+            assert_eq!(cols_serial, cols);
             let lhs: f32 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
             let rhs: f32 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs} for {g:?}");

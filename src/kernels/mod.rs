@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod buffer_pool;
+pub mod conv_blocks;
 pub mod elementwise;
 pub mod exp;
 pub mod gemm;

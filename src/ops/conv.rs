@@ -11,7 +11,9 @@
 //!   `dK = im2col(dY)ᵀ · X`.
 //!
 //! A 1x1, stride-1 convolution skips im2col and col2im: its input already is
-//! the patch matrix.
+//! the patch matrix. A batch large enough is lowered a block of whole images
+//! at a time, so each block's patches are still in cache when its gemm reads
+//! them (`crate::kernels::conv_blocks`).
 //!
 //! conv2d's forward **keeps** its patch matrix `im2col(X)` for the backward's
 //! `dK = im2col(X)ᵀ · dY` in a training pass, and keeps nothing in an
@@ -28,14 +30,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ndarray::{ArrayView2, ArrayViewMut2, IxDyn};
+use ndarray::{ArrayView2, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::buffer_pool::{self, PooledBuffer};
+use crate::kernels::conv_blocks::{col2im_of_product, patches_times};
 use crate::kernels::elementwise::row_major;
-use crate::kernels::gemm::{matmul_vec, matmul_vec_split_inner, sgemm};
-use crate::kernels::im2col::{col2im_vec, im2col, Window2d};
+use crate::kernels::gemm::{matmul_vec, matmul_vec_split_inner};
+use crate::kernels::im2col::{im2col, Window2d};
 use crate::kernels::scratch::with_scratch;
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
@@ -243,14 +246,6 @@ pub(crate) fn window(
     })
 }
 
-/// `out = a · b` (overwritten), `out` being `[a.rows, b.cols]` row-major.
-fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut [f32]) -> Result<()> {
-    check_gemm(&a, &b)?;
-    let mut c = ArrayViewMut2::from_shape((a.nrows(), b.ncols()), out)?;
-    sgemm(1.0, a, b, 0.0, &mut c);
-    Ok(())
-}
-
 /// Checks that `a · b` is defined, naming both shapes.
 fn check_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Result<()> {
     if a.ncols() != b.nrows() {
@@ -277,15 +272,6 @@ fn gemm_new(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Vec<f32>> {
 fn kernel_grad_gemm(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Vec<f32>> {
     check_gemm(&a, &b)?;
     Ok(matmul_vec_split_inner(a, b))
-}
-
-/// Runs `f` on the patch matrix `[N*OH*OW, kh*kw*C]` of `x` over `g`, built in
-/// this thread's scratch buffer (see [`with_scratch`]); `f` may overwrite it.
-fn with_patches<R>(x: &[f32], g: &Window2d, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    with_scratch(g.output_cells() * g.patch_len(), |cols| {
-        im2col(x, g, cols);
-        f(cols)
-    })
 }
 
 /// The shape checks common to both convolutions: strides, ranks, kernel size.
@@ -365,19 +351,15 @@ impl Op for Conv2D {
         let (g, cout) = self.geometry(x, kernel)?;
         let (xs, ks) = (row_major(x), row_major(kernel));
         let kmat = ArrayView2::from_shape((g.patch_len(), cout), &ks[..])?;
-        let product = |cols: &[f32]| -> Result<Vec<f32>> {
-            let cmat = ArrayView2::from_shape((g.output_cells(), g.patch_len()), cols)?;
-            gemm_new(cmat, kmat)
-        };
         let out = if g.is_pointwise() {
-            product(&xs)?
+            let xmat = ArrayView2::from_shape((g.output_cells(), g.channels), &xs[..])?;
+            gemm_new(xmat, kmat)?
         } else if ctx.is_inference() {
-            with_patches(&xs, &g, |cols| product(cols))?
+            patches_times(&xs, &g, kmat, None)
         } else {
             // Kept for backward's dK (see the module doc).
             let mut cols = buffer_pool::take(g.output_cells() * g.patch_len());
-            im2col(&xs, &g, &mut cols);
-            let out = product(&cols)?;
+            let out = patches_times(&xs, &g, kmat, Some(&mut cols));
             ctx.save(Patches(cols));
             out
         };
@@ -410,15 +392,7 @@ impl Op for Conv2D {
             } else {
                 None
             };
-            let dx = if want_dx {
-                with_scratch(rows * plen, |dcols| -> Result<_> {
-                    gemm_into(dy, kmat.t(), dcols)?;
-                    Ok(col2im_vec(dcols, &g))
-                })
-                .map(Some)?
-            } else {
-                None
-            };
+            let dx = want_dx.then(|| col2im_of_product(dy, kmat.t(), &g));
             (dx, dk)
         };
         let dx = dx
@@ -513,10 +487,7 @@ impl Op for Conv2DTranspose {
         let out = if g.is_pointwise() {
             gemm_new(xmat, kmat.t())?
         } else {
-            with_scratch(rows * plen, |dcols| -> Result<_> {
-                gemm_into(xmat, kmat.t(), dcols)?;
-                Ok(col2im_vec(dcols, &g))
-            })?
+            col2im_of_product(xmat, kmat.t(), &g)
         };
         Ok(Tensor::from_shape_vec(IxDyn(&res), out)?)
     }
@@ -532,29 +503,37 @@ impl Op for Conv2DTranspose {
         };
         let (rows, plen, cx) = (g.output_cells(), g.patch_len(), x.shape()[3]);
         let (xs, ks, dys) = (row_major(x), row_major(kernel), row_major(grad));
-        let grads = |cols: &[f32]| -> Result<Vec<Option<Tensor>>> {
+        let kmat = ArrayView2::from_shape((plen, cx), &ks[..])?;
+        let (want_dx, want_dk) = (ctx.needs_grad(0), ctx.needs_grad(1));
+        // dK from the patch matrix `cols` of dY.
+        let kernel_grad = |cols: &[f32]| -> Result<Vec<f32>> {
             let cmat = ArrayView2::from_shape((rows, plen), cols)?;
-            let dx = if ctx.needs_grad(0) {
-                let kmat = ArrayView2::from_shape((plen, cx), &ks[..])?;
-                let dx = gemm_new(cmat, kmat)?;
-                Some(Tensor::from_shape_vec(IxDyn(x.shape()), dx)?)
-            } else {
-                None
-            };
-            let dk = if ctx.needs_grad(1) {
-                let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
-                let dk = kernel_grad_gemm(cmat.t(), xmat)?;
-                Some(Tensor::from_shape_vec(IxDyn(kernel.shape()), dk)?)
-            } else {
-                None
-            };
-            Ok(vec![dx, dk])
+            let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
+            kernel_grad_gemm(cmat.t(), xmat)
         };
-        if g.is_pointwise() {
-            grads(&dys)
+        let (dx, dk) = if g.is_pointwise() {
+            let dx = want_dx
+                .then(|| gemm_new(ArrayView2::from_shape((rows, plen), &dys[..])?, kmat))
+                .transpose()?;
+            (dx, want_dk.then(|| kernel_grad(&dys)).transpose()?)
         } else {
-            with_patches(&dys, &g, |cols| grads(cols))
-        }
+            with_scratch(rows * plen, |cols| -> Result<_> {
+                let dx = if want_dx {
+                    Some(patches_times(&dys, &g, kmat, Some(&mut *cols)))
+                } else {
+                    im2col(&dys, &g, cols);
+                    None
+                };
+                Ok((dx, want_dk.then(|| kernel_grad(cols)).transpose()?))
+            })?
+        };
+        let dx = dx
+            .map(|v| Tensor::from_shape_vec(IxDyn(x.shape()), v))
+            .transpose()?;
+        let dk = dk
+            .map(|v| Tensor::from_shape_vec(IxDyn(kernel.shape()), v))
+            .transpose()?;
+        Ok(vec![dx, dk])
     }
 }
 
