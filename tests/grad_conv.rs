@@ -178,6 +178,81 @@ fn conv2d_transpose_gradients() {
     }
 }
 
+/// A batch large enough is lowered in blocks of whole images
+/// (`kernels::conv_blocks`): 17 images of 14x14 at stride 1 make 9 blocks of
+/// 2 images, the last of one. Values against the direct loops, gradients by
+/// finite differences, for both convolutions.
+#[test]
+fn gradients_of_a_batch_in_blocks_of_images() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let g = ad::Graph::new();
+    let xv = random(&[17, 14, 14, 1], &mut rng);
+    let kv = random(&[3, 3, 1, 2], &mut rng);
+    let x = g.placeholder(xv.shape());
+    let kn = g.placeholder(kv.shape());
+    let y = ad::conv2d(&x, &kn, [1, 1], Padding::Same).unwrap();
+    let feed = ad::feed! { x => &xv, kn => &kv }.unwrap();
+    let value = ad::RunTime::new().forward(&y, &feed).unwrap().clone();
+    assert_close(&value, &naive_conv(&xv, &kv, [1, 1], Padding::Same), "conv2d");
+    check()
+        .check(&y, &[&x, &kn], &feed)
+        .unwrap_or_else(|e| panic!("conv2d in blocks: {e}"));
+
+    let uv = random(&[17, 14, 14, 2], &mut rng);
+    let u = g.placeholder(uv.shape());
+    let t = ad::conv2d_transpose(&u, &kn, [1, 1], Padding::Same).unwrap();
+    let feed = ad::feed! { u => &uv, kn => &kv }.unwrap();
+    check()
+        .check(&t, &[&u, &kn], &feed)
+        .unwrap_or_else(|e| panic!("conv2d_transpose in blocks: {e}"));
+}
+
+/// The gradients of a batch in blocks (48 images of 14x14 at stride 2: 8
+/// blocks of 6) are those of its images one at a time (each too small to
+/// split): input gradients side by side, kernel gradients summed.
+#[test]
+fn a_batch_in_blocks_has_the_gradients_of_its_images() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (n, s) = (48, [2, 2]);
+    let xv = random(&[n, 14, 14, 3], &mut rng);
+    let kv = random(&[3, 3, 3, 4], &mut rng);
+    // dX and dK of sum(conv2d(x, k) * w) for fixed weights w, and likewise
+    // for conv2d_transpose of dY-shaped inputs.
+    let grads = |xv: &Tensor, transpose: bool| -> (Tensor, Tensor) {
+        let g = ad::Graph::new();
+        let x = g.placeholder(xv.shape());
+        let kn = g.placeholder(kv.shape());
+        let y = if transpose {
+            ad::conv2d_transpose(&x, &kn, s, Padding::Same).unwrap()
+        } else {
+            ad::conv2d(&x, &kn, s, Padding::Same).unwrap()
+        };
+        let feed = ad::feed! { x => xv, kn => &kv }.unwrap();
+        let mut rt = ad::RunTime::new();
+        let out = rt.forward(&y, &feed).unwrap().clone();
+        let w = out.mapv(|v| v.sin());
+        rt.backward(&y, &feed, Some(w)).unwrap();
+        (rt.grad(&x).unwrap().clone(), rt.grad(&kn).unwrap().clone())
+    };
+    for transpose in [false, true] {
+        let xv = if transpose {
+            random(&[n, 7, 7, 4], &mut rng)
+        } else {
+            xv.clone()
+        };
+        let (dx, dk) = grads(&xv, transpose);
+        let mut dk_sum = Tensor::zeros(dk.raw_dim());
+        for i in 0..n {
+            let xi = xv.slice_axis(ndarray::Axis(0), (i..i + 1).into()).to_owned();
+            let (dxi, dki) = grads(&xi, transpose);
+            let want = dx.slice_axis(ndarray::Axis(0), (i..i + 1).into()).to_owned();
+            assert_close(&dxi, &want, &format!("dx of image {i}, transpose {transpose}"));
+            dk_sum = dk_sum + dki;
+        }
+        assert_close(&dk, &dk_sum, &format!("dk, transpose {transpose}"));
+    }
+}
+
 /// conv2d_transpose(u, K) is the gradient of conv2d(a, K) w.r.t. a, for
 /// upstream u and a of the transpose's result shape.
 #[test]

@@ -24,7 +24,7 @@ use std::mem::MaybeUninit;
 use ndarray::{s, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use crate::kernels::gemm::{matmul_serial_into, matmul_vec, sgemm};
+use crate::kernels::gemm::{matmul_serial_into, matmul_vec, matmul_vec_split_inner, sgemm};
 use crate::kernels::im2col::{col2im_serial, col2im_vec, im2col, im2col_serial, Window2d};
 use crate::kernels::scratch::with_scratch;
 
@@ -105,6 +105,103 @@ pub fn patches_times(
     unsafe { out.set_len(len) };
     out
 }
+
+/// `im2col(u)ᵀ · v`: the `[kh*kw*C, Cv]` product (row-major) of the patch
+/// matrix of `u` (`[N, H, W, C]` over `g`) transposed, times `v`
+/// (`[N*OH*OW, Cv]`): a convolution's kernel gradient. With `k`
+/// (`[kh*kw*C, Cout]`), also `im2col(u) · k` from the same patches (a
+/// transposed convolution's input gradient).
+///
+/// Block by block, each block's product is a partial sum of its own; the
+/// partial sums are added in block order, so the result does not depend on
+/// the number of threads. A batch that goes whole is one product over the
+/// whole patch matrix, its inner dimension split in halves
+/// ([`matmul_vec_split_inner`]).
+///
+/// **Panics** if the shapes do not fit `g` (callers check shapes).
+pub fn patches_t_times(
+    u: &[f32],
+    g: &Window2d,
+    v: ArrayView2<f32>,
+    k: Option<ArrayView2<f32>>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (cells, plen, cv) = (g.output_cells(), g.patch_len(), v.ncols());
+    assert_eq!(v.nrows(), cells, "patches_t_times: rows of v");
+    let per_image = g.out_h * g.out_w;
+    let image_len = g.in_h * g.in_w * g.channels;
+    let Some(images) = images_per_block(g).filter(|_| plen * cv > 0) else {
+        return with_scratch(cells * plen, |cols| {
+            im2col(u, g, cols);
+            let cols = ArrayView2::from_shape((cells, plen), &*cols).expect("patch matrix shape");
+            (
+                matmul_vec_split_inner(cols.t(), v),
+                k.map(|k| matmul_vec(cols, k)),
+            )
+        });
+    };
+    let rows_per_block = images * per_image;
+    let blocks = cells.div_ceil(rows_per_block);
+    let part_len = plen * cv;
+    // One block: its patches, its partial product and its rows of im2col(u)·k.
+    let block = |b: usize, part: &mut [MaybeUninit<f32>], y: Option<&mut [MaybeUninit<f32>]>| {
+        let n = images.min(g.batch - b * images);
+        let rows = n * per_image;
+        let bg = Window2d { batch: n, ..*g };
+        let us = &u[b * images * image_len..][..n * image_len];
+        let vb = v.slice(s![b * rows_per_block..b * rows_per_block + rows, ..]);
+        with_scratch(rows * plen, |cols| {
+            im2col_serial(us, &bg, cols);
+            let cols = ArrayView2::from_shape((rows, plen), &*cols).expect("block shape");
+            matmul_serial_into(cols.t(), vb, part);
+            if let (Some(y), Some(k)) = (y, k) {
+                matmul_serial_into(cols, k, y);
+            }
+        });
+    };
+    let mut parts = Vec::with_capacity(blocks * part_len);
+    let part_blocks = parts.spare_capacity_mut()[..blocks * part_len].par_chunks_mut(part_len);
+    let y = k.map(|k| {
+        let len = cells * k.ncols();
+        let mut y = Vec::with_capacity(len);
+        part_blocks
+            .zip(y.spare_capacity_mut()[..len].par_chunks_mut(rows_per_block * k.ncols()))
+            .enumerate()
+            .for_each(|(b, (part, y))| block(b, part, Some(y)));
+        // SAFETY: the blocks cover all `len` elements of `y`, and each
+        // block's gemm writes every element of its rows.
+        unsafe { y.set_len(len) };
+        y
+    });
+    if k.is_none() {
+        parts.spare_capacity_mut()[..blocks * part_len]
+            .par_chunks_mut(part_len)
+            .enumerate()
+            .for_each(|(b, part)| block(b, part, None));
+    }
+    // SAFETY: each of the `blocks` parts was written whole by its gemm.
+    unsafe { parts.set_len(blocks * part_len) };
+    (sum_parts(&parts, part_len), y)
+}
+
+/// The element-wise sum of the consecutive `len`-element parts of `parts`,
+/// added in part order (in parallel over elements, never over parts).
+fn sum_parts(parts: &[f32], len: usize) -> Vec<f32> {
+    let mut sum = parts[..len].to_vec();
+    sum.par_chunks_mut(SUM_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let at = c * SUM_CHUNK;
+            for part in parts.chunks_exact(len).skip(1) {
+                for (s, p) in chunk.iter_mut().zip(&part[at..]) {
+                    *s += p;
+                }
+            }
+        });
+    sum
+}
+
+/// Elements per task of [`sum_parts`].
+const SUM_CHUNK: usize = 1 << 14;
 
 /// `col2im(dy · kt)`: the `[N, H, W, C]` result (row-major) of putting the
 /// rows of `dy · kt` (`dy`: `[N*OH*OW, Cout]`, `kt`: `[Cout, kh*kw*C]`) back
@@ -245,6 +342,17 @@ mod tests {
             im2col(&x, &g, &mut cols);
             assert_eq!(kept, cols, "the kept patch matrix");
             assert_close(&col2im_of_product(dy, k.t(), &g), &dx_want, "dx");
+
+            // im2col(x)ᵀ · dy, and with it im2col(x) · k.
+            let cmat =
+                ArrayView2::from_shape((g.output_cells(), g.patch_len()), &cols[..]).unwrap();
+            let dk_want = matmul_vec(cmat.t(), dy);
+            let (dk, none) = patches_t_times(&x, &g, dy, None);
+            assert_close(&dk, &dk_want, "dk");
+            assert!(none.is_none());
+            let (dk, y) = patches_t_times(&x, &g, dy, Some(k));
+            assert_close(&dk, &dk_want, "dk with y");
+            assert_close(&y.unwrap(), &y_want, "y with dk");
         }
     }
 
@@ -260,6 +368,12 @@ mod tests {
         let (y_want, dx_want) = whole(&g, &x, k, dy);
         assert_close(&patches_times(&x, &g, k, None), &y_want, "y");
         assert_close(&col2im_of_product(dy, k.t(), &g), &dx_want, "dx");
+        let mut cols = vec![0.0; g.output_cells() * g.patch_len()];
+        im2col(&x, &g, &mut cols);
+        let cmat = ArrayView2::from_shape((g.output_cells(), g.patch_len()), &cols[..]).unwrap();
+        let (dk, y) = patches_t_times(&x, &g, dy, Some(k));
+        assert_close(&dk, &matmul_vec(cmat.t(), dy), "dk");
+        assert_close(&y.unwrap(), &y_want, "y with dk");
 
         // No output channels, no input channels.
         let g = geometry(40, 9, 3, 1);
@@ -293,6 +407,7 @@ mod tests {
                 (
                     patches_times(&x, &g, k, None),
                     col2im_of_product(dy, k.t(), &g),
+                    patches_t_times(&x, &g, dy, Some(k)),
                 )
             })
         };

@@ -35,11 +35,12 @@ use ndarray::{ArrayView2, IxDyn};
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::buffer_pool::{self, PooledBuffer};
-use crate::kernels::conv_blocks::{col2im_of_product, patches_times};
+use crate::kernels::conv_blocks::{
+    col2im_of_product, images_per_block, patches_t_times, patches_times,
+};
 use crate::kernels::elementwise::row_major;
 use crate::kernels::gemm::{matmul_vec, matmul_vec_split_inner};
-use crate::kernels::im2col::{im2col, Window2d};
-use crate::kernels::scratch::with_scratch;
+use crate::kernels::im2col::Window2d;
 use crate::op::{BackwardContext, ForwardContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
@@ -354,7 +355,8 @@ impl Op for Conv2D {
         let out = if g.is_pointwise() {
             let xmat = ArrayView2::from_shape((g.output_cells(), g.channels), &xs[..])?;
             gemm_new(xmat, kmat)?
-        } else if ctx.is_inference() {
+        } else if ctx.is_inference() || images_per_block(&g).is_some() {
+            // (A batch in blocks rebuilds each block's patches for dK.)
             patches_times(&xs, &g, kmat, None)
         } else {
             // Kept for backward's dK (see the module doc).
@@ -385,12 +387,14 @@ impl Op for Conv2D {
             let dx = want_dx.then(|| gemm_new(dy, kmat.t())).transpose()?;
             (dx, dk)
         } else {
-            let dk = if want_dk {
+            let dk = if !want_dk {
+                None
+            } else if images_per_block(&g).is_some() {
+                Some(patches_t_times(&xs, &g, dy, None).0)
+            } else {
                 let Patches(cols) = ctx.saved::<Patches>()?;
                 let cmat = ArrayView2::from_shape((rows, plen), &cols[..])?;
                 Some(kernel_grad_gemm(cmat.t(), dy)?)
-            } else {
-                None
             };
             let dx = want_dx.then(|| col2im_of_product(dy, kmat.t(), &g));
             (dx, dk)
@@ -505,27 +509,21 @@ impl Op for Conv2DTranspose {
         let (xs, ks, dys) = (row_major(x), row_major(kernel), row_major(grad));
         let kmat = ArrayView2::from_shape((plen, cx), &ks[..])?;
         let (want_dx, want_dk) = (ctx.needs_grad(0), ctx.needs_grad(1));
-        // dK from the patch matrix `cols` of dY.
-        let kernel_grad = |cols: &[f32]| -> Result<Vec<f32>> {
-            let cmat = ArrayView2::from_shape((rows, plen), cols)?;
-            let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
-            kernel_grad_gemm(cmat.t(), xmat)
-        };
+        let xmat = ArrayView2::from_shape((rows, cx), &xs[..])?;
         let (dx, dk) = if g.is_pointwise() {
-            let dx = want_dx
-                .then(|| gemm_new(ArrayView2::from_shape((rows, plen), &dys[..])?, kmat))
+            let dymat = ArrayView2::from_shape((rows, plen), &dys[..])?;
+            let dx = want_dx.then(|| gemm_new(dymat, kmat)).transpose()?;
+            let dk = want_dk
+                .then(|| kernel_grad_gemm(dymat.t(), xmat))
                 .transpose()?;
-            (dx, want_dk.then(|| kernel_grad(&dys)).transpose()?)
+            (dx, dk)
+        } else if want_dk {
+            let (dk, dx) = patches_t_times(&dys, &g, xmat, want_dx.then_some(kmat));
+            (dx, Some(dk))
+        } else if want_dx {
+            (Some(patches_times(&dys, &g, kmat, None)), None)
         } else {
-            with_scratch(rows * plen, |cols| -> Result<_> {
-                let dx = if want_dx {
-                    Some(patches_times(&dys, &g, kmat, Some(&mut *cols)))
-                } else {
-                    im2col(&dys, &g, cols);
-                    None
-                };
-                Ok((dx, want_dk.then(|| kernel_grad(cols)).transpose()?))
-            })?
+            (None, None)
         };
         let dx = dx
             .map(|v| Tensor::from_shape_vec(IxDyn(x.shape()), v))
