@@ -193,7 +193,11 @@ fn gradients_of_a_batch_in_blocks_of_images() {
     let y = ad::conv2d(&x, &kn, [1, 1], Padding::Same).unwrap();
     let feed = ad::feed! { x => &xv, kn => &kv }.unwrap();
     let value = ad::RunTime::new().forward(&y, &feed).unwrap().clone();
-    assert_close(&value, &naive_conv(&xv, &kv, [1, 1], Padding::Same), "conv2d");
+    assert_close(
+        &value,
+        &naive_conv(&xv, &kv, [1, 1], Padding::Same),
+        "conv2d",
+    );
     check()
         .check(&y, &[&x, &kn], &feed)
         .unwrap_or_else(|e| panic!("conv2d in blocks: {e}"));
@@ -243,10 +247,18 @@ fn a_batch_in_blocks_has_the_gradients_of_its_images() {
         let (dx, dk) = grads(&xv, transpose);
         let mut dk_sum = Tensor::zeros(dk.raw_dim());
         for i in 0..n {
-            let xi = xv.slice_axis(ndarray::Axis(0), (i..i + 1).into()).to_owned();
+            let xi = xv
+                .slice_axis(ndarray::Axis(0), (i..i + 1).into())
+                .to_owned();
             let (dxi, dki) = grads(&xi, transpose);
-            let want = dx.slice_axis(ndarray::Axis(0), (i..i + 1).into()).to_owned();
-            assert_close(&dxi, &want, &format!("dx of image {i}, transpose {transpose}"));
+            let want = dx
+                .slice_axis(ndarray::Axis(0), (i..i + 1).into())
+                .to_owned();
+            assert_close(
+                &dxi,
+                &want,
+                &format!("dx of image {i}, transpose {transpose}"),
+            );
             dk_sum = dk_sum + dki;
         }
         assert_close(&dk, &dk_sum, &format!("dk, transpose {transpose}"));

@@ -1,5 +1,6 @@
-//! The two products a convolution is lowered to, `im2col(x) · k` and
-//! `col2im(dy · kᵀ)`, computed one block of whole images at a time.
+//! The products a convolution is lowered to, `im2col(x) · k`,
+//! `col2im(dy · kᵀ)` and the kernel gradient `im2col(x)ᵀ · dy`, computed one
+//! block of whole images at a time.
 //!
 //! Done for the whole batch at once, each is a pass that writes a patch
 //! matrix `kh*kw` times the size of the images (9x for 3x3; 11 MB for W4's
@@ -8,23 +9,29 @@
 //! [`MIN_BLOCK_ROWS`] patch rows, so that the gemm still amortises its packing
 //! of `k`), the block's patches are read back from the core's own cache, and
 //! each block is one task on rayon's pool with a single-threaded gemm, so the
-//! threads do not meet between the im2col and the gemm. Measured on the 2-core
-//! machine (medians of 40 interleaved rounds, `[50, 14, 14, 32]` 3x3 stride 1
-//! to 64 channels): forward 2.27 -> 1.87 ms, input gradient 2.67 -> 2.11 ms.
+//! threads do not meet between the im2col and the gemm. A training forward
+//! then keeps no patch matrix: the backward rebuilds each block's patches
+//! for the kernel gradient. Measured on the 2-core machine (medians of 40
+//! interleaved rounds, `[50, 14, 14, 32]` 3x3 stride 1 to 64 channels, memory
+//! retained between calls): forward 1.45 -> 1.29 ms, input gradient 1.72 ->
+//! 1.38 ms; W4's training step, 12 interleaved rounds, 27.5 -> 23.9 ms (in a
+//! slow phase of the machine).
 //!
 //! Blocks are whole images: a block's `col2im` then writes only its own
 //! images, so blocks never write the same cell. A batch too small for
 //! [`MIN_BLOCKS`] blocks goes whole, with the gemm split over the threads.
-//! Which path and which blocks depend on the shapes only, and every block is
-//! one product on one thread, so results do not depend on the number of
-//! threads.
+//! Which path and which blocks depend on the shapes only, every block is one
+//! product on one thread, and partial sums are added in a fixed order, so
+//! results do not depend on the number of threads.
 
 use std::mem::MaybeUninit;
 
 use ndarray::{s, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use crate::kernels::gemm::{matmul_serial_into, matmul_vec, matmul_vec_split_inner, sgemm};
+use crate::kernels::gemm::{
+    matmul_serial_add, matmul_serial_into, matmul_vec, matmul_vec_split_inner, sgemm,
+};
 use crate::kernels::im2col::{col2im_serial, col2im_vec, im2col, im2col_serial, Window2d};
 use crate::kernels::scratch::with_scratch;
 
@@ -36,6 +43,14 @@ pub const MIN_BLOCK_ROWS: usize = 256;
 /// Blocks a batch must make to be split (fewer, and one thread may finish
 /// its blocks long before the other).
 pub const MIN_BLOCKS: usize = 8;
+
+/// Partial kernel gradients a batch in blocks sums at most: the blocks of
+/// one group add into the group's partial sum, one after another. (A
+/// partial sum per block cost more than the blocks saved where the kernel is
+/// large against a block: W5's `[5, 5, 128, 256]` transposed convolution, 42
+/// blocks of 294 rows, had 137 MB of partial sums and its backward went 89 ->
+/// 99 ms; in 8 groups, 79-100 ms in a noisy phase against 107-117.)
+pub const MAX_GROUPS: usize = 8;
 
 /// Images per block for the geometry `g`, or `None` when the batch goes whole.
 pub fn images_per_block(g: &Window2d) -> Option<usize> {
@@ -112,11 +127,12 @@ pub fn patches_times(
 /// (`[kh*kw*C, Cout]`), also `im2col(u) · k` from the same patches (a
 /// transposed convolution's input gradient).
 ///
-/// Block by block, each block's product is a partial sum of its own; the
-/// partial sums are added in block order, so the result does not depend on
-/// the number of threads. A batch that goes whole is one product over the
-/// whole patch matrix, its inner dimension split in halves
-/// ([`matmul_vec_split_inner`]).
+/// Block by block, the blocks fall into at most [`MAX_GROUPS`] groups of
+/// consecutive blocks; each group adds its blocks' products into a partial
+/// sum of its own, in block order, and the partial sums are added in group
+/// order, so the result does not depend on the number of threads. A batch
+/// that goes whole is one product over the whole patch matrix, its inner
+/// dimension split in halves ([`matmul_vec_split_inner`]).
 ///
 /// **Panics** if the shapes do not fit `g` (callers check shapes).
 pub fn patches_t_times(
@@ -141,46 +157,48 @@ pub fn patches_t_times(
     };
     let rows_per_block = images * per_image;
     let blocks = cells.div_ceil(rows_per_block);
+    let groups = blocks.min(MAX_GROUPS);
+    // Group `i` has blocks `first(i)..first(i + 1)`.
+    let first = |i: usize| i * blocks / groups;
+    let cout = k.map_or(0, |k| k.ncols());
+    // The rows of im2col(u)·k, cut at the groups' first rows.
+    let mut y: Vec<f32> = Vec::with_capacity(cells * cout);
+    let mut y_rest = &mut y.spare_capacity_mut()[..cells * cout];
+    let mut y_groups = Vec::with_capacity(groups);
+    for i in 0..groups {
+        let rows = (first(i + 1) * rows_per_block).min(cells) - first(i) * rows_per_block;
+        let (head, tail) = std::mem::take(&mut y_rest).split_at_mut(rows * cout);
+        y_groups.push(head);
+        y_rest = tail;
+    }
     let part_len = plen * cv;
-    // One block: its patches, its partial product and its rows of im2col(u)·k.
-    let block = |b: usize, part: &mut [MaybeUninit<f32>], y: Option<&mut [MaybeUninit<f32>]>| {
-        let n = images.min(g.batch - b * images);
-        let rows = n * per_image;
-        let bg = Window2d { batch: n, ..*g };
-        let us = &u[b * images * image_len..][..n * image_len];
-        let vb = v.slice(s![b * rows_per_block..b * rows_per_block + rows, ..]);
-        with_scratch(rows * plen, |cols| {
-            im2col_serial(us, &bg, cols);
-            let cols = ArrayView2::from_shape((rows, plen), &*cols).expect("block shape");
-            matmul_serial_into(cols.t(), vb, part);
-            if let (Some(y), Some(k)) = (y, k) {
-                matmul_serial_into(cols, k, y);
+    let mut parts = vec![0.0f32; groups * part_len];
+    parts
+        .par_chunks_mut(part_len)
+        .zip(y_groups)
+        .enumerate()
+        .for_each(|(i, (part, y))| {
+            for b in first(i)..first(i + 1) {
+                let n = images.min(g.batch - b * images);
+                let rows = n * per_image;
+                let bg = Window2d { batch: n, ..*g };
+                let us = &u[b * images * image_len..][..n * image_len];
+                let vb = v.slice(s![b * rows_per_block..b * rows_per_block + rows, ..]);
+                with_scratch(rows * plen, |cols| {
+                    im2col_serial(us, &bg, cols);
+                    let cols = ArrayView2::from_shape((rows, plen), &*cols).expect("block shape");
+                    matmul_serial_add(cols.t(), vb, part);
+                    if let Some(k) = k {
+                        let at = (b - first(i)) * rows_per_block * cout;
+                        matmul_serial_into(cols, k, &mut y[at..at + rows * cout]);
+                    }
+                });
             }
         });
-    };
-    let mut parts = Vec::with_capacity(blocks * part_len);
-    let part_blocks = parts.spare_capacity_mut()[..blocks * part_len].par_chunks_mut(part_len);
-    let y = k.map(|k| {
-        let len = cells * k.ncols();
-        let mut y = Vec::with_capacity(len);
-        part_blocks
-            .zip(y.spare_capacity_mut()[..len].par_chunks_mut(rows_per_block * k.ncols()))
-            .enumerate()
-            .for_each(|(b, (part, y))| block(b, part, Some(y)));
-        // SAFETY: the blocks cover all `len` elements of `y`, and each
-        // block's gemm writes every element of its rows.
-        unsafe { y.set_len(len) };
-        y
-    });
-    if k.is_none() {
-        parts.spare_capacity_mut()[..blocks * part_len]
-            .par_chunks_mut(part_len)
-            .enumerate()
-            .for_each(|(b, part)| block(b, part, None));
-    }
-    // SAFETY: each of the `blocks` parts was written whole by its gemm.
-    unsafe { parts.set_len(blocks * part_len) };
-    (sum_parts(&parts, part_len), y)
+    // SAFETY: the groups' row ranges cover all `cells * cout` elements, and
+    // every block's gemm wrote every element of its rows.
+    unsafe { y.set_len(cells * cout) };
+    (sum_parts(&parts, part_len), k.map(|_| y))
 }
 
 /// The element-wise sum of the consecutive `len`-element parts of `parts`,

@@ -109,22 +109,52 @@ pub(crate) fn taps(
     (start, lo, hi)
 }
 
-/// `dst.copy_from_slice(src)`, with the short lengths of few-channel inputs
-/// (a 3-wide kernel row of a 1- or 3-channel image) copied inline: a call to
-/// `memcpy` per 3 floats cost more than the copy.
+/// `dst.copy_from_slice(src)`, for the short runs im2col copies: a kernel row
+/// of `kw*C` floats (48 to 384 for W4's layers, 3 for a one-channel image).
+///
+/// With AVX-512 (the crate builds for the CPU it is built on): whole 16-lane
+/// vectors and one masked vector for the rest, inline. A `memcpy` call per
+/// run, as `copy_from_slice` makes for a length not known at compile time,
+/// cost as much as the copying (perf: 4.7% of a W4 step in memmove beside
+/// 4.6% in the im2col loop).
 #[inline(always)]
 fn copy(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
-        let d: &mut [f32; N] = dst.try_into().expect("copy: lengths agree");
-        *d = src.try_into().expect("copy: lengths agree");
+    assert_eq!(dst.len(), src.len(), "copy: lengths");
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use std::arch::x86_64::{
+            _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_storeu_ps,
+        };
+        let (n, d, s) = (dst.len(), dst.as_mut_ptr(), src.as_ptr());
+        let mut i = 0;
+        // SAFETY: both slices hold `n` elements; full vectors cover
+        // `i..i + 16 <= n` and the masked one only the `n - i < 16` left.
+        // AVX-512F is enabled for the whole build (cfg above).
+        unsafe {
+            while i + 16 <= n {
+                _mm512_storeu_ps(d.add(i), _mm512_loadu_ps(s.add(i)));
+                i += 16;
+            }
+            if i < n {
+                let mask = (1u16 << (n - i)) - 1;
+                _mm512_mask_storeu_ps(d.add(i), mask, _mm512_maskz_loadu_ps(mask, s.add(i)));
+            }
+        }
     }
-    match dst.len() {
-        1 => dst[0] = src[0],
-        2 => fixed::<2>(dst, src),
-        3 => fixed::<3>(dst, src),
-        6 => fixed::<6>(dst, src),
-        9 => fixed::<9>(dst, src),
-        _ => dst.copy_from_slice(src),
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+            let d: &mut [f32; N] = dst.try_into().expect("copy: lengths agree");
+            *d = src.try_into().expect("copy: lengths agree");
+        }
+        match dst.len() {
+            1 => dst[0] = src[0],
+            2 => fixed::<2>(dst, src),
+            3 => fixed::<3>(dst, src),
+            6 => fixed::<6>(dst, src),
+            9 => fixed::<9>(dst, src),
+            _ => dst.copy_from_slice(src),
+        }
     }
 }
 
