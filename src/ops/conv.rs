@@ -11,21 +11,19 @@
 //!   `dK = im2col(dY)ᵀ · X`.
 //!
 //! A 1x1, stride-1 convolution skips im2col and col2im: its input already is
-//! the patch matrix. A batch large enough is lowered a block of whole images
-//! at a time, so each block's patches are still in cache when its gemm reads
-//! them (`crate::kernels::conv_blocks`).
+//! the patch matrix.
 //!
-//! conv2d's forward **keeps** its patch matrix `im2col(X)` for the backward's
-//! `dK = im2col(X)ᵀ · dY` in a training pass, and keeps nothing in an
-//! inference pass ([`RunTime::infer`](crate::RunTime::infer)). Keeping costs
-//! memory, `kh*kw` times the layer's input (9x for 3x3) until the cycle ends,
-//! and saves rebuilding it: a memory-bound pass per layer, about 1 ms of W4's
-//! 30 ms step. The kept matrices come from a per-thread pool
-//! (`crate::kernels::buffer_pool`) that the next step takes them from again,
-//! and the backward's `dY · Kᵀ` goes into the per-thread scratch buffer
-//! (`crate::kernels::scratch`), so a training loop allocates no patch memory
-//! after its first step. gemm results are written into fresh, unfilled
-//! vectors: no zero fill of memory that is about to be overwritten.
+//! A batch large enough (`conv_blocks::images_per_block`) is lowered a block
+//! of whole images at a time (`crate::kernels::conv_blocks`): each block's
+//! patches are still in cache when its gemm reads them, and the backward
+//! rebuilds them block by block for `dK`, so such a forward keeps nothing.
+//! A smaller batch goes whole, and its training forward **keeps** the patch
+//! matrix `im2col(X)` for the backward's `dK = im2col(X)ᵀ · dY` (an
+//! inference pass, [`RunTime::infer`](crate::RunTime::infer), keeps nothing),
+//! in a buffer from a per-thread pool (`crate::kernels::buffer_pool`) that the
+//! next step takes again, so a training loop allocates no patch memory after
+//! its first step. gemm results are written into fresh, unfilled vectors: no
+//! zero fill of memory that is about to be overwritten.
 
 use std::fmt;
 use std::str::FromStr;
