@@ -25,7 +25,7 @@ use crate::tensor::Tensor;
 /// ```
 ///
 /// # Errors
-/// [`Error::Broadcast`](crate::Error::Broadcast) when the shapes do not broadcast.
+/// [`crate::Error::Broadcast`] when the shapes do not broadcast.
 pub fn broadcast_map2(
     x: &Tensor,
     y: &Tensor,

@@ -3,7 +3,7 @@
 //!
 //! The mask is drawn once per forward. One `u64` is taken from the run time's
 //! generator ([`ForwardContext::rng`]) as the seed; element `k` is kept when a
-//! 32-bit hash of `k` keyed by the seed (counter-based: [`word`]) is at least
+//! 32-bit hash of `k` keyed by the seed (counter-based: `word`) is at least
 //! `rate * 2^32`. Any element's word is computed from its index alone, so
 //! blocks are drawn in parallel, the mask does not depend on the number of
 //! threads, and backward recomputes the mask from the seed instead of keeping
