@@ -60,6 +60,7 @@ pub fn sgemm(
             beta,
             (c.as_mut_ptr(), c_rs, c_cs),
             parallelism(m, n, k),
+            true,
         )
     }
 }
@@ -90,7 +91,15 @@ fn matmul_vec_on(a: ArrayView2<f32>, b: ArrayView2<f32>, threads: Parallelism) -
     // with `beta == 0` gemm reads none of them and writes every one, so all
     // `len` elements are initialised when `set_len` runs.
     unsafe {
-        gemm_raw(1.0, a, b, 0.0, (out.as_mut_ptr(), n as isize, 1), threads);
+        gemm_raw(
+            1.0,
+            a,
+            b,
+            0.0,
+            (out.as_mut_ptr(), n as isize, 1),
+            threads,
+            true,
+        );
         out.set_len(len);
     }
     out
@@ -159,47 +168,18 @@ pub fn matmul_serial_add(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut [f32]
 /// 0`) and overlap neither view.
 unsafe fn serial_product(a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: *mut f32) {
     let ((m, k), n) = (a.dim(), b.ncols());
-    let (a_s, b_s) = (a.strides(), b.strides());
-    #[cfg(target_arch = "x86_64")]
-    if k <= small_gemm::MAX_INNER && (m < 192 || m * n * k < 1 << 20) && small_gemm::available() {
-        // SAFETY: AVX-512F is present and `k >= 1`; the caller vouches for `c`.
-        unsafe {
-            small_gemm::gemm(
-                (m, n, k),
-                1.0,
-                (a.as_ptr(), a_s[0], a_s[1]),
-                (b.as_ptr(), b_s[0], b_s[1]),
-                beta,
-                (c, n as isize, 1),
-            );
-        }
-        return;
-    }
-    // SAFETY: the views are live at their strides; the caller vouches for
-    // `c`. gemm computes `dst = alpha·dst + beta·lhs·rhs` (its alpha scales
-    // dst, its beta the product).
+    let small = m < 192 || m * n * k < 1 << 20;
+    // SAFETY: the caller vouches for `c`, row-major at (n, 1).
     unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            c,
-            1,
-            n as isize,
-            beta != 0.0,
-            a.as_ptr(),
-            a_s[1],
-            a_s[0],
-            b.as_ptr(),
-            b_s[1],
-            b_s[0],
-            beta,
+        gemm_raw(
             1.0,
-            false,
-            false,
-            false,
+            a,
+            b,
+            beta,
+            (c, n as isize, 1),
             Parallelism::None,
-        );
+            small,
+        )
     }
 }
 
@@ -257,6 +237,10 @@ pub fn matmul_vec_split_inner(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32
 /// `beta == 0` it only writes `c`. `k` must be non-zero (the caller handles
 /// the empty sum).
 ///
+/// A product on one thread goes to the small-product kernel when
+/// `small_on_one_thread` says so and the kernel can take it (AVX-512F, `k` at
+/// most [`small_gemm::MAX_INNER`]), otherwise to the `gemm` crate.
+///
 /// # Safety
 /// `c` must be valid for writes (and for reads if `beta != 0`) of every element
 /// `c + i*c_rs + j*c_cs`, `i < m`, `j < n`, and overlap neither `a` nor `b`.
@@ -267,12 +251,14 @@ unsafe fn gemm_raw(
     beta: f32,
     (c, c_rs, c_cs): (*mut f32, isize, isize),
     parallelism: Parallelism,
+    small_on_one_thread: bool,
 ) {
     let ((m, k), n) = (a.dim(), b.ncols());
     debug_assert!(k > 0 && k == b.nrows());
     let (a_s, b_s) = (a.strides(), b.strides());
     #[cfg(target_arch = "x86_64")]
-    if matches!(parallelism, Parallelism::None)
+    if small_on_one_thread
+        && matches!(parallelism, Parallelism::None)
         && k <= small_gemm::MAX_INNER
         && small_gemm::available()
     {

@@ -164,14 +164,7 @@ fn copy(dst: &mut [f32], src: &[f32]) {
 ///
 /// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
 pub fn im2col(x: &[f32], g: &Window2d, cols: &mut [f32]) {
-    check_im2col(x, g, cols);
-    let row_len = g.out_w * g.patch_len();
-    if row_len == 0 {
-        return;
-    }
-    cols.par_chunks_mut(row_len)
-        .enumerate()
-        .for_each(|(r, chunk)| im2col_row(x, g, r, chunk));
+    im2col_into(x, g, cols, true);
 }
 
 /// [`im2col`] on the calling thread only: for a block of images inside a task
@@ -179,23 +172,43 @@ pub fn im2col(x: &[f32], g: &Window2d, cols: &mut [f32]) {
 ///
 /// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
 pub fn im2col_serial(x: &[f32], g: &Window2d, cols: &mut [f32]) {
-    check_im2col(x, g, cols);
-    let row_len = g.out_w * g.patch_len();
-    if row_len == 0 {
-        return;
-    }
-    cols.chunks_mut(row_len)
-        .enumerate()
-        .for_each(|(r, chunk)| im2col_row(x, g, r, chunk));
+    im2col_into(x, g, cols, false);
 }
 
-fn check_im2col(x: &[f32], g: &Window2d, cols: &[f32]) {
+/// The body of [`im2col`], on rayon's threads when `parallel`.
+fn im2col_into(x: &[f32], g: &Window2d, cols: &mut [f32], parallel: bool) {
     assert_eq!(x.len(), g.input_len(), "im2col: input length");
     assert_eq!(
         cols.len(),
         g.output_cells() * g.patch_len(),
         "im2col: cols length"
     );
+    let row_len = g.out_w * g.patch_len();
+    if row_len == 0 {
+        return;
+    }
+    for_each_row(cols, row_len, parallel, |r, chunk| {
+        im2col_row(x, g, r, chunk)
+    });
+}
+
+/// `f(r, row)` for every `row_len`-element row `r` of `rows`, on rayon's
+/// threads when `parallel`.
+fn for_each_row<T: Send>(
+    rows: &mut [T],
+    row_len: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if parallel {
+        rows.par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    } else {
+        rows.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    }
 }
 
 /// The `OW` patches of output row `r` (image `r / OH`, row `r % OH`) into
@@ -288,15 +301,7 @@ fn col2im_into(cols: &[f32], g: &Window2d, dx: &mut [MaybeUninit<f32>], parallel
     }
     // One task per input row (n, iy), gathering from the output rows whose
     // windows cover it: no two tasks write the same cell.
-    if parallel {
-        dx.par_chunks_mut(row_len)
-            .enumerate()
-            .for_each(|(r, row)| col2im_row(cols, g, r, row));
-    } else {
-        dx.chunks_mut(row_len)
-            .enumerate()
-            .for_each(|(r, row)| col2im_row(cols, g, r, row));
-    }
+    for_each_row(dx, row_len, parallel, |r, row| col2im_row(cols, g, r, row));
 }
 
 /// Input row `r` (image `r / H`, row `r % H`) of [`col2im`]'s result.

@@ -273,6 +273,21 @@ fn kernel_grad_gemm(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Result<Vec<f32>> 
     Ok(matmul_vec_split_inner(a, b))
 }
 
+/// A convolution's gradients, as computed (row-major, `None` where not
+/// wanted), as tensors of the shapes of its input `x` and its kernel.
+fn input_and_kernel_grads(
+    dx: Option<Vec<f32>>,
+    dk: Option<Vec<f32>>,
+    x: &Tensor,
+    kernel: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    let as_tensor = |v: Option<Vec<f32>>, like: &Tensor| {
+        v.map(|v| Tensor::from_shape_vec(IxDyn(like.shape()), v))
+            .transpose()
+    };
+    Ok(vec![as_tensor(dx, x)?, as_tensor(dk, kernel)?])
+}
+
 /// The shape checks common to both convolutions: strides, ranks, kernel size.
 fn check_conv_static(
     op: &str,
@@ -397,13 +412,7 @@ impl Op for Conv2D {
             let dx = want_dx.then(|| col2im_of_product(dy, kmat.t(), &g));
             (dx, dk)
         };
-        let dx = dx
-            .map(|v| Tensor::from_shape_vec(IxDyn(x.shape()), v))
-            .transpose()?;
-        let dk = dk
-            .map(|v| Tensor::from_shape_vec(IxDyn(kernel.shape()), v))
-            .transpose()?;
-        Ok(vec![dx, dk])
+        input_and_kernel_grads(dx, dk, x, kernel)
     }
 }
 
@@ -523,13 +532,7 @@ impl Op for Conv2DTranspose {
         } else {
             (None, None)
         };
-        let dx = dx
-            .map(|v| Tensor::from_shape_vec(IxDyn(x.shape()), v))
-            .transpose()?;
-        let dk = dk
-            .map(|v| Tensor::from_shape_vec(IxDyn(kernel.shape()), v))
-            .transpose()?;
-        Ok(vec![dx, dk])
+        input_and_kernel_grads(dx, dk, x, kernel)
     }
 }
 
