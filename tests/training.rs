@@ -118,3 +118,40 @@ fn optimize_in_place_matches_compute_then_apply() {
         "the steps moved w"
     );
 }
+
+/// Adam splits the update of a large variable (here 90,000 elements) over
+/// threads: the same bits on one thread as on three, and the bias-corrected
+/// rule of the first step, element by element.
+#[test]
+fn adam_updates_a_large_variable_the_same_on_any_thread_count() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let g = Graph::with_seed(5);
+            let w = g.variable(&[300, 300], GlorotUniform::new(), true).unwrap();
+            let loss = ad::reduce_sum(&ad::tanh(&w).unwrap(), ad::Axes::All, false).unwrap();
+            let before = g.variable_value(&w).unwrap();
+            let mut opt = Adam::new(0.01);
+            let mut rt = RunTime::new();
+            let grad = rt
+                .forward_backward_cycle(|rt| -> ad::Result<_> {
+                    opt.optimize(rt, &loss, &Feed::new(), None)?;
+                    Ok(rt.grad(&w)?.clone())
+                })
+                .unwrap();
+            (before, grad, g.variable_value(&w).unwrap())
+        })
+    };
+    let (before, grad, after) = run(1);
+    assert_eq!(run(3), (before.clone(), grad.clone(), after.clone()));
+    // Step 1: m = 0.1 g, v = 0.001 g², alpha_t = 0.01 * sqrt(0.001) / 0.1.
+    let alpha_t = 0.01 * 0.001f64.sqrt() / 0.1;
+    for ((&p0, &g), &p1) in before.iter().zip(&grad).zip(&after) {
+        let (m, v) = (0.1 * f64::from(g), 0.001 * f64::from(g).powi(2));
+        let want = f64::from(p0) - alpha_t * m / (v.sqrt() + 1e-8);
+        assert!((f64::from(p1) - want).abs() < 1e-6, "{p1} vs {want}");
+    }
+}
