@@ -181,7 +181,8 @@ fn conv2d_transpose_gradients() {
 /// A batch large enough is lowered in blocks of whole images
 /// (`kernels::conv_blocks`): 17 images of 14x14 at stride 1 make 9 blocks of
 /// 2 images, the last of one. Values against the direct loops, gradients by
-/// finite differences, for both convolutions.
+/// finite differences, for both convolutions (conv2d's 9-element patches are
+/// kept by its forward, block by block, for the kernel gradient).
 #[test]
 fn gradients_of_a_batch_in_blocks_of_images() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
@@ -212,14 +213,15 @@ fn gradients_of_a_batch_in_blocks_of_images() {
 }
 
 /// The gradients of a batch in blocks (48 images of 14x14 at stride 2: 8
-/// blocks of 6) are those of its images one at a time (each too small to
+/// blocks of 6; 36-element patches, rebuilt block by block for the kernel
+/// gradient) are those of its images one at a time (each too small to
 /// split): input gradients side by side, kernel gradients summed.
 #[test]
 fn a_batch_in_blocks_has_the_gradients_of_its_images() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let (n, s) = (48, [2, 2]);
-    let xv = random(&[n, 14, 14, 3], &mut rng);
-    let kv = random(&[3, 3, 3, 4], &mut rng);
+    let xv = random(&[n, 14, 14, 4], &mut rng);
+    let kv = random(&[3, 3, 4, 4], &mut rng);
     // dX and dK of sum(conv2d(x, k) * w) for fixed weights w, and likewise
     // for conv2d_transpose of dY-shaped inputs.
     let grads = |xv: &Tensor, transpose: bool| -> (Tensor, Tensor) {
