@@ -67,14 +67,25 @@ pub(crate) struct NodeData {
     pub(crate) kind: NodeKind,
     pub(crate) inputs: Vec<NodeId>,
     pub(crate) shape: TensorShape,
+    /// For a node built by [`gradients`](crate::gradients()): the forward node
+    /// whose gradient it is part of (the profiler counts its time as that
+    /// node's backward; `to_dot` marks it).
+    pub(crate) grad_of: Option<NodeId>,
 }
 
 pub(crate) struct GraphInner {
     pub(crate) id: u64,
     pub(crate) nodes: Vec<NodeData>,
     names: HashMap<String, NodeId>,
-    type_counts: HashMap<&'static str, usize>,
+    type_counts: HashMap<String, usize>,
     rng: ChaCha8Rng,
+    /// The open name scopes, outermost first (see [`Graph::name_scope`]).
+    scopes: Vec<String>,
+    /// While a gradient is being built: the forward node it belongs to.
+    pub(crate) building_grad_of: Option<NodeId>,
+    /// The gradient graphs of [`RunTime::backward`](crate::RunTime::backward),
+    /// built once per target and set of stopped nodes.
+    pub(crate) backward_plans: HashMap<(NodeId, Vec<NodeId>), Rc<crate::gradients::BackwardPlan>>,
 }
 
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
@@ -162,6 +173,9 @@ impl Graph {
                 names: HashMap::new(),
                 type_counts: HashMap::new(),
                 rng: ChaCha8Rng::seed_from_u64(seed),
+                scopes: Vec::new(),
+                building_grad_of: None,
+                backward_plans: HashMap::new(),
             })),
         }
     }
@@ -237,18 +251,31 @@ impl Graph {
         self.inner.borrow()
     }
 
-    fn unique_name(g: &GraphInner, type_name: &'static str) -> String {
-        if !g.names.contains_key(type_name) {
-            return type_name.to_string();
+    /// The name a node of `type_name` gets inside the open scopes: the scoped
+    /// base name if free, else the base name with the first free `_k` suffix.
+    fn unique_name(g: &GraphInner, type_name: &str) -> String {
+        let base = Self::scoped(g, type_name);
+        if !g.names.contains_key(&base) {
+            return base;
         }
-        let mut k = g.type_counts.get(type_name).copied().unwrap_or(0);
+        let mut k = g.type_counts.get(&base).copied().unwrap_or(0);
         loop {
-            let candidate = format!("{type_name}_{k}");
+            let candidate = format!("{base}_{k}");
             if !g.names.contains_key(&candidate) {
                 return candidate;
             }
             k += 1;
         }
+    }
+
+    fn scoped(g: &GraphInner, name: &str) -> String {
+        if g.scopes.is_empty() {
+            return name.to_string();
+        }
+        let mut full = g.scopes.join("/");
+        full.push('/');
+        full.push_str(name);
+        full
     }
 
     fn push(
@@ -260,22 +287,54 @@ impl Graph {
     ) -> Node {
         let mut g = self.inner.borrow_mut();
         let name = Self::unique_name(&g, type_name);
-        if name != type_name {
-            // Advance the type's counter past the suffix just used.
-            let used: usize = name[type_name.len() + 1..].parse().unwrap_or(0);
-            g.type_counts.insert(type_name, used + 1);
+        let base = Self::scoped(&g, type_name);
+        if name != base {
+            // Advance the base name's counter past the suffix just used.
+            let used: usize = name[base.len() + 1..].parse().unwrap_or(0);
+            g.type_counts.insert(base, used + 1);
         }
         let id = NodeId(g.nodes.len() as u32);
         g.names.insert(name.clone(), id);
+        let grad_of = g.building_grad_of;
         g.nodes.push(NodeData {
             name,
             type_name,
             kind,
             inputs,
             shape,
+            grad_of,
         });
         drop(g);
         self.handle(id)
+    }
+
+    /// Runs `f` with `scope` opened: the nodes it makes are named
+    /// `scope/Type`, `scope/Type_0`, ... (inside scopes already open, and
+    /// made unique by a suffix if `scope` is taken: TensorFlow's
+    /// `tf.name_scope`). Returns `f`'s result.
+    ///
+    /// ```
+    /// let g = adgraph::Graph::new();
+    /// let x = g.placeholder([2]);
+    /// let y = g.name_scope("layer", || adgraph::exp(&x)).unwrap();
+    /// assert_eq!(y.name(), "layer/Exp");
+    /// let z = g.name_scope("layer", || g.name_scope("inner", || adgraph::exp(&x))).unwrap();
+    /// assert_eq!(z.name(), "layer/inner/Exp");
+    /// ```
+    pub fn name_scope<T>(&self, scope: &str, f: impl FnOnce() -> T) -> T {
+        self.inner.borrow_mut().scopes.push(scope.to_string());
+        let _pop = ScopeGuard(self);
+        let _default = self.as_default();
+        f()
+    }
+
+    /// Runs `f` with the nodes it makes marked as part of the gradient of
+    /// `forward` (for the profiler and [`to_dot`](Graph::to_dot)).
+    pub(crate) fn building_gradient_of<T>(&self, forward: NodeId, f: impl FnOnce() -> T) -> T {
+        let previous = self.inner.borrow_mut().building_grad_of.replace(forward);
+        let out = f();
+        self.inner.borrow_mut().building_grad_of = previous;
+        out
     }
 
     /// A placeholder: a node whose value is fed at run time. `None` dims match any size.
@@ -551,6 +610,15 @@ impl Graph {
     }
 }
 
+/// Closes the innermost name scope when dropped (also when `f` panics).
+struct ScopeGuard<'a>(&'a Graph);
+
+impl Drop for ScopeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inner.borrow_mut().scopes.pop();
+    }
+}
+
 fn wrong_kind(data: &NodeData, expected: &str) -> Error {
     Error::WrongKind {
         name: data.name.clone(),
@@ -603,6 +671,12 @@ impl Node {
             .iter()
             .map(|&i| self.graph.handle(i))
             .collect()
+    }
+
+    /// Whether this node was built by [`gradients`](crate::gradients()) (or
+    /// by [`RunTime::backward`](crate::RunTime::backward)) as part of a gradient.
+    pub fn is_gradient(&self) -> bool {
+        self.graph.borrow().nodes[self.id.index()].grad_of.is_some()
     }
 
     /// Whether this node is a trainable variable.

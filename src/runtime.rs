@@ -31,9 +31,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, InputDesc, Phase, Result};
+use crate::gradients::backward_plan;
 use crate::graph::{Graph, GraphInner, Node, NodeData, NodeId, NodeKind};
 use crate::kernels::elementwise::PARALLEL_MIN_LEN;
-use crate::op::{BackwardContext, ForwardContext};
+use crate::op::ForwardContext;
 use crate::profile::Profile;
 use crate::rng_state::RngState;
 use crate::shape::TensorShape;
@@ -336,7 +337,7 @@ impl RunTime {
     pub fn forward(&mut self, node: &Node, feed: &Feed) -> Result<&Tensor> {
         self.bind(&node.graph)?;
         let graph = node.graph.clone();
-        self.compute(&graph, &[node.id], feed, false)?;
+        self.compute(&graph, &[node.id], feed, false, false)?;
         self.values
             .get(node.id.index())
             .and_then(|v| v.as_deref())
@@ -355,15 +356,18 @@ impl RunTime {
     }
 
     /// Computes `targets` and what they need that this cycle has not computed
-    /// yet, in one pass (an inference pass, see [`infer`](RunTime::infer), when
-    /// `release` is set); returns which nodes it computed, indexed up to the
-    /// highest target.
+    /// yet, in one pass; returns which nodes it computed, indexed up to the
+    /// highest target. With `release`, each value made in the pass (and what
+    /// its op saved) is dropped as soon as its last consumer in the pass has
+    /// run, targets excepted; `inference` tells ops that nothing will read
+    /// their optional caches (an [`infer`](RunTime::infer) pass).
     fn compute(
         &mut self,
         graph: &Graph,
         targets: &[NodeId],
         feed: &Feed,
         release: bool,
+        inference: bool,
     ) -> Result<Vec<bool>> {
         let mut assignments: Vec<(NodeId, Tensor)> = Vec::new();
         let needed = {
@@ -390,7 +394,7 @@ impl RunTime {
                     }
                 }
             }
-            // In an inference pass, the number of consumers still to run of each
+            // In a releasing pass, the number of consumers still to run of each
             // value made in this pass: at zero it is dropped (targets excepted).
             let mut uses = vec![0u32; if release { top } else { 0 }];
             if release {
@@ -404,15 +408,14 @@ impl RunTime {
                 }
             }
             for (i, _) in needed.iter().enumerate().skip(lowest).filter(|(_, &n)| n) {
-                self.compute_one(&g, NodeId(i as u32), feed, release, &mut assignments)?;
+                self.compute_one(&g, NodeId(i as u32), feed, inference, &mut assignments)?;
                 if release {
-                    // Nothing back-propagates through an inference pass.
-                    self.saved[i] = None;
                     for &input in &g.nodes[i].inputs {
                         let j = input.index();
                         uses[j] -= 1;
                         if uses[j] == 0 && needed[j] {
                             self.values[j] = None;
+                            self.saved[j] = None;
                         }
                     }
                 }
@@ -462,7 +465,7 @@ impl RunTime {
             self.bind(&t.graph)?;
         }
         let ids: Vec<NodeId> = targets.iter().map(|t| t.id).collect();
-        let computed = self.compute(&graph, &ids, feed, true)?;
+        let computed = self.compute(&graph, &ids, feed, true, true)?;
         let held: Vec<Rc<Tensor>> = targets
             .iter()
             .map(|t| {
@@ -475,6 +478,7 @@ impl RunTime {
         for t in targets {
             if computed[t.id.index()] {
                 self.values[t.id.index()] = None;
+                self.saved[t.id.index()] = None;
             }
         }
         Ok(held
@@ -512,25 +516,39 @@ impl RunTime {
                     .iter()
                     .map(|&i| stored_value(&self.values, g, i))
                     .collect::<Result<_>>()?;
-                let mut ctx = ForwardContext::new(&mut self.rng, inference);
+                let input_saved: Vec<Option<&dyn Any>> = data
+                    .inputs
+                    .iter()
+                    .map(|&i| self.saved[i.index()].as_deref())
+                    .collect();
+                let mut ctx = ForwardContext::new(&mut self.rng, inference, input_saved);
                 let started = self.profile.is_some().then(Instant::now);
                 let out = op
                     .forward(&inputs, &mut ctx)
                     .map_err(|e| node_error(g, id, Phase::Forward, &inputs, e))?;
+                let ForwardContext {
+                    saved,
+                    assignments: assigned,
+                    ..
+                } = ctx;
                 if let (Some(profile), Some(started)) = (&mut self.profile, started) {
-                    profile.record_forward(
-                        id.index(),
-                        || {
-                            (
-                                data.name.clone(),
-                                data.type_name,
-                                describe_shapes(&inputs, &out),
-                            )
-                        },
-                        started.elapsed(),
-                    );
+                    match data.grad_of {
+                        // A gradient node's time is its forward node's backward.
+                        Some(of) => profile.record_backward(of.index(), started.elapsed()),
+                        None => profile.record_forward(
+                            id.index(),
+                            || {
+                                (
+                                    data.name.clone(),
+                                    data.type_name,
+                                    describe_shapes(&inputs, &out),
+                                )
+                            },
+                            started.elapsed(),
+                        ),
+                    }
                 }
-                for (input, value) in ctx.assignments {
+                for (input, value) in assigned {
                     let var = data.inputs.get(input).copied().ok_or_else(|| {
                         node_error(
                             g,
@@ -544,7 +562,7 @@ impl RunTime {
                         .map_err(|e| node_error(g, id, Phase::Forward, &inputs, e))?;
                     assignments.push((var, value));
                 }
-                self.saved[id.index()] = ctx.saved;
+                self.saved[id.index()] = saved;
                 Rc::new(out)
             }
         };
@@ -593,124 +611,36 @@ impl RunTime {
                 "the upstream gradient fed to it".into()
             })?;
         }
+        drop(g);
 
-        // Which ancestors of the target take a gradient: not constants, not stopped,
-        // and placeholders, variables or ops with such an input.
-        let n = target.index() + 1;
-        let mut reached = vec![false; n];
-        let mut needs = vec![false; n];
-        reached[target.index()] = true;
-        let mut stack = vec![target];
-        while let Some(id) = stack.pop() {
-            for &input in &g.nodes[id.index()].inputs {
-                if !reached[input.index()] {
-                    reached[input.index()] = true;
-                    stack.push(input);
-                }
-            }
-        }
-        for i in 0..n {
-            if !reached[i] || self.stopped.contains(&NodeId(i as u32)) {
-                continue;
-            }
-            let data = &g.nodes[i];
-            needs[i] = match data.kind {
-                NodeKind::Placeholder | NodeKind::Variable(_) => true,
-                NodeKind::Constant(_) | NodeKind::Failed(_) => false,
-                NodeKind::Op(_) => data.inputs.iter().any(|j| needs[j.index()]),
-            };
-        }
-        if !needs[target.index()] {
+        // The target's gradient graph (built on the first call, then reused):
+        // run it with the upstream fed, releasing what it makes as it goes.
+        let plan = backward_plan(node, &self.stopped)?;
+        if plan.grads.is_empty() {
             return Ok(());
         }
-
-        // Gradients of this call, summed into the cycle's at the end.
-        let mut local: HashMap<usize, Tensor> = HashMap::new();
-        local.insert(target.index(), upstream);
-        let mut finished: Vec<(usize, Tensor)> = Vec::new();
-        for i in (0..n).rev() {
-            if !needs[i] {
-                continue;
+        let mut feed = feed.clone();
+        feed.insert(&plan.upstream, upstream)?;
+        let targets: Vec<NodeId> = plan.grads.iter().map(|&(_, grad)| grad).collect();
+        let computed = self.compute(&graph, &targets, &feed, true, false)?;
+        let held: Vec<Rc<Tensor>> = targets
+            .iter()
+            .map(|&t| {
+                self.values[t.index()]
+                    .clone()
+                    .ok_or_else(|| Error::NoValue(graph.handle(t).name()))
+            })
+            .collect::<Result<_>>()?;
+        for &t in &targets {
+            if computed.get(t.index()).copied().unwrap_or(false) {
+                self.values[t.index()] = None;
+                self.saved[t.index()] = None;
             }
-            let data = &g.nodes[i];
-            let NodeKind::Op(op) = &data.kind else {
-                continue;
-            };
-            let Some(grad) = local.remove(&i) else {
-                continue;
-            };
-            let id = NodeId(i as u32);
-            let inputs: Vec<&Tensor> = data
-                .inputs
-                .iter()
-                .map(|&j| stored_value(&self.values, &g, j))
-                .collect::<Result<_>>()?;
-            let ctx = BackwardContext {
-                inputs: inputs.clone(),
-                output: stored_value(&self.values, &g, id)?,
-                saved: self.saved[i].as_deref(),
-                needs_grad: data.inputs.iter().map(|j| needs[j.index()]).collect(),
-            };
-            let started = self.profile.is_some().then(Instant::now);
-            let input_grads = op
-                .backward(&grad, &ctx)
-                .map_err(|e| node_error(&g, id, Phase::Backward, &inputs, e))?;
-            if let (Some(profile), Some(started)) = (&mut self.profile, started) {
-                profile.record_backward(i, started.elapsed());
-            }
-            if input_grads.len() != data.inputs.len() {
-                return Err(node_error(
-                    &g,
-                    id,
-                    Phase::Backward,
-                    &inputs,
-                    Error::invalid(format!(
-                        "backward returned {} gradients for {} inputs",
-                        input_grads.len(),
-                        data.inputs.len()
-                    )),
-                ));
-            }
-            for (k, input_grad) in input_grads.into_iter().enumerate() {
-                let j = data.inputs[k].index();
-                let Some(input_grad) = input_grad else {
-                    continue;
-                };
-                if !needs[j] {
-                    continue;
-                }
-                if input_grad.shape() != inputs[k].shape() {
-                    return Err(node_error(
-                        &g,
-                        id,
-                        Phase::Backward,
-                        &inputs,
-                        Error::ShapeMismatch {
-                            what: format!("gradient for input {k} ({})", g.nodes[j].name),
-                            expected: TensorShape::known(inputs[k].shape()),
-                            got: TensorShape::known(input_grad.shape()),
-                        },
-                    ));
-                }
-                if self.check_numerics {
-                    let what =
-                        || format!("the gradient it sends to input {k} ({})", g.nodes[j].name);
-                    check_finite(&input_grad, data, Phase::Backward, what)?;
-                }
-                match local.get_mut(&j) {
-                    Some(acc) => *acc += &input_grad,
-                    None => {
-                        local.insert(j, input_grad);
-                    }
-                }
-            }
-            finished.push((i, grad));
         }
-        drop(g);
-        for (i, grad) in local.into_iter().chain(finished) {
-            match &mut self.grads[i] {
-                Some(acc) => *acc += &grad,
-                slot => *slot = Some(grad),
+        for (&(i, _), value) in plan.grads.iter().zip(held) {
+            match &mut self.grads[i.index()] {
+                Some(acc) => *acc += &*value,
+                slot => *slot = Some(Rc::try_unwrap(value).unwrap_or_else(|v| (*v).clone())),
             }
         }
         Ok(())

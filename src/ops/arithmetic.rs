@@ -5,10 +5,10 @@
 //! gradient is the upstream gradient's contribution summed back to that input's
 //! shape ([`sum_to_shape`]).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::broadcast::{broadcast_map2, sum_to_shape};
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{BackwardContext, ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
@@ -183,4 +183,63 @@ pub fn divide(x: &Node, y: &Node) -> Result<Node> {
 /// Only when `x` is a failed operator node.
 pub fn negate(x: &Node) -> Result<Node> {
     build(Negate, &[x])
+}
+
+/// The element-wise sum of several tensors of one shape: how gradient
+/// contributions from several consumers are added up.
+pub struct AddN;
+
+impl Op for AddN {
+    fn type_name(&self) -> &'static str {
+        "AddN"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        let (first, rest) = inputs
+            .split_first()
+            .ok_or_else(|| Error::invalid("AddN needs at least one input"))?;
+        rest.iter().try_fold((*first).clone(), |acc, s| {
+            acc.merge(s).ok_or_else(|| {
+                Error::invalid(format!(
+                    "AddN inputs must have one shape, got {acc} and {s}"
+                ))
+            })
+        })
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let shape = inputs[0].shape();
+        if let Some(other) = inputs.iter().find(|t| t.shape() != shape) {
+            return Err(Error::ShapeMismatch {
+                what: "AddN input".into(),
+                expected: TensorShape::known(shape),
+                got: TensorShape::known(other.shape()),
+            });
+        }
+        let mut sum = inputs[0].to_owned();
+        for t in &inputs[1..] {
+            sum += *t;
+        }
+        Ok(sum)
+    }
+    // d(sum x_i)/dx_i = 1
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(ctx.grad().clone()); ctx.inputs().len()])
+    }
+}
+
+/// The element-wise sum of `xs` (all of one shape).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let a = g.constant([1.0, 2.0]).unwrap();
+/// let b = g.constant([10.0, 20.0]).unwrap();
+/// let s = ad::add_n(&[&a, &b, &a]).unwrap();
+/// assert_eq!(ad::RunTime::new().forward(&s, &ad::Feed::new()).unwrap(), &ad::tensor([12.0, 24.0]));
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for no inputs; [`Error::Node`] when the static
+/// shapes differ.
+pub fn add_n(xs: &[&Node]) -> Result<Node> {
+    build(AddN, xs)
 }

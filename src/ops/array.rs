@@ -12,7 +12,7 @@ use ndarray::{concatenate, ArrayViewD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{BackwardContext, ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
@@ -650,7 +650,7 @@ impl Op for StopGradient {
         Ok(inputs[0].clone())
     }
     // treated as a constant: dx = 0, sent as no gradient at all
-    fn backward(&self, _grad: &Tensor, _ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+    fn gradient(&self, _ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         Ok(vec![None])
     }
 }

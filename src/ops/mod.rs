@@ -1,12 +1,14 @@
 //! The built-in ops, one file per family. Each op is a struct implementing
-//! [`Op`] with its shape rule, forward and backward side by side,
+//! [`Op`] with its shape rule, forward and gradient side by side,
 //! plus a free function that adds it to the graph of its inputs.
 
 pub mod activation;
 pub mod arithmetic;
 pub mod array;
+pub mod broadcast;
 pub mod conv;
 pub mod dropout;
+pub mod fill;
 pub mod linalg;
 pub mod loss;
 pub mod math;
