@@ -1,8 +1,14 @@
-//! A finite-difference gradient checker, for built-in ops and for users' own.
+//! A finite-difference gradient checker, for built-in ops and for users' own,
+//! of first and second derivatives.
 //!
-//! It compares the gradients backward computes with central differences of the
-//! scalar `L = sum(u * output)`, where `u` is a fixed random upstream gradient (so
-//! every output element counts, with a different weight).
+//! [`check_gradients`] compares the gradients backward computes with central
+//! differences of the scalar `L = sum(u * output)`, where `u` is a fixed random
+//! upstream gradient (so every output element counts, with a different weight).
+//! [`check_second_derivatives`] does the same for the gradient graph itself:
+//! it builds `G_k = dL/dx_k` as nodes ([`gradients()`](crate::gradients())),
+//! forms `S = sum_k sum(v_k * G_k)` with fixed random `v_k`, and checks `dS/dx`
+//! (the Hessian of `L` times `v`, built by differentiating the gradient nodes)
+//! against central differences of `S`.
 //!
 //! ```
 //! use adgraph as ad;
@@ -186,6 +192,78 @@ impl GradCheck {
             max_abs_error,
             elements,
         })
+    }
+}
+
+/// Checks the second derivatives of `output` w.r.t. `wrt` with the default
+/// settings (see [`GradCheck::check_second_order`]).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([3]);
+/// let y = ad::multiply(&ad::multiply(&x, &x).unwrap(), &x).unwrap();
+/// let feed = ad::feed! { x => [0.5, -1.0, 2.0] }.unwrap();
+/// let report = ad::gradcheck::check_second_derivatives(&y, &[&x], &feed).unwrap();
+/// assert!(report.elements == 3);
+/// ```
+///
+/// # Errors
+/// As [`GradCheck::check_second_order`].
+pub fn check_second_derivatives(
+    output: &Node,
+    wrt: &[&Node],
+    feed: &Feed,
+) -> Result<GradCheckReport> {
+    GradCheck::default().check_second_order(output, wrt, feed)
+}
+
+impl GradCheck {
+    /// Checks second derivatives: with `L = sum(u * output)` (`u` fixed and
+    /// random), builds the gradients `G_k = dL/dwrt_k` as nodes, then checks the
+    /// gradient of `S = sum_k sum(v_k * G_k)` (random fixed `v_k`), which is the
+    /// Hessian of `L` times `v`, against central differences of `S`.
+    ///
+    /// It adds nodes to `output`'s graph (the gradient graphs and `S`).
+    /// Variables are restored to their values before the check, whatever happens.
+    ///
+    /// # Errors
+    /// [`Error::GradCheck`] naming the node and element where the second
+    /// derivatives disagree; an [`Error::Node`] from an op whose gradient cannot
+    /// be differentiated; any error of forward or backward.
+    pub fn check_second_order(
+        &self,
+        output: &Node,
+        wrt: &[&Node],
+        feed: &Feed,
+    ) -> Result<GradCheckReport> {
+        let graph = output.graph().clone();
+        let out_shape = RunTime::with_seed(self.seed)
+            .forward(output, feed)?
+            .shape()
+            .to_vec();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5ec0_4d);
+        let mut random = |shape: &[usize]| {
+            Tensor::from_shape_fn(shape.to_vec(), |_| rng.gen_range(-1.0f32..1.0))
+        };
+        let upstream = graph.constant(random(&out_shape))?;
+        let grads = crate::gradients(&[output], wrt, Some(&[&upstream]))?;
+        let mut terms = Vec::new();
+        for (grad, node) in grads.iter().zip(wrt) {
+            let Some(grad) = grad else { continue };
+            let v = graph.constant(random(input_value(node, feed)?.shape()))?;
+            let product = crate::multiply(grad, &v)?;
+            terms.push(crate::reduce_sum(&product, crate::Axes::All, false)?);
+        }
+        if terms.is_empty() {
+            return Ok(GradCheckReport {
+                max_abs_error: 0.0,
+                elements: 0,
+            });
+        }
+        let refs: Vec<&Node> = terms.iter().collect();
+        let s = crate::add_n(&refs)?;
+        self.check(&s, wrt, feed)
     }
 }
 
