@@ -341,6 +341,37 @@ impl<'a> GradientContext<'a> {
         self.graph().add_op(op, inputs)
     }
 
+    /// The gradient of this op's output rebuilt from simpler ops: `compose`
+    /// builds, from nodes standing for the inputs, a node equal to the op's
+    /// output, and the input gradients are those of that composition (through
+    /// [`gradients`](crate::gradients())), weighted by [`grad`](Self::grad).
+    ///
+    /// This is how a fused gradient op (one kernel for speed) gets its own
+    /// gradient, for second derivatives: its gradient is the gradient of the
+    /// same math written as a few ops. The composition is only built when a
+    /// derivative of that order is asked for.
+    ///
+    /// # Errors
+    /// Whatever `compose` or the gradients of its ops report.
+    pub fn gradient_of_composition(
+        &self,
+        compose: impl FnOnce(&[Node]) -> Result<Node>,
+    ) -> Result<Vec<Option<Node>>> {
+        let out = compose(&self.inputs)?;
+        let wanted: Vec<&Node> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| self.needs_grad(*k))
+            .map(|(_, n)| n)
+            .collect();
+        let found = crate::gradients(&[&out], &wanted, Some(&[&self.grad]))?;
+        let mut found = found.into_iter();
+        Ok((0..self.inputs.len())
+            .map(|k| if self.needs_grad(k) { found.next().flatten() } else { None })
+            .collect())
+    }
+
     /// The gradient form of an op with a numeric [`Op::backward`]: for each
     /// input that needs a gradient, a node that runs the op's backward on the
     /// upstream gradient's value (reading what its forward saved) and yields
