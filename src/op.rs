@@ -358,17 +358,20 @@ impl<'a> GradientContext<'a> {
         compose: impl FnOnce(&[Node]) -> Result<Node>,
     ) -> Result<Vec<Option<Node>>> {
         let out = compose(&self.inputs)?;
-        let wanted: Vec<&Node> = self
-            .inputs
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| self.needs_grad(*k))
-            .map(|(_, n)| n)
+        // A node given twice as an input gets its whole gradient once (at its
+        // first position): the composition already sums over both uses.
+        let first_use: Vec<bool> = (0..self.inputs.len())
+            .map(|k| self.needs_grad(k) && !self.inputs[..k].contains(&self.inputs[k]))
+            .collect();
+        let wanted: Vec<&Node> = (0..self.inputs.len())
+            .filter(|&k| first_use[k])
+            .map(|k| &self.inputs[k])
             .collect();
         let found = crate::gradients(&[&out], &wanted, Some(&[&self.grad]))?;
         let mut found = found.into_iter();
-        Ok((0..self.inputs.len())
-            .map(|k| if self.needs_grad(k) { found.next().flatten() } else { None })
+        Ok(first_use
+            .iter()
+            .map(|&wanted| if wanted { found.next().flatten() } else { None })
             .collect())
     }
 
