@@ -44,7 +44,9 @@ pub(crate) fn same_shape_rule(op: &str, inputs: &[&TensorShape], n: usize) -> Re
     }
     inputs[1..].iter().try_fold(inputs[0].clone(), |acc, s| {
         acc.merge(s).ok_or_else(|| {
-            Error::invalid(format!("{op} inputs must have one shape, got {acc} and {s}"))
+            Error::invalid(format!(
+                "{op} inputs must have one shape, got {acc} and {s}"
+            ))
         })
     })
 }
@@ -251,14 +253,26 @@ impl Op for PowGrad {
             }
         })
     }
-    // The gradient of dy * (p * x^(p-1)) written with Pow and Multiply (`y` only
-    // spares computing a power: it takes no gradient of its own).
+    // out = dy * p * x^(p-1) (`y` only spares computing a power: no gradient of
+    // its own): d out/d dy = p x^(p-1), the same op; d out/dx = dy p (p-1) x^(p-2)
     fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         let p = self.exponent;
-        ctx.gradient_of_composition(|inputs| {
-            let slope = (pow(&inputs[0], p - 1.0)? * p).check()?;
-            multiply(&inputs[2], &slope)
-        })
+        let (x, y, dy, g) = (ctx.input(0), ctx.input(1), ctx.input(2), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                let g_dy = multiply(g, dy)?;
+                if p == 2.0 {
+                    (g_dy * 2.0).check()
+                } else {
+                    let slope = (pow(x, p - 2.0)? * (p * (p - 1.0))).check()?;
+                    multiply(&g_dy, &slope)
+                }
+            })?,
+            None,
+            when(ctx.needs_grad(2), || {
+                ctx.add_op(PowGrad { exponent: p }, &[x, y, g])
+            })?,
+        ])
     }
 }
 
