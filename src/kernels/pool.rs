@@ -1,4 +1,5 @@
-//! Max and average pooling over NHWC images, forward and backward.
+//! Max and average pooling over NHWC images, forward and backward, and the
+//! gather that is the adjoint of max pooling's backward.
 //!
 //! Forward makes a single pass per output cell over the real (non-padding)
 //! cells of its window, with the channels innermost (contiguous in NHWC), one
@@ -112,6 +113,42 @@ pub fn max_pool_backward(dy: &[f32], argmax: &[usize], g: &Window2d, dx: &mut [f
                 if let Some(cell) = dxi.get_mut(a.wrapping_sub(base)) {
                     *cell += d;
                 }
+            }
+        });
+}
+
+/// The adjoint of [`max_pool_backward`] (max pooling's second derivative):
+/// overwrites `out` (`[N,OH,OW,C]`) with `g[argmax[i]]` for each output
+/// element `i` (`g` is `[N,H,W,C]`), 0 where the arg-max lies outside its
+/// image (such as [`NO_ARGMAX`]). One rayon task per image.
+///
+/// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
+pub fn max_pool_gather(g_in: &[f32], argmax: &[usize], g: &Window2d, out: &mut [f32]) {
+    let c = g.channels;
+    assert_eq!(g_in.len(), g.input_len(), "max_pool_gather: input length");
+    assert_eq!(
+        out.len(),
+        g.output_cells() * c,
+        "max_pool_gather: output length"
+    );
+    assert_eq!(argmax.len(), out.len(), "max_pool_gather: argmax length");
+    let image = g.in_h * g.in_w * c;
+    let out_image = g.out_h * g.out_w * c;
+    if out_image == 0 || out.is_empty() {
+        return;
+    }
+    if image == 0 {
+        out.fill(0.0);
+        return;
+    }
+    out.par_chunks_mut(out_image)
+        .zip(argmax.par_chunks(out_image))
+        .zip(g_in.par_chunks(image))
+        .enumerate()
+        .for_each(|(n, ((oi, ai), gi))| {
+            let base = n * image;
+            for (o, &a) in oi.iter_mut().zip(ai) {
+                *o = gi.get(a.wrapping_sub(base)).copied().unwrap_or(0.0);
             }
         });
 }
