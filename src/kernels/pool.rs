@@ -243,3 +243,54 @@ pub fn avg_pool_backward(dy: &[f32], g: &Window2d, dx: &mut [f32]) {
             }
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 3x3 windows at stride 2 over 2 images of 5x4x2, SAME padding.
+    fn geometry() -> Window2d {
+        Window2d {
+            batch: 2,
+            in_h: 5,
+            in_w: 4,
+            channels: 2,
+            k_h: 3,
+            k_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            pad_top: 1,
+            pad_left: 0,
+            out_h: 3,
+            out_w: 2,
+        }
+    }
+
+    #[test]
+    fn the_gather_is_the_adjoint_of_max_pool_backward() {
+        let g = geometry();
+        let x: Vec<f32> = (0..g.input_len())
+            .map(|i| ((i * 37) % 101) as f32)
+            .collect();
+        let len = g.output_cells() * g.channels;
+        let (mut out, mut argmax) = (vec![0.0; len], vec![0; len]);
+        max_pool(&x, &g, &mut out, &mut argmax);
+        let dy: Vec<f32> = (0..len).map(|i| (i as f32 * 0.7).sin()).collect();
+        let gin: Vec<f32> = (0..g.input_len()).map(|i| (i as f32 * 1.3).cos()).collect();
+        let mut dx = vec![f32::NAN; g.input_len()];
+        max_pool_backward(&dy, &argmax, &g, &mut dx);
+        let mut gathered = vec![f32::NAN; len];
+        max_pool_gather(&gin, &argmax, &g, &mut gathered);
+        for (o, &a) in gathered.iter().zip(&argmax) {
+            assert_eq!(*o, gin[a]);
+        }
+        // <gather(g), dy> = <g, scatter(dy)>
+        let lhs: f64 = gathered
+            .iter()
+            .zip(&dy)
+            .map(|(a, b)| f64::from(a * b))
+            .sum();
+        let rhs: f64 = gin.iter().zip(&dx).map(|(a, b)| f64::from(a * b)).sum();
+        assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
+    }
+}

@@ -2,6 +2,13 @@
 //! padding never wins a max, and SAME padding is left out of an average's
 //! divisor. The loops are in `crate::kernels::pool`; output size and padding
 //! come from the same helper as the convolutions ([`Padding`]).
+//!
+//! Their gradients are ops of their own, as in TensorFlow: [`MaxPoolGrad`]
+//! (the upstream gradient scattered to the arg-max cells, which the forward
+//! pool keeps and an inference pass does not: then they are found again) and
+//! [`AvgPoolGrad`]. Both are linear in the upstream gradient, so their own
+//! gradients are its adjoints: [`MaxPoolGradGrad`] (a gather at the arg-max
+//! cells, whose gradient is `MaxPoolGrad` again) and the average pool itself.
 
 use std::borrow::Cow;
 
@@ -106,9 +113,9 @@ fn check_static_pool_output(
 
 /// Splits the inputs of a pool gradient op: `x`, a gradient, and optionally
 /// the forward pool node.
-fn two_or_three<'s, 'a>(
+fn two_or_three<'a>(
     op: &str,
-    inputs: &'s [&'a TensorShape],
+    inputs: &[&'a TensorShape],
 ) -> Result<(&'a TensorShape, &'a TensorShape)> {
     match inputs {
         [x, t] | [x, t, _] => Ok((x, t)),
@@ -443,10 +450,9 @@ impl Op for AvgPoolGrad {
 /// ```
 ///
 /// # Errors
-/// [`Error::Node`](crate::Error::Node) wrapping [`Error::Rank`](crate::Error::Rank)
-/// when `x` is not rank 4, or [`Error::InvalidArgument`](crate::Error::InvalidArgument)
-/// when a window size or stride is 0 or the window is larger than the input
-/// with VALID padding.
+/// [`Error::Node`] wrapping [`Error::Rank`] when `x` is not rank 4, or
+/// [`Error::InvalidArgument`] when a window size or stride is 0 or the window
+/// is larger than the input with VALID padding.
 pub fn maxpool2d(
     x: &Node,
     kernel_size: [usize; 2],
