@@ -66,6 +66,7 @@ pub use ops::arithmetic::{add, add_n, divide, multiply, negate, subtract};
 pub use ops::array::{concat, pad, reshape, slice, stop_gradient, transpose};
 pub use ops::broadcast::{broadcast_like, sum_to};
 pub use ops::conv::{conv2d, conv2d_transpose, Padding};
+pub use ops::conv::{conv2d_backprop_filter, conv2d_backprop_input};
 pub use ops::dropout::dropout;
 pub use ops::fill::{ones_like, zeros_like};
 pub use ops::linalg::matmul;

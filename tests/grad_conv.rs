@@ -642,6 +642,272 @@ fn results_do_not_depend_on_thread_count() {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Second derivatives: the gradient ops (Conv2DBackpropInput,
+// Conv2DBackpropFilter, MaxPoolGrad, MaxPoolGradGrad, AvgPoolGrad) have
+// gradients of their own.
+
+/// Second derivatives of `y` w.r.t. `wrt`, two ways, both by the public
+/// checker: `check_second_order` (the Hessian of `sum(u * y)` times random
+/// vectors, `u` fixed), and each gradient node `dL/dw = gradients(y, w, u)`
+/// checked as an output of its own against finite differences w.r.t. `wrt`
+/// **and** the upstream `u` (fed, so the gradient ops' gradients w.r.t. their
+/// `dy` input are checked too). Returns the upstream placeholder, the feed
+/// with it, and the gradient nodes (for checks of a higher order).
+fn check_second(
+    y: &ad::Node,
+    wrt: &[&ad::Node],
+    feed: &ad::Feed,
+    rng: &mut ChaCha8Rng,
+    what: &str,
+) -> (ad::Node, ad::Feed, Vec<Option<ad::Node>>) {
+    check()
+        .check_second_order(y, wrt, feed)
+        .unwrap_or_else(|e| panic!("{what}, check_second_order: {e}"));
+    let out_shape = ad::RunTime::new()
+        .forward(y, feed)
+        .unwrap()
+        .shape()
+        .to_vec();
+    let u = y.graph().placeholder(out_shape.as_slice());
+    let mut feed = feed.clone();
+    feed.insert(&u, random(&out_shape, rng)).unwrap();
+    let grads = ad::gradients(&[y], wrt, Some(&[&u])).unwrap();
+    let mut all: Vec<&ad::Node> = wrt.to_vec();
+    all.push(&u);
+    for (grad, w) in grads.iter().zip(wrt) {
+        // None: piecewise constant (max pooling's gradient in x).
+        let Some(grad) = grad else { continue };
+        check()
+            .check(grad, &all, &feed)
+            .unwrap_or_else(|e| panic!("{what}, d/d{} ({}): {e}", w.name(), grad.op_type()));
+    }
+    (u, feed, grads)
+}
+
+/// The op type of gradient `i` of a [`check_second`] result.
+fn op_of(grads: &[Option<ad::Node>], i: usize) -> &'static str {
+    grads[i].as_ref().map_or("none", |g| g.op_type())
+}
+
+/// The (input size, kernel, strides) cases of the second-derivative checks:
+/// pointwise, stride 1, stride 2, uneven.
+fn grid2() -> Vec<([usize; 2], [usize; 2], [usize; 2])> {
+    vec![
+        ([4, 5], [1, 1], [1, 1]),
+        ([5, 5], [3, 3], [1, 1]),
+        ([5, 6], [3, 2], [2, 2]),
+        ([6, 5], [2, 3], [2, 1]),
+    ]
+}
+
+#[test]
+fn conv2d_second_derivatives() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    for (i, (hw, k, s)) in grid2().into_iter().enumerate() {
+        for p in PADDINGS {
+            let (batch, cin, cout) = ([1, 2][i % 2], [1, 2][(i / 2) % 2], 2);
+            let g = ad::Graph::new();
+            let xv = random(&[batch, hw[0], hw[1], cin], &mut rng);
+            let kv = random(&[k[0], k[1], cin, cout], &mut rng);
+            let x = g.placeholder(xv.shape());
+            let kn = g.placeholder(kv.shape());
+            let y = ad::conv2d(&x, &kn, s, p).unwrap();
+            let feed = ad::feed! { x => &xv, kn => &kv }.unwrap();
+            let what = format!("conv2d {hw:?} {k:?} {s:?} {p}");
+            let (_, _, grads) = check_second(&y, &[&x, &kn], &feed, &mut rng, &what);
+            assert_eq!(op_of(&grads, 0), "Conv2DBackpropInput");
+            assert_eq!(op_of(&grads, 1), "Conv2DBackpropFilter");
+        }
+    }
+}
+
+#[test]
+fn conv2d_transpose_second_derivatives() {
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    for (i, (hw, k, s)) in grid2().into_iter().enumerate() {
+        for p in PADDINGS {
+            let (batch, cx, cres) = ([1, 2][i % 2], 2, [1, 2][(i / 2) % 2]);
+            let hw = [hw[0].div_ceil(2), hw[1].div_ceil(2)];
+            let g = ad::Graph::new();
+            let xv = random(&[batch, hw[0], hw[1], cx], &mut rng);
+            let kv = random(&[k[0], k[1], cres, cx], &mut rng);
+            let x = g.placeholder(xv.shape());
+            let kn = g.placeholder(kv.shape());
+            let y = ad::conv2d_transpose(&x, &kn, s, p).unwrap();
+            let feed = ad::feed! { x => &xv, kn => &kv }.unwrap();
+            let what = format!("conv2d_transpose {hw:?} {k:?} {s:?} {p}");
+            let (_, _, grads) = check_second(&y, &[&x, &kn], &feed, &mut rng, &what);
+            // dX is a conv2d of dY that also computes dK from the same
+            // patches; the filter-gradient node takes it from there.
+            assert_eq!(op_of(&grads, 0), "Conv2D");
+            assert_eq!(op_of(&grads, 1), "Conv2DBackpropFilter");
+            let (dx, dk) = (grads[0].as_ref().unwrap(), grads[1].as_ref().unwrap());
+            assert!(dk.inputs().contains(dx));
+        }
+    }
+}
+
+/// The second derivatives of a batch in blocks of images (8 images of
+/// 16x16: 8 blocks of one), with short patches (3x3, kept by conv2d's
+/// forward) and long ones (6x6, rebuilt block by block by the filter
+/// gradient), and of the transposed convolution (dX and dK from the same
+/// block patches).
+#[test]
+fn second_derivatives_of_a_batch_in_blocks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    for k in [3, 6] {
+        let g = ad::Graph::new();
+        let xv = random(&[8, 16, 16, 1], &mut rng);
+        let kv = random(&[k, k, 1, 1], &mut rng);
+        let x = g.placeholder(xv.shape());
+        let kn = g.placeholder(kv.shape());
+        let y = ad::conv2d(&x, &kn, [1, 1], Padding::Same).unwrap();
+        let feed = ad::feed! { x => &xv, kn => &kv }.unwrap();
+        check()
+            .check_second_order(&y, &[&x, &kn], &feed)
+            .unwrap_or_else(|e| panic!("conv2d in blocks, {k}x{k}: {e}"));
+    }
+    let g = ad::Graph::new();
+    let uv = random(&[8, 16, 16, 1], &mut rng);
+    let kv = random(&[6, 6, 1, 1], &mut rng);
+    let u = g.placeholder(uv.shape());
+    let kn = g.placeholder(kv.shape());
+    let t = ad::conv2d_transpose(&u, &kn, [1, 1], Padding::Same).unwrap();
+    let feed = ad::feed! { u => &uv, kn => &kv }.unwrap();
+    check()
+        .check_second_order(&t, &[&u, &kn], &feed)
+        .unwrap_or_else(|e| panic!("conv2d_transpose in blocks: {e}"));
+}
+
+#[test]
+fn maxpool2d_second_and_third_derivatives() {
+    let mut rng = ChaCha8Rng::seed_from_u64(34);
+    for (i, (hw, k, s)) in grid().into_iter().enumerate().skip(1) {
+        for p in PADDINGS {
+            let shape = [[1, 2][i % 2], hw[0], hw[1], [1, 2][(i / 2) % 2]];
+            let g = ad::Graph::new();
+            let xv = distinct(&shape, &mut rng);
+            let x = g.placeholder(xv.shape());
+            let y = ad::maxpool2d(&x, k, s, p).unwrap();
+            let feed = ad::feed! { x => &xv }.unwrap();
+            let what = format!("maxpool2d {hw:?} {k:?} {s:?} {p}");
+            let (u, feed, grads) = check_second(&y, &[&x], &feed, &mut rng, &what);
+            assert_eq!(op_of(&grads, 0), "MaxPoolGrad");
+            // MaxPoolGrad's gradient w.r.t. its dy (the gather at the arg-max
+            // cells), and that one's gradient (the scatter again).
+            let what = format!("{what}, MaxPoolGrad");
+            let grad = grads[0].clone().unwrap();
+            let (_, _, grads) = check_second(&grad, &[&x, &u], &feed, &mut rng, &what);
+            assert!(grads[0].is_none(), "piecewise constant in x");
+            assert_eq!(op_of(&grads, 1), "MaxPoolGradGrad");
+        }
+    }
+}
+
+#[test]
+fn avgpool2d_second_derivatives() {
+    let mut rng = ChaCha8Rng::seed_from_u64(35);
+    for (i, (hw, k, s)) in grid().into_iter().enumerate() {
+        for p in PADDINGS {
+            let shape = [[1, 2][i % 2], hw[0], hw[1], [1, 2][(i / 2) % 2]];
+            let g = ad::Graph::new();
+            let xv = random(&shape, &mut rng);
+            let x = g.placeholder(xv.shape());
+            let y = ad::avgpool2d(&x, k, s, p).unwrap();
+            let feed = ad::feed! { x => &xv }.unwrap();
+            let what = format!("avgpool2d {hw:?} {k:?} {s:?} {p}");
+            let (u, feed, grads) = check_second(&y, &[&x], &feed, &mut rng, &what);
+            assert_eq!(op_of(&grads, 0), "AvgPoolGrad");
+            let what = format!("{what}, AvgPoolGrad");
+            let grad = grads[0].clone().unwrap();
+            check_second(&grad, &[&x, &u], &feed, &mut rng, &what);
+        }
+    }
+}
+
+/// The gradient ops read what their forward node kept (conv2d's patches,
+/// max pooling's arg-max) and compute it again when it is absent: in an
+/// inference pass, which keeps nothing, the gradients are the same.
+#[test]
+fn gradient_ops_recompute_what_an_inference_pass_did_not_keep() {
+    let mut rng = ChaCha8Rng::seed_from_u64(36);
+    // Whole batch (kept patches) and a batch in blocks with short patches.
+    for n in [2, 17] {
+        let g = ad::Graph::new();
+        let xv = distinct(&[n, 14, 14, 1], &mut rng);
+        let kv = random(&[3, 3, 1, 3], &mut rng);
+        let x = g.placeholder(xv.shape());
+        let kn = g.placeholder(kv.shape());
+        let c = ad::conv2d(&x, &kn, [1, 1], Padding::Same).unwrap();
+        let m = ad::maxpool2d(&c, [2, 2], [2, 2], Padding::Valid).unwrap();
+        let grads = ad::gradients(&[&m], &[&x, &kn], None).unwrap();
+        let (dx, dk) = (grads[0].clone().unwrap(), grads[1].clone().unwrap());
+        let feed = ad::feed! { x => &xv, kn => &kv }.unwrap();
+        let mut rt = ad::RunTime::new();
+        let kept = rt.evaluate(&[&dx, &dk], &feed).unwrap();
+        let recomputed = ad::RunTime::new().infer(&[&dx, &dk], &feed).unwrap();
+        assert_close(&recomputed[0], &kept[0], &format!("dx, batch {n}"));
+        assert_close(&recomputed[1], &kept[1], &format!("dk, batch {n}"));
+        rt.backward(&m, &feed, None).unwrap();
+        assert_close(
+            rt.grad(&kn).unwrap(),
+            &kept[1],
+            &format!("backward dk, batch {n}"),
+        );
+    }
+}
+
+/// conv2d_backprop_input and conv2d_backprop_filter, called directly, are
+/// conv2d's gradients; bad shapes are errors.
+#[test]
+fn backprop_functions_are_conv2d_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(37);
+    let g = ad::Graph::new();
+    let (xv, kv) = (
+        random(&[2, 7, 6, 3], &mut rng),
+        random(&[3, 2, 3, 4], &mut rng),
+    );
+    let x = g.placeholder(ad::shape![None, 7, 6, 3]);
+    let kn = g.placeholder(kv.shape());
+    let y = ad::conv2d(&x, &kn, [2, 2], Padding::Same).unwrap();
+    let dyv = random(&[2, 4, 3, 4], &mut rng);
+    let dy = g.placeholder(ad::shape![None, 4, 3, 4]);
+    let dx = ad::conv2d_backprop_input(&x, &kn, &dy, [2, 2], Padding::Same).unwrap();
+    let dk = ad::conv2d_backprop_filter(&x, &kn, &dy, [2, 2], Padding::Same).unwrap();
+    assert_eq!(dx.shape(), ad::shape![None, 7, 6, 3]);
+    assert_eq!(dk.shape(), ad::shape![3, 2, 3, 4]);
+    let feed = ad::feed! { x => &xv, kn => &kv, dy => &dyv }.unwrap();
+    let mut rt = ad::RunTime::new();
+    let got = rt.evaluate(&[&dx, &dk], &feed).unwrap();
+    rt.backward(&y, &feed, Some(dyv.clone())).unwrap();
+    assert_close(&got[0], rt.grad(&x).unwrap(), "dx");
+    assert_close(&got[1], rt.grad(&kn).unwrap(), "dk");
+
+    // A dy of the wrong shape, statically and at run time.
+    let bad = g.placeholder([2, 4, 4, 4]);
+    let e = invalid(ad::conv2d_backprop_input(
+        &x,
+        &kn,
+        &bad,
+        [2, 2],
+        Padding::Same,
+    ));
+    assert!(matches!(e.root_cause(), Error::ShapeMismatch { .. }), "{e}");
+    let e = invalid(ad::conv2d_backprop_filter(
+        &x,
+        &kn,
+        &bad,
+        [2, 2],
+        Padding::Same,
+    ));
+    assert!(matches!(e.root_cause(), Error::ShapeMismatch { .. }), "{e}");
+    let loose = g.placeholder(ad::shape![None, None, None, 4]);
+    let dk = ad::conv2d_backprop_filter(&x, &kn, &loose, [2, 2], Padding::Same).unwrap();
+    let feed = ad::feed! { x => &xv, kn => &kv, loose => random(&[2, 4, 4, 4], &mut rng) }.unwrap();
+    assert!(ad::RunTime::new().forward(&dk, &feed).is_err());
+}
+
 /// A cheap timing printout (release build): `cargo test --release --test grad_conv
 /// -- --ignored --nocapture timing`.
 #[test]

@@ -1,4 +1,5 @@
-//! Max and average pooling over NHWC images, forward and backward.
+//! Max and average pooling over NHWC images, forward and backward, and the
+//! gather that is the adjoint of max pooling's backward.
 //!
 //! Forward makes a single pass per output cell over the real (non-padding)
 //! cells of its window, with the channels innermost (contiguous in NHWC), one
@@ -116,6 +117,42 @@ pub fn max_pool_backward(dy: &[f32], argmax: &[usize], g: &Window2d, dx: &mut [f
         });
 }
 
+/// The adjoint of [`max_pool_backward`] (max pooling's second derivative):
+/// overwrites `out` (`[N,OH,OW,C]`) with `g[argmax[i]]` for each output
+/// element `i` (`g` is `[N,H,W,C]`), 0 where the arg-max lies outside its
+/// image (such as [`NO_ARGMAX`]). One rayon task per image.
+///
+/// **Panics** if the slices' lengths do not fit `g` (callers check shapes).
+pub fn max_pool_gather(g_in: &[f32], argmax: &[usize], g: &Window2d, out: &mut [f32]) {
+    let c = g.channels;
+    assert_eq!(g_in.len(), g.input_len(), "max_pool_gather: input length");
+    assert_eq!(
+        out.len(),
+        g.output_cells() * c,
+        "max_pool_gather: output length"
+    );
+    assert_eq!(argmax.len(), out.len(), "max_pool_gather: argmax length");
+    let image = g.in_h * g.in_w * c;
+    let out_image = g.out_h * g.out_w * c;
+    if out_image == 0 || out.is_empty() {
+        return;
+    }
+    if image == 0 {
+        out.fill(0.0);
+        return;
+    }
+    out.par_chunks_mut(out_image)
+        .zip(argmax.par_chunks(out_image))
+        .zip(g_in.par_chunks(image))
+        .enumerate()
+        .for_each(|(n, ((oi, ai), gi))| {
+            let base = n * image;
+            for (o, &a) in oi.iter_mut().zip(ai) {
+                *o = gi.get(a.wrapping_sub(base)).copied().unwrap_or(0.0);
+            }
+        });
+}
+
 /// Average pooling: `out[n,oy,ox,c]` is the mean of `x` over the real cells of
 /// the window; padding cells are left out of the divisor (TensorFlow).
 ///
@@ -205,4 +242,55 @@ pub fn avg_pool_backward(dy: &[f32], g: &Window2d, dx: &mut [f32]) {
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 3x3 windows at stride 2 over 2 images of 5x4x2, SAME padding.
+    fn geometry() -> Window2d {
+        Window2d {
+            batch: 2,
+            in_h: 5,
+            in_w: 4,
+            channels: 2,
+            k_h: 3,
+            k_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            pad_top: 1,
+            pad_left: 0,
+            out_h: 3,
+            out_w: 2,
+        }
+    }
+
+    #[test]
+    fn the_gather_is_the_adjoint_of_max_pool_backward() {
+        let g = geometry();
+        let x: Vec<f32> = (0..g.input_len())
+            .map(|i| ((i * 37) % 101) as f32)
+            .collect();
+        let len = g.output_cells() * g.channels;
+        let (mut out, mut argmax) = (vec![0.0; len], vec![0; len]);
+        max_pool(&x, &g, &mut out, &mut argmax);
+        let dy: Vec<f32> = (0..len).map(|i| (i as f32 * 0.7).sin()).collect();
+        let gin: Vec<f32> = (0..g.input_len()).map(|i| (i as f32 * 1.3).cos()).collect();
+        let mut dx = vec![f32::NAN; g.input_len()];
+        max_pool_backward(&dy, &argmax, &g, &mut dx);
+        let mut gathered = vec![f32::NAN; len];
+        max_pool_gather(&gin, &argmax, &g, &mut gathered);
+        for (o, &a) in gathered.iter().zip(&argmax) {
+            assert_eq!(*o, gin[a]);
+        }
+        // <gather(g), dy> = <g, scatter(dy)>
+        let lhs: f64 = gathered
+            .iter()
+            .zip(&dy)
+            .map(|(a, b)| f64::from(a * b))
+            .sum();
+        let rhs: f64 = gin.iter().zip(&dx).map(|(a, b)| f64::from(a * b)).sum();
+        assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
+    }
 }
