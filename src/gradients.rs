@@ -14,7 +14,7 @@
 //! [`RunTime::backward`](crate::RunTime::backward) (the original framework's
 //! `node.backward`) and the optimizers run on the same gradient graphs: one per
 //! target and set of stopped nodes, built on first use and kept by the graph
-//! ([`BackwardPlan`]); its upstream gradient is a placeholder fed on each call.
+//! (a `BackwardPlan`); its upstream gradient is a placeholder fed on each call.
 //!
 //! ```
 //! use adgraph as ad;
