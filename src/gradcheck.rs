@@ -253,7 +253,7 @@ impl GradCheck {
             .forward(output, feed)?
             .shape()
             .to_vec();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5ec0_4d);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x005e_c04d);
         let mut random = |shape: &[usize]| {
             Tensor::from_shape_fn(shape.to_vec(), |_| rng.gen_range(-1.0f32..1.0))
         };
