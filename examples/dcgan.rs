@@ -54,6 +54,19 @@
 //! vectors, G in inference mode: batch norm with its moving statistics). Images
 //! are drawn dark on white.
 //!
+//! `--loss wgan-gp` trains a Wasserstein GAN with gradient penalty (Gulrajani
+//! et al., 2017) instead: the discriminator becomes a critic (the same network
+//! with no dropout and no sigmoid; no batch norm, as the paper asks) scoring
+//! images, its loss is `mean(D(fake)) - mean(D(real)) + λ·mean((|∇D(x̂)| - 1)²)`
+//! at random interpolates `x̂ = ε·real + (1-ε)·fake` (ε uniform per image; λ =
+//! `--gp-weight`, 10; `--gp-mode one-sided` penalises only norms above 1), and the
+//! generator minimises `-mean(D(G(z)))`. The penalty's `∇D(x̂)` is a gradient
+//! built as graph nodes ([`adgraph::gradients`]) and differentiated again for the
+//! critic's update. The critic takes `--critic-steps` (5) steps per generator
+//! step, each on a new real batch and new noise; both use Adam with the paper's
+//! learning rate 1e-4, beta1 0.5 and beta2 0.9 (unless `--lr`/`--beta1` say
+//! otherwise). `steps` count generator steps.
+//!
 //! `--save`/`--load` keep the variables and *both* optimizers' states in one
 //! safetensors file (the optimizers' under `optimizer/d/` and `optimizer/g/`),
 //! with the step and data position. The noise of step `s` depends only on the
@@ -99,13 +112,27 @@ const G_PREFIX: &str = "g/";
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Learning rate of both Adam optimizers (the DCGAN paper's; the notebook used 1e-4).
-    #[arg(long, default_value_t = 2e-4)]
-    lr: f32,
-    /// Adam's beta1 for both optimizers (the DCGAN paper's 0.5; the notebook used 0.9,
-    /// which needs thousands more steps before samples look like garments).
-    #[arg(long, default_value_t = 0.5)]
-    beta1: f32,
+    /// Learning rate of both Adam optimizers [default: 2e-4, the DCGAN paper's (the
+    /// notebook used 1e-4); with --loss wgan-gp 1e-4, the WGAN-GP paper's].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Adam's beta1 for both optimizers [default: 0.5, the DCGAN and WGAN-GP papers'; the
+    /// notebook used 0.9, which needs thousands more steps before samples look like garments].
+    #[arg(long)]
+    beta1: Option<f32>,
+    /// The adversarial loss: the DCGAN's sigmoid cross-entropy, or a Wasserstein
+    /// critic with gradient penalty (WGAN-GP).
+    #[arg(long, value_enum, default_value_t = Loss::Gan)]
+    loss: Loss,
+    /// WGAN-GP: weight λ of the gradient penalty.
+    #[arg(long, default_value_t = 10.0)]
+    gp_weight: f32,
+    /// WGAN-GP: penalise (|∇D| - 1)² on both sides of 1, or only above 1.
+    #[arg(long, value_enum, default_value_t = GpMode::TwoSided)]
+    gp_mode: GpMode,
+    /// WGAN-GP: critic steps per generator step.
+    #[arg(long, default_value_t = 5)]
+    critic_steps: usize,
     /// Decay of the generator's batch-norm moving statistics, which draw the samples.
     #[arg(long, default_value_t = 0.99)]
     bn_decay: f32,
@@ -122,6 +149,24 @@ struct Args {
     /// (inference mode) or the 64 samples' own batch statistics.
     #[arg(long, value_enum, default_value_t = SampleBn::Moving)]
     sample_bn: SampleBn,
+}
+
+/// The adversarial loss.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Loss {
+    /// Sigmoid cross-entropy of a discriminator's logits (the DCGAN).
+    Gan,
+    /// A Wasserstein critic with gradient penalty (WGAN-GP).
+    WganGp,
+}
+
+/// Which side of 1 the gradient penalty acts on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum GpMode {
+    /// `(|∇D| - 1)²`, as in the paper.
+    TwoSided,
+    /// `max(|∇D| - 1, 0)²`.
+    OneSided,
 }
 
 /// The batch-norm statistics the generator uses when drawing sample grids.
@@ -306,6 +351,46 @@ fn noise(seed: u64, stream: u64, n: usize) -> Res<Tensor> {
     Ok(Tensor::from_shape_vec(vec![n, NOISE_DIM], values)?)
 }
 
+/// The WGAN-GP penalty `λ · mean_i (|∇ D(x̂)_i| - 1)²` (one-sided: only norms
+/// above 1), with `∇ D(x̂)` the gradient of the critic's scores w.r.t. its
+/// input, as graph nodes: differentiating this penalty for the critic's update
+/// differentiates that gradient again.
+fn gradient_penalty(
+    disc: &Discriminator,
+    x_hat: &Node,
+    weight: f32,
+    mode: GpMode,
+) -> ad::Result<Node> {
+    let scores = disc.build(x_hat, false)?;
+    let total = ad::reduce_sum(&scores, ad::Axes::All, false)?;
+    let grad = ad::gradients(&[&total], &[x_hat], None)?
+        .remove(0)
+        .ok_or_else(|| ad::Error::invalid("the critic's scores do not depend on its input"))?;
+    // Per-image norm; the 1e-12 keeps the square root's derivative finite at 0.
+    let squares = ad::reduce_sum(&ad::square(&grad)?, [1, 2, 3], false)?;
+    let norms = ad::sqrt(&(&squares + 1e-12).check()?)?;
+    let excess = (&norms - 1.0).check()?;
+    let excess = match mode {
+        GpMode::TwoSided => excess,
+        GpMode::OneSided => ad::relu(&excess)?,
+    };
+    let penalty = ad::reduce_mean(&ad::square(&excess)?, ad::Axes::All, false)?;
+    ad::multiply(&penalty, &penalty.graph().constant(weight)?)
+}
+
+/// `ε·real + (1-ε)·fake` with one ε per image, uniform in [0, 1), drawn from
+/// stream `stream` of the seed (so a resumed run draws the same).
+fn interpolate(real: &Tensor, fake: &Tensor, seed: u64, stream: u64) -> Res<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9);
+    rng.set_stream(stream);
+    let mut out = fake.clone();
+    for (mut o, r) in out.outer_iter_mut().zip(real.outer_iter()) {
+        let eps: f32 = rand::Rng::gen(&mut rng);
+        o.zip_mut_with(&r, |f, &r| *f = eps * r + (1.0 - eps) * *f);
+    }
+    Ok(out)
+}
+
 /// Images in [-1, 1] mapped to [0, 1] for [`common::save_image_grid`].
 fn to_unit(images: &Tensor) -> Tensor {
     images.mapv(|v| (v + 1.0) * 0.5)
@@ -467,10 +552,24 @@ fn run(args: Args) -> Res {
         (None, None) => DEFAULT_STEPS,
         _ => args.common.total_steps(n_train, batch, 1.0),
     };
-    println!(
-        "dcgan: batch {batch} (+{batch} generated), {total} steps, Adam lr {} beta1 {}",
-        args.lr, args.beta1
-    );
+    let wgan = args.loss == Loss::WganGp;
+    let lr = args.lr.unwrap_or(if wgan { 1e-4 } else { 2e-4 });
+    let beta1 = args.beta1.unwrap_or(0.5);
+    let beta2 = if wgan { 0.9 } else { 0.999 };
+    if wgan {
+        if args.critic_steps == 0 {
+            return Err("--critic-steps must be at least 1".into());
+        }
+        println!(
+            "dcgan: WGAN-GP, batch {batch}, {total} generator steps of {} critic steps, Adam lr {lr} \
+             beta1 {beta1} beta2 {beta2}, gradient penalty {} ({:?})",
+            args.critic_steps, args.gp_weight, args.gp_mode
+        );
+    } else {
+        println!(
+            "dcgan: batch {batch} (+{batch} generated), {total} steps, Adam lr {lr} beta1 {beta1}"
+        );
+    }
 
     // ---- the graph ----
     let graph = Graph::with_seed(seed);
@@ -479,36 +578,54 @@ fn run(args: Args) -> Res {
     let g_vars = gen.trainable();
     let d_vars = disc.trainable();
 
-    // G's objective: D should call G's images real.
     let z = graph.placeholder(shape![None, NOISE_DIM]);
     let fake = gen.build(&z, true)?;
-    let fake_logits = disc.build(&fake, true)?;
-    let real_labels = graph.placeholder(shape![None, 1]);
-    let g_loss = ad::reduce_mean(
-        &ad::sigmoid_cross_entropy_loss(&real_labels, &fake_logits)?,
-        ad::Axes::All,
-        false,
-    )?;
-
-    // D's objective on real images (label 1) and G's images (label 0), fed as values.
     let d_images = graph.placeholder(shape![None, 28, 28, 1]);
-    let d_labels = graph.placeholder(shape![None, 1]);
-    let d_logits = disc.build(&d_images, true)?;
-    let d_loss = ad::reduce_mean(
-        &ad::sigmoid_cross_entropy_loss(&d_labels, &d_logits)?,
-        ad::Axes::All,
-        false,
-    )?;
+    let (g_loss, d_loss, real_labels, d_labels, x_hat) = if wgan {
+        // The critic: the discriminator without dropout, its logit a score.
+        let g_loss = ad::negate(&ad::reduce_mean(
+            &disc.build(&fake, false)?,
+            ad::Axes::All,
+            false,
+        )?)?;
+        // Real images in the first `batch` rows of d_images, G's in the rest.
+        let scores = disc.build(&d_images, false)?;
+        let b = batch as isize;
+        let real_mean =
+            ad::reduce_mean(&ad::slice(&scores, &[0, 0], &[b, 1])?, ad::Axes::All, false)?;
+        let fake_mean = ad::reduce_mean(
+            &ad::slice(&scores, &[batch, 0], &[-1, 1])?,
+            ad::Axes::All,
+            false,
+        )?;
+        let x_hat = graph.placeholder(shape![None, 28, 28, 1]);
+        let penalty = gradient_penalty(&disc, &x_hat, args.gp_weight, args.gp_mode)?;
+        let d_loss = ad::add(&ad::subtract(&fake_mean, &real_mean)?, &penalty)?;
+        (g_loss, d_loss, None, None, Some(x_hat))
+    } else {
+        // G's objective: D should call G's images real.
+        let fake_logits = disc.build(&fake, true)?;
+        let real_labels = graph.placeholder(shape![None, 1]);
+        let g_loss = ad::reduce_mean(
+            &ad::sigmoid_cross_entropy_loss(&real_labels, &fake_logits)?,
+            ad::Axes::All,
+            false,
+        )?;
+        // D's objective on real images (label 1) and G's images (label 0), fed as values.
+        let d_labels = graph.placeholder(shape![None, 1]);
+        let d_logits = disc.build(&d_images, true)?;
+        let d_loss = ad::reduce_mean(
+            &ad::sigmoid_cross_entropy_loss(&d_labels, &d_logits)?,
+            ad::Axes::All,
+            false,
+        )?;
+        (g_loss, d_loss, Some(real_labels), Some(d_labels), None)
+    };
 
     // Samples: the generator in inference mode (batch norm with its moving statistics).
     let samples = gen.build(&z, args.sample_bn == SampleBn::Batch)?;
 
-    let adam = || {
-        Adam::new(args.lr)
-            .beta1(args.beta1)
-            .beta2(0.999)
-            .epsilon(1e-8)
-    };
+    let adam = || Adam::new(lr).beta1(beta1).beta2(beta2).epsilon(1e-8);
     let mut d_opt = adam();
     let mut g_opt = adam();
     let mut state = resume(&args.common, &graph, &mut d_opt, &mut g_opt)?;
@@ -541,36 +658,73 @@ fn run(args: Args) -> Res {
     let start_step = state.step;
     let start = Instant::now();
     while state.step < total {
-        let (real_batch, _) = batches
-            .next_batch()
-            .ok_or("the training set yields no batch")?;
-        let z_val = noise(seed, state.step as u64, batch)?;
+        let (d_loss_val, g_loss_val) = if let Some(x_hat) = &x_hat {
+            // The critic's steps, each on a new real batch and new noise.
+            let mut d_loss_val = f32::NAN;
+            for k in 0..args.critic_steps {
+                let (real_batch, _) = batches
+                    .next_batch()
+                    .ok_or("the training set yields no batch")?;
+                let stream = (state.step * (args.critic_steps + 1) + k) as u64;
+                let z_feed = Feed::new().with(&z, noise(seed, stream, batch)?)?;
+                let fake_val =
+                    rt.forward_backward_cycle(|rt| rt.forward(&fake, &z_feed).cloned())?;
+                let hat = interpolate(&real_batch, &fake_val, seed, stream)?;
+                let d_feed = Feed::new()
+                    .with(&d_images, concatenate![Axis(0), real_batch, fake_val])?
+                    .with(x_hat, hat)?;
+                d_loss_val = rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
+                    d_opt.optimize(rt, &d_loss, &d_feed, Some(&d_vars))?;
+                    Ok(rt.value(&d_loss)?.sum())
+                })?;
+            }
+            // The generator's step against the updated critic.
+            let stream = (state.step * (args.critic_steps + 1) + args.critic_steps) as u64;
+            let g_feed = Feed::new().with(&z, noise(seed, stream, batch)?)?;
+            rt.stop_gradients_at(&d_var_refs);
+            let g_loss_val = rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
+                g_opt.optimize(rt, &g_loss, &g_feed, Some(&g_vars))?;
+                Ok(rt.value(&g_loss)?.sum())
+            });
+            rt.clear_stop_gradients();
+            (d_loss_val, g_loss_val?)
+        } else {
+            let (real_labels, d_labels) = (
+                real_labels.as_ref().ok_or("no labels")?,
+                d_labels.as_ref().ok_or("no labels")?,
+            );
+            let (real_batch, _) = batches
+                .next_batch()
+                .ok_or("the training set yields no batch")?;
+            let z_val = noise(seed, state.step as u64, batch)?;
 
-        // G's gradient (D's variables take none: they are not G's to update).
-        let g_feed = Feed::new()
-            .with(&z, z_val)?
-            .with(&real_labels, ones.clone())?;
-        rt.stop_gradients_at(&d_var_refs);
-        let (g_grads, g_loss_val, fake_val) =
-            rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32, Tensor)> {
-                let grads = g_opt.compute_gradients(rt, &g_loss, &g_feed, Some(&g_vars))?;
-                Ok((grads, rt.value(&g_loss)?.sum(), rt.value(&fake)?.clone()))
-            })?;
-        rt.clear_stop_gradients();
+            // G's gradient (D's variables take none: they are not G's to update).
+            let g_feed = Feed::new()
+                .with(&z, z_val)?
+                .with(real_labels, ones.clone())?;
+            rt.stop_gradients_at(&d_var_refs);
+            let (g_grads, g_loss_val, fake_val) =
+                rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32, Tensor)> {
+                    let grads = g_opt.compute_gradients(rt, &g_loss, &g_feed, Some(&g_vars))?;
+                    Ok((grads, rt.value(&g_loss)?.sum(), rt.value(&fake)?.clone()))
+                })?;
+            rt.clear_stop_gradients();
 
-        // D's gradient at the same parameters, on the real batch and those images.
-        let both = concatenate![Axis(0), real_batch, fake_val];
-        let d_feed = Feed::new()
-            .with(&d_images, both)?
-            .with(&d_labels, d_targets.clone())?;
-        let (d_grads, d_loss_val) =
-            rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32)> {
-                let grads = d_opt.compute_gradients(rt, &d_loss, &d_feed, Some(&d_vars))?;
-                Ok((grads, rt.value(&d_loss)?.sum()))
-            })?;
+            // D's gradient at the same parameters, on the real batch and those images.
+            let both = concatenate![Axis(0), real_batch, fake_val];
+            let d_feed = Feed::new()
+                .with(&d_images, both)?
+                .with(d_labels, d_targets.clone())?;
+            let (d_grads, d_loss_val) =
+                rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32)> {
+                    let grads = d_opt.compute_gradients(rt, &d_loss, &d_feed, Some(&d_vars))?;
+                    Ok((grads, rt.value(&d_loss)?.sum()))
+                })?;
 
-        d_opt.apply_gradients(&d_grads)?;
-        g_opt.apply_gradients(&g_grads)?;
+            d_opt.apply_gradients(&d_grads)?;
+            g_opt.apply_gradients(&g_grads)?;
+            (d_loss_val, g_loss_val)
+        };
         state.step += 1;
         state.position = batches.position();
 
@@ -610,13 +764,21 @@ fn run(args: Args) -> Res {
     )?;
     // Mean over windows of steps: about 200 points whatever the run's length.
     let window = d_curve.len().div_ceil(200).max(1);
+    let (title, d_name) = if wgan {
+        (
+            "WGAN-GP losses (critic: W-distance estimate + penalty)",
+            "critic",
+        )
+    } else {
+        ("DCGAN losses (sigmoid cross-entropy)", "discriminator")
+    };
     common::plot_lines(
         &out.join("losses.png"),
-        &format!("DCGAN losses (sigmoid cross-entropy; mean of every {window} steps)"),
+        &format!("{title}; mean of every {window} steps"),
         "step",
         "loss",
         &[
-            Series::new("discriminator", window_means(&d_curve, window)),
+            Series::new(d_name, window_means(&d_curve, window)),
             Series::new("generator", window_means(&g_curve, window)),
         ],
     )?;

@@ -513,3 +513,24 @@ impl Op for NumericGradient {
         )))
     }
 }
+
+/// The identity, as the stand-in for an input in
+/// [`GradientContext::gradient_of_composition`]: differentiating w.r.t. it
+/// gives the partial derivative along that input alone.
+pub(crate) struct StandIn;
+
+impl Op for StandIn {
+    fn type_name(&self) -> &'static str {
+        "StandIn"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        Ok(inputs[0].clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(inputs[0].clone())
+    }
+    // d x/dx = 1
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(ctx.grad().clone())])
+    }
+}

@@ -70,6 +70,7 @@ pub use ops::conv::{conv2d, conv2d_transpose, Padding};
 pub use ops::dropout::dropout;
 pub use ops::fill::{ones_like, zeros_like};
 pub use ops::linalg::matmul;
+pub use ops::linalg::matmul_transposed;
 pub use ops::loss::{l2norm, sigmoid_cross_entropy_loss, softmax_cross_entropy_loss};
 pub use ops::math::{exp, log, pow, sqrt, square};
 pub use ops::norm::{fused_batch_norm, BatchNormActivation, BatchNormConfig};

@@ -346,6 +346,9 @@ impl<'a> GradientContext<'a> {
     /// output, and the input gradients are those of that composition (through
     /// [`gradients`](crate::gradients())), weighted by [`grad`](Self::grad).
     ///
+    /// Partial derivatives: the composition sees each input through a stand-in
+    /// node, so an input that depends on another is not counted twice.
+    ///
     /// This is how a fused gradient op (one kernel for speed) gets its own
     /// gradient, for second derivatives: its gradient is the gradient of the
     /// same math written as a few ops. The composition is only built when a
@@ -357,21 +360,24 @@ impl<'a> GradientContext<'a> {
         &self,
         compose: impl FnOnce(&[Node]) -> Result<Node>,
     ) -> Result<Vec<Option<Node>>> {
-        let out = compose(&self.inputs)?;
-        // A node given twice as an input gets its whole gradient once (at its
-        // first position): the composition already sums over both uses.
-        let first_use: Vec<bool> = (0..self.inputs.len())
-            .map(|k| self.needs_grad(k) && !self.inputs[..k].contains(&self.inputs[k]))
-            .collect();
+        // The composition is built on stand-ins (identities of the inputs), and
+        // differentiated w.r.t. them: partial derivatives, so that an input
+        // which depends on another (the upstream gradient of a grad op usually
+        // depends on the forward input) is not counted through both.
+        let stand_ins: Vec<Node> = self
+            .inputs
+            .iter()
+            .map(|n| self.add_op(crate::gradients::StandIn, &[n]))
+            .collect::<Result<_>>()?;
+        let out = compose(&stand_ins)?;
         let wanted: Vec<&Node> = (0..self.inputs.len())
-            .filter(|&k| first_use[k])
-            .map(|k| &self.inputs[k])
+            .filter(|&k| self.needs_grad(k))
+            .map(|k| &stand_ins[k])
             .collect();
         let found = crate::gradients(&[&out], &wanted, Some(&[&self.grad]))?;
         let mut found = found.into_iter();
-        Ok(first_use
-            .iter()
-            .map(|&wanted| if wanted { found.next().flatten() } else { None })
+        Ok((0..self.inputs.len())
+            .map(|k| if self.needs_grad(k) { found.next().flatten() } else { None })
             .collect())
     }
 

@@ -575,7 +575,16 @@ impl RunTime {
             });
         }
         if self.check_numerics {
-            check_finite(&value, data, Phase::Forward, || "its value".into())?;
+            match data.grad_of {
+                // A gradient node: name the forward node whose gradient it is part of.
+                Some(of) => check_finite(&value, &g.nodes[of.index()], Phase::Backward, || {
+                    format!(
+                        "the value of its gradient node {} ({})",
+                        data.name, data.type_name
+                    )
+                })?,
+                None => check_finite(&value, data, Phase::Forward, || "its value".into())?,
+            }
         }
         self.values[id.index()] = Some(value);
         Ok(())

@@ -148,3 +148,166 @@ fn unknown_dims_broadcast_statically_and_check_at_run_time() {
         Error::Broadcast { .. }
     ));
 }
+
+// ---------------------------------------------------------------- second derivatives
+
+/// Second derivatives (the gradient graph differentiated once more) against
+/// finite differences of the gradient.
+fn check_second(what: &str, out: &Node, wrt: &[&Node], feed: &Feed) {
+    let settings = GradCheck {
+        eps: 1e-2,
+        atol: 5e-3,
+        rtol: 5e-3,
+        seed: 2,
+    };
+    if let Err(e) = settings.check_second_order(out, wrt, feed) {
+        panic!("{what}: {e}");
+    }
+}
+
+#[test]
+fn binary_ops_second_derivatives_with_broadcasting() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for round in 0..30 {
+        let (sa, sb) = broadcast_pair(&mut rng);
+        for (name, op) in OPS {
+            let g = Graph::new();
+            let a = g.placeholder(sa.as_slice());
+            let b = g.placeholder(sb.as_slice());
+            let out = op(&a, &b).unwrap();
+            let feed = Feed::new()
+                .with(&a, random_tensor(&mut rng, &sa))
+                .unwrap()
+                .with(&b, random_tensor(&mut rng, &sb))
+                .unwrap();
+            let what = format!("round {round} {name} {sa:?} {sb:?}");
+            // The op alone (zero for add and subtract) ...
+            check_second(&what, &out, &[&a, &b], &feed);
+            // ... and squared, so its gradient nodes (sum_to, negate, the
+            // products) are differentiated with upstream gradients that depend
+            // on the inputs.
+            let squared = ad::multiply(&out, &out).unwrap();
+            check_second(&format!("{what}, squared"), &squared, &[&a, &b], &feed);
+            // Broadcast once more against one input.
+            let mixed = ad::multiply(&out, &op(&b, &a).unwrap()).unwrap();
+            check_second(
+                &format!("{what}, times {name}(b, a)"),
+                &mixed,
+                &[&a, &b],
+                &feed,
+            );
+        }
+    }
+}
+
+#[test]
+fn second_derivatives_with_unknown_dims_and_constants() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for (name, op) in OPS {
+        // Unknown dims on both sides: the gradients sum to the run-time shape.
+        let g = Graph::new();
+        let a = g.placeholder(shape![None, 1]);
+        let b = g.placeholder(shape![None]);
+        let out = op(&a, &b).unwrap();
+        let out = ad::multiply(&out, &out).unwrap();
+        let feed = Feed::new()
+            .with(&a, random_tensor(&mut rng, &[2, 1]))
+            .unwrap()
+            .with(&b, random_tensor(&mut rng, &[3]))
+            .unwrap();
+        check_second(name, &out, &[&a, &b], &feed);
+        // A constant operand takes no gradient.
+        let c = g.constant([1.5f32, -0.75, 0.5]).unwrap();
+        let out = op(&op(&a, &c).unwrap(), &op(&c, &b).unwrap()).unwrap();
+        check_second(&format!("{name} with a constant"), &out, &[&a, &b], &feed);
+    }
+    let g = Graph::new();
+    let x = g.placeholder([2, 3]);
+    let y = g.placeholder([3]);
+    let out = (-(&x * &y) * ad::negate(&(&x / &y)).unwrap())
+        .check()
+        .unwrap();
+    let feed = Feed::new()
+        .with(&x, random_tensor(&mut rng, &[2, 3]))
+        .unwrap()
+        .with(&y, random_tensor(&mut rng, &[3]))
+        .unwrap();
+    check_second("negate", &out, &[&x, &y], &feed);
+    check_second("negate alone", &ad::negate(&x).unwrap(), &[&x], &feed);
+}
+
+#[test]
+fn third_derivative_of_a_quotient() {
+    // d^3/dy^3 (x / y) = -6 x / y^4, d^2/dx dy = -1 / y^2.
+    let g = Graph::new();
+    let x = g.placeholder(shape![]);
+    let y = g.placeholder(shape![]);
+    let q = ad::divide(&x, &y).unwrap();
+    let d1 = ad::gradients(&[&q], &[&y], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    let grads = ad::gradients(&[&d1], &[&x, &y], None).unwrap();
+    let (dxy, d2) = (grads[0].clone().unwrap(), grads[1].clone().unwrap());
+    let d3 = ad::gradients(&[&d2], &[&y], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    let feed = ad::feed! { x => 3.0, y => 2.0 }.unwrap();
+    let mut rt = RunTime::new();
+    let v = rt.evaluate(&[&d1, &dxy, &d2, &d3], &feed).unwrap();
+    assert_eq!(v[0].sum(), -0.75); // -x / y^2
+    assert_eq!(v[1].sum(), -0.25);
+    assert_eq!(v[2].sum(), 0.75); // 2 x / y^3
+    assert_eq!(v[3].sum(), -1.125);
+}
+
+/// The gradients are as lean as the old fused backward: nothing for an add
+/// of same-shaped inputs, one `SumTo` for a bias, one `Negate` for a
+/// subtrahend, one product per input for a multiply, and a divide's two
+/// gradients share `g / y`.
+#[test]
+fn gradient_graphs_add_no_needless_nodes() {
+    let g = Graph::new();
+    let x = g.placeholder(shape![None, 4]);
+    let b = g.placeholder([4]);
+    let u = g.placeholder(shape![None, 4]);
+    let grads = |y: &Node| ad::gradients(&[y], &[&x, &b], Some(&[&u])).unwrap();
+
+    let d = grads(&ad::add(&x, &b).unwrap());
+    assert_eq!(d[0].as_ref().unwrap(), &u);
+    let db = d[1].as_ref().unwrap();
+    assert_eq!(db.op_type(), "SumTo");
+    assert_eq!(db.inputs(), std::slice::from_ref(&u));
+
+    // (Two unknown dims could differ at run time, one of them 1: fixed ones here.)
+    let (p, q, w) = (
+        g.placeholder([3, 4]),
+        g.placeholder([3, 4]),
+        g.placeholder([3, 4]),
+    );
+    let d = ad::gradients(&[&ad::subtract(&p, &q).unwrap()], &[&p, &q], Some(&[&w])).unwrap();
+    assert_eq!(d[0].as_ref().unwrap(), &w);
+    let dq = d[1].as_ref().unwrap();
+    assert_eq!(dq.op_type(), "Negate");
+    assert_eq!(dq.inputs(), std::slice::from_ref(&w));
+
+    let d = grads(&ad::subtract(&x, &b).unwrap());
+    let db = d[1].as_ref().unwrap();
+    assert_eq!(db.op_type(), "Negate");
+    assert_eq!(db.inputs()[0].op_type(), "SumTo");
+
+    let d = grads(&ad::multiply(&x, &b).unwrap());
+    assert_eq!(d[0].as_ref().unwrap().op_type(), "Multiply");
+    assert_eq!(d[1].as_ref().unwrap().inputs()[0].op_type(), "Multiply");
+
+    let d = grads(&ad::divide(&x, &b).unwrap());
+    let dx = d[0].as_ref().unwrap();
+    assert_eq!(dx.op_type(), "Divide");
+    let db = d[1].as_ref().unwrap();
+    assert_eq!(db.op_type(), "Negate");
+    let product = &db.inputs()[0].inputs()[0];
+    assert_eq!(product.op_type(), "Multiply");
+    assert!(product.inputs().contains(dx), "g / y is computed once");
+
+    let d = ad::gradients(&[&ad::negate(&x).unwrap()], &[&x], Some(&[&u])).unwrap();
+    assert_eq!(d[0].as_ref().unwrap().op_type(), "Negate");
+}

@@ -764,3 +764,449 @@ fn matmul_bad_input() {
         Err(Error::GraphMismatch { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------
+// second derivatives (finite differences of the gradient graph) and the
+// symbolic gradient nodes
+// ---------------------------------------------------------------------------
+
+/// A placeholder of static shape `static_shape` fed with random values of
+/// shape `concrete`.
+fn fed_as(
+    g: &Graph,
+    rng: &mut ChaCha8Rng,
+    feed: &mut Feed,
+    static_shape: TensorShape,
+    concrete: &[usize],
+) -> Node {
+    let x = g.placeholder(static_shape);
+    feed.insert(&x, random_tensor(rng, concrete)).unwrap();
+    x
+}
+
+/// Checks the second derivatives of `out` w.r.t. `wrt`, with a context on failure.
+fn check2(out: &Node, wrt: &[&Node], feed: &Feed, context: &str) {
+    match ad::gradcheck::check_second_derivatives(out, wrt, feed) {
+        Ok(report) => assert!(report.elements > 0, "{context}: nothing checked"),
+        Err(e) => panic!("{context} (second order): {e}"),
+    }
+}
+
+/// `q · W · qᵀ` for `q` = the `n` elements of `y` as a row and a random
+/// constant `W`: a quadratic function of a linear op's output (whose Hessian
+/// `W + Wᵀ` tells every element apart), so that the second derivative runs
+/// through the gradient of the op's gradient node. Built from reshape and
+/// matmul only, whose gradients are symbolic.
+fn quad(y: &Node, n: usize, r: &mut ChaCha8Rng) -> Node {
+    let w = y.graph().constant(random_tensor(r, &[n, n])).unwrap();
+    let q = ad::reshape(y, &[1, -1]).unwrap();
+    let qw = ad::matmul(&q, &w).unwrap();
+    ad::matmul_transposed(&qw, &q, false, true).unwrap()
+}
+
+/// The number of elements of a concrete shape.
+fn count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// The op types of the gradient of `out` w.r.t. `x` and of everything it needs
+/// down to (not including) nodes of the forward graph.
+fn gradient_op_types(out: &Node, x: &Node) -> Vec<String> {
+    let dx = ad::gradients(&[out], &[x], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    let mut types = Vec::new();
+    let mut stack = vec![dx];
+    while let Some(n) = stack.pop() {
+        if !n.is_gradient() {
+            continue;
+        }
+        types.push(n.op_type().to_string());
+        stack.extend(n.inputs());
+    }
+    types
+}
+
+#[test]
+fn reshape_second_derivatives() {
+    let mut r = rng(20);
+    for (static_shape, concrete, target) in [
+        (shape![2, 3, 2], vec![2, 3, 2], vec![3, -1]),
+        (shape![4], vec![4], vec![2, 2]),
+        (shape![None, 3], vec![2, 3], vec![-1]),
+        (shape![None, 2, None], vec![2, 2, 3], vec![3, 4]),
+        (shape![], vec![], vec![1, 1]),
+    ] {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+        let y = ad::reshape(&x, &target).unwrap();
+        let z = quad(&y, count(&concrete), &mut r);
+        let context = format!("reshape {static_shape} -> {target:?}");
+        check(&z, &[&x], &feed, &context);
+        check2(&z, &[&x], &feed, &context);
+        // A run-time shape only where the static one has unknown dims.
+        let types = gradient_op_types(&z, &x);
+        assert_eq!(
+            types.contains(&"ReshapeLike".to_string()),
+            !static_shape.is_fully_defined(),
+            "{context}: {types:?}"
+        );
+    }
+}
+
+#[test]
+fn transpose_second_derivatives() {
+    let mut r = rng(21);
+    for (static_shape, concrete, perm) in [
+        (shape![2, 3], vec![2, 3], vec![1, 0]),
+        (shape![2, 3, 4], vec![2, 3, 4], vec![2, 0, 1]),
+        (shape![None, 2, 3], vec![3, 2, 3], vec![1, 2, 0]),
+    ] {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+        let z = quad(&ad::transpose(&x, &perm).unwrap(), count(&concrete), &mut r);
+        let context = format!("transpose {static_shape} by {perm:?}");
+        check2(&z, &[&x], &feed, &context);
+        assert!(gradient_op_types(&z, &x).contains(&"Transpose".to_string()));
+    }
+}
+
+#[test]
+fn pad_second_derivatives() {
+    let mut r = rng(22);
+    for (static_shape, concrete, paddings) in [
+        (shape![2, 3], vec![2, 3], vec![[1, 0], [2, 1]]),
+        (shape![3], vec![3], vec![[0, 0]]),
+        (
+            shape![None, 2, None],
+            vec![2, 2, 3],
+            vec![[1, 1], [0, 2], [2, 0]],
+        ),
+    ] {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+        let y = ad::pad(&x, &paddings, 0.5).unwrap();
+        let z = quad(&y, forward(&y, &feed).unwrap().len(), &mut r);
+        let context = format!("pad {static_shape} by {paddings:?}");
+        check(&z, &[&x], &feed, &context);
+        check2(&z, &[&x], &feed, &context);
+        assert!(gradient_op_types(&z, &x).contains(&"PadGrad".to_string()));
+    }
+}
+
+#[test]
+fn slice_second_derivatives() {
+    let mut r = rng(23);
+    for (static_shape, concrete, begin, sizes) in [
+        (shape![3, 4], vec![3, 4], vec![1, 0], vec![2, -1]),
+        (shape![5], vec![5], vec![2], vec![0]),
+        (shape![None, 4], vec![3, 4], vec![1, 1], vec![-1, 2]),
+        (
+            shape![None, None, 2],
+            vec![4, 3, 2],
+            vec![1, 0, 1],
+            vec![2, -1, 1],
+        ),
+    ] {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+        let y = ad::slice(&x, &begin, &sizes).unwrap();
+        let z = quad(&y, forward(&y, &feed).unwrap().len(), &mut r);
+        let context = format!("slice {static_shape} at {begin:?} sizes {sizes:?}");
+        check(&z, &[&x], &feed, &context);
+        check2(&z, &[&x], &feed, &context);
+        // A zero padding when the input's shape is known, else a SliceGrad.
+        let types = gradient_op_types(&z, &x);
+        let want = if static_shape.is_fully_defined() {
+            "Pad"
+        } else {
+            "SliceGrad"
+        };
+        assert!(types.contains(&want.to_string()), "{context}: {types:?}");
+    }
+}
+
+#[test]
+fn concat_second_derivatives() {
+    let mut r = rng(24);
+    // (static shapes, concrete shapes, axis)
+    let cases: Vec<(Vec<TensorShape>, Vec<Vec<usize>>, usize)> = vec![
+        (
+            vec![shape![2, 3], shape![2, 1]],
+            vec![vec![2, 3], vec![2, 1]],
+            1,
+        ),
+        // A zero-size input.
+        (
+            vec![shape![0, 3], shape![2, 3], shape![1, 3]],
+            vec![vec![0, 3], vec![2, 3], vec![1, 3]],
+            0,
+        ),
+        // Unknown lengths along the axis: the parts are found at run time.
+        (
+            vec![shape![None, 2], shape![3, 2], shape![None, 2]],
+            vec![vec![2, 2], vec![3, 2], vec![0, 2]],
+            0,
+        ),
+        (
+            vec![shape![2, None, 2], shape![None, 2, 2]],
+            vec![vec![2, 3, 2], vec![2, 2, 2]],
+            1,
+        ),
+    ];
+    for (statics, concretes, axis) in cases {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let xs: Vec<Node> = statics
+            .iter()
+            .zip(&concretes)
+            .map(|(s, c)| fed_as(&g, &mut r, &mut feed, s.clone(), c))
+            .collect();
+        let refs: Vec<&Node> = xs.iter().collect();
+        let y = ad::concat(&refs, axis).unwrap();
+        let z = quad(&y, forward(&y, &feed).unwrap().len(), &mut r);
+        let context = format!("concat {statics:?} on axis {axis}");
+        check(&z, &refs, &feed, &context);
+        check2(&z, &refs, &feed, &context);
+    }
+    // A repeated input, with an unknown length (ConcatGrad) and a known one.
+    for s in [shape![None, 2], shape![2, 2]] {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let a = fed_as(&g, &mut r, &mut feed, s.clone(), &[2, 2]);
+        let b = fed_as(&g, &mut r, &mut feed, shape![1, 2], &[1, 2]);
+        let y = ad::concat(&[&a, &b, &a], 0).unwrap();
+        let z = quad(&y, forward(&y, &feed).unwrap().len(), &mut r);
+        check(&z, &[&a, &b], &feed, "concat [a, b, a]");
+        check2(&z, &[&a, &b], &feed, "concat [a, b, a]");
+        let types = gradient_op_types(&z, &a);
+        assert_eq!(
+            types.contains(&"ConcatGrad".to_string()),
+            !s.is_fully_defined(),
+            "{types:?}"
+        );
+    }
+}
+
+#[test]
+fn reduce_second_derivatives() {
+    let mut r = rng(25);
+    let cases: Vec<(TensorShape, Vec<usize>, Axes)> = vec![
+        (shape![2, 3, 4], vec![2, 3, 4], Axes::All),
+        (shape![2, 3, 4], vec![2, 3, 4], Axes::from([2, 0])),
+        (shape![2, 3], vec![2, 3], Axes::from(1)),
+        (shape![], vec![], Axes::All),
+        // Unknown dims: the count of a mean is read at run time.
+        (shape![None, 3], vec![4, 3], Axes::from(0)),
+        (shape![None, 3, None], vec![2, 3, 2], Axes::from([0, 2])),
+        (shape![None, 2], vec![3, 2], Axes::All),
+        (shape![2, None], vec![2, 3], Axes::from(0)),
+    ];
+    for (static_shape, concrete, axes) in cases {
+        for keep_dims in [false, true] {
+            for mean in [false, true] {
+                let g = Graph::new();
+                let mut feed = Feed::new();
+                let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+                let y = if mean {
+                    ad::reduce_mean(&x, axes.clone(), keep_dims).unwrap()
+                } else {
+                    ad::reduce_sum(&x, axes.clone(), keep_dims).unwrap()
+                };
+                let z = quad(&y, forward(&y, &feed).unwrap().len(), &mut r);
+                let context = format!(
+                    "{} {static_shape} over {axes:?} keep_dims {keep_dims}",
+                    if mean { "mean" } else { "sum" }
+                );
+                check(&z, &[&x], &feed, &context);
+                check2(&z, &[&x], &feed, &context);
+                assert!(gradient_op_types(&z, &x).contains(&"ReduceGrad".to_string()));
+            }
+        }
+    }
+}
+
+/// `t` with its last two dims swapped (a copy in standard layout).
+fn swap_last_two(t: &Tensor) -> Tensor {
+    let n = t.ndim();
+    let mut perm: Vec<usize> = (0..n).collect();
+    perm.swap(n - 2, n - 1);
+    t.view()
+        .permuted_axes(perm)
+        .as_standard_layout()
+        .into_owned()
+}
+
+/// The stored shape of an operand whose product shape is `s`: the last two
+/// dims swapped when it is transposed.
+fn stored(mut s: Vec<usize>, transpose: bool) -> Vec<usize> {
+    if transpose {
+        let n = s.len();
+        s.swap(n - 2, n - 1);
+    }
+    s
+}
+
+#[test]
+fn matmul_transposed_values_and_gradients() {
+    let mut r = rng(26);
+    // Shapes of the product's operands, before any transpose flag.
+    let shapes: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![2, 3], vec![3, 4]),
+        (vec![3, 2, 3], vec![3, 3, 2]),
+        // Broadcast batch dims, both ways.
+        (vec![2, 1, 2, 3], vec![3, 3, 2]),
+        (vec![3, 2], vec![2, 2, 4]),
+        (vec![1, 2, 3], vec![2, 1, 3, 2]),
+    ];
+    for (sa, sb) in shapes {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let g = Graph::new();
+            let mut feed = Feed::new();
+            let x = fed(&g, &mut r, &mut feed, &stored(sa.clone(), ta));
+            let y = fed(&g, &mut r, &mut feed, &stored(sb.clone(), tb));
+            let z = ad::matmul_transposed(&x, &y, ta, tb).unwrap();
+            let context = format!("matmul {sa:?} x {sb:?}, transposes {ta} {tb}");
+            let value = forward(&z, &feed).unwrap();
+            let (xv, yv) = (feed.get(&x).unwrap(), feed.get(&y).unwrap());
+            let a = if ta { swap_last_two(xv) } else { xv.clone() };
+            let b = if tb { swap_last_two(yv) } else { yv.clone() };
+            let want = naive_matmul(&a, &b);
+            assert_eq!(value.shape(), want.shape(), "{context}");
+            assert!(
+                value.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5),
+                "{context}"
+            );
+            assert_eq!(z.shape(), TensorShape::known(want.shape()), "{context}");
+            check(&z, &[&x, &y], &feed, &context);
+            // Bilinear: the cross terms of the Hessian, matmuls of matmuls.
+            check2(&z, &[&x, &y], &feed, &context);
+            check2(
+                &quad(&z, forward(&z, &feed).unwrap().len(), &mut r),
+                &[&x, &y],
+                &feed,
+                &context,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_second_derivatives_with_unknown_dims() {
+    let mut r = rng(27);
+    // (static x, concrete x, static y, concrete y)
+    let cases = vec![
+        // A dense layer on an unknown batch: no sum at all in the gradient.
+        (shape![None, 3], vec![4, 3], shape![3, 2], vec![3, 2]),
+        // Batch dims that tell statically which axes were broadcast.
+        (
+            shape![None, 1, 2, 3],
+            vec![2, 1, 2, 3],
+            shape![3, 3, 4],
+            vec![3, 3, 4],
+        ),
+        // Unknown batch dims on both sides: the sums read run-time shapes.
+        (
+            shape![None, 2, 3],
+            vec![1, 2, 3],
+            shape![None, 3, 2],
+            vec![3, 3, 2],
+        ),
+        (
+            shape![None, 2, 3],
+            vec![2, 2, 3],
+            shape![None, 3, 2],
+            vec![1, 3, 2],
+        ),
+    ];
+    for (sx, cx, sy, cy) in cases {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let g = Graph::new();
+            let mut feed = Feed::new();
+            let swap = |s: &TensorShape, t: bool| {
+                let mut d = s.dims().to_vec();
+                if t {
+                    let n = d.len();
+                    d.swap(n - 2, n - 1);
+                }
+                TensorShape::new(d)
+            };
+            let x = fed_as(
+                &g,
+                &mut r,
+                &mut feed,
+                swap(&sx, ta),
+                &stored(cx.clone(), ta),
+            );
+            let y = fed_as(
+                &g,
+                &mut r,
+                &mut feed,
+                swap(&sy, tb),
+                &stored(cy.clone(), tb),
+            );
+            let z = ad::matmul_transposed(&x, &y, ta, tb).unwrap();
+            let context = format!("matmul {sx} x {sy}, transposes {ta} {tb}");
+            check(&z, &[&x, &y], &feed, &context);
+            check2(
+                &quad(&z, forward(&z, &feed).unwrap().len(), &mut r),
+                &[&x, &y],
+                &feed,
+                &context,
+            );
+        }
+    }
+    // The 2-D case's gradients are one MatMul each, nothing else.
+    let g = Graph::new();
+    let x = g.placeholder(shape![None, 3]);
+    let w = g.placeholder([3, 2]);
+    let z = ad::matmul(&x, &w).unwrap();
+    for input in [&x, &w] {
+        let types = gradient_op_types(&z, input);
+        assert_eq!(types[0], "MatMul");
+        assert!(!types.iter().any(|t| t.starts_with("SumTo")), "{types:?}");
+    }
+}
+
+#[test]
+fn matmul_same_input_twice_second_derivatives() {
+    let mut r = rng(28);
+    for (ta, tb) in [(false, false), (true, false), (false, true)] {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let a = fed(&g, &mut r, &mut feed, &[3, 3]);
+        let z = ad::matmul_transposed(&a, &a, ta, tb).unwrap();
+        check2(&z, &[&a], &feed, &format!("a·a transposes {ta} {tb}"));
+    }
+}
+
+#[test]
+fn matmul_transposed_bad_input() {
+    let g = Graph::new();
+    let x = g.placeholder([3, 4]);
+    let y = g.placeholder([3, 5]);
+    assert!(ad::matmul(&x, &y).is_err());
+    assert_eq!(
+        ad::matmul_transposed(&x, &y, true, false).unwrap().shape(),
+        shape![4, 5]
+    );
+    let e = root(ad::matmul_transposed(&x, &y, false, true));
+    assert!(matches!(e, Error::InvalidArgument(_)));
+    assert!(
+        e.to_string().contains("(3, 4)") && e.to_string().contains("(3, 5)"),
+        "{e}"
+    );
+    // Unknown inner dims are checked at run time, after the swaps.
+    let u = g.placeholder(shape![None, None]);
+    let m = ad::matmul_transposed(&u, &y, true, false).unwrap();
+    let feed = Feed::new()
+        .with(&u, Tensor::zeros(IxDyn(&[2, 4])))
+        .unwrap()
+        .with(&y, Tensor::zeros(IxDyn(&[3, 5])))
+        .unwrap();
+    assert!(forward(&m, &feed).is_err());
+}

@@ -436,6 +436,299 @@ fn leaky_relu_rejects_non_finite_alpha() {
     assert!(e.to_string().contains("alpha"), "{e}");
 }
 
+// ---------------------------------------------------------------- second derivatives
+
+/// Second-order check settings: a larger step than first order (the gradient
+/// graph is evaluated in f32 on both sides of it).
+const SECOND: GradCheck = GradCheck {
+    eps: 1e-2,
+    atol: 5e-3,
+    rtol: 5e-3,
+    seed: 3,
+};
+
+/// Second derivatives of a one-input op on random shapes of rank `ranks`:
+/// of `f(x)` alone (its gradient op differentiated through the forward value
+/// it reads) and of `f(x) * x` (differentiated through its upstream gradient
+/// too, which then depends on `x`).
+fn check_unary_second(
+    name: &str,
+    seed: u64,
+    ranks: std::ops::RangeInclusive<usize>,
+    settings: GradCheck,
+    make: impl Fn(&Node) -> Result<Node>,
+    input: impl Fn(&mut ChaCha8Rng, &[usize]) -> Tensor,
+) {
+    let mut rng = rng(seed);
+    for rank in ranks {
+        let shape = random_shape(&mut rng, rank);
+        let g = Graph::new();
+        let x = g.placeholder(shape.as_slice());
+        let y = make(&x).unwrap();
+        let feed = Feed::new().with(&x, input(&mut rng, &shape)).unwrap();
+        settings
+            .check_second_order(&y, &[&x], &feed)
+            .unwrap_or_else(|e| panic!("{name}, shape {shape:?}: {e}"));
+        let times_x = ad::multiply(&y, &x).unwrap();
+        let report = settings
+            .check_second_order(&times_x, &[&x], &feed)
+            .unwrap_or_else(|e| panic!("{name}(x) * x, shape {shape:?}: {e}"));
+        assert_eq!(report.elements, shape.iter().product::<usize>(), "{name}");
+    }
+}
+
+#[test]
+fn second_derivatives_of_exp_log_sqrt_square() {
+    check_unary_second("exp", 110, 0..=4, SECOND, ad::exp, |r, s| {
+        random_tensor(r, s, -1.5, 1.5)
+    });
+    check_unary_second("log", 111, 0..=4, SECOND, ad::log, |r, s| {
+        random_tensor(r, s, 0.7, 3.0)
+    });
+    check_unary_second("sqrt", 112, 0..=4, SECOND, ad::sqrt, |r, s| {
+        random_tensor(r, s, 0.7, 3.0)
+    });
+    check_unary_second("square", 113, 0..=4, SECOND, ad::square, |r, s| {
+        random_tensor(r, s, -2.0, 2.0)
+    });
+}
+
+#[test]
+fn second_derivatives_of_pow() {
+    for (i, p) in [2.0f32, 3.0, -1.0, -2.0, 1.0, 0.0, 4.0]
+        .into_iter()
+        .enumerate()
+    {
+        check_unary_second(
+            &format!("pow {p}"),
+            120 + i as u64,
+            0..=3,
+            SECOND,
+            |x| ad::pow(x, p),
+            |r, s| away_from_zero(r, s, 0.6, 1.4),
+        );
+    }
+    for (i, p) in [0.5f32, 1.5, -0.5, 2.7, 20.5].into_iter().enumerate() {
+        // x^20.5 bends fast: a smaller step keeps the truncation error small.
+        let eps = if p > 10.0 { 2e-3 } else { SECOND.eps };
+        check_unary_second(
+            &format!("pow {p}"),
+            130 + i as u64,
+            0..=3,
+            GradCheck { eps, ..SECOND },
+            |x| ad::pow(x, p),
+            |r, s| random_tensor(r, s, 0.6, 1.1),
+        );
+    }
+}
+
+#[test]
+fn second_derivatives_of_sigmoid_tanh() {
+    check_unary_second("sigmoid", 140, 0..=4, SECOND, ad::sigmoid, |r, s| {
+        random_tensor(r, s, -4.0, 4.0)
+    });
+    check_unary_second("tanh", 141, 0..=4, SECOND, ad::tanh, |r, s| {
+        random_tensor(r, s, -2.0, 2.0)
+    });
+}
+
+#[test]
+fn second_derivatives_of_relu_and_leaky_relu_away_from_zero() {
+    let input = |r: &mut ChaCha8Rng, s: &[usize]| away_from_zero(r, s, 0.05, 2.0);
+    check_unary_second("relu", 150, 0..=4, SECOND, ad::relu, input);
+    for (i, alpha) in [0.0f32, 0.01, 0.2, 1.0, -0.5, 3.0].into_iter().enumerate() {
+        check_unary_second(
+            &format!("leaky_relu {alpha}"),
+            160 + i as u64,
+            0..=3,
+            SECOND,
+            |x| ad::leaky_relu(x, alpha),
+            input,
+        );
+    }
+}
+
+#[test]
+fn second_derivatives_of_softmax() {
+    let settings = GradCheck {
+        eps: 5e-3,
+        ..SECOND
+    };
+    for seed in 170..173 {
+        check_unary_second("softmax", seed, 1..=4, settings, ad::softmax, |r, s| {
+            random_tensor(r, s, -3.0, 3.0)
+        });
+    }
+    // Softmax feeding a nonlinear loss: the second derivative mixes both of
+    // SoftmaxGrad's inputs.
+    let mut r = rng(174);
+    let g = Graph::new();
+    let x = g.placeholder([3, 4]);
+    let y = ad::log(&ad::softmax(&x).unwrap()).unwrap();
+    let feed = Feed::new()
+        .with(&x, random_tensor(&mut r, &[3, 4], -2.0, 2.0))
+        .unwrap();
+    settings.check_second_order(&y, &[&x], &feed).unwrap();
+}
+
+/// Third derivatives, against closed forms at one point: the gradient ops'
+/// own gradients differentiated once more.
+#[test]
+fn third_derivatives_by_hand() {
+    fn derivatives(make: impl Fn(&Node) -> Result<Node>, at: f32) -> [f64; 3] {
+        let g = Graph::new();
+        let x = g.placeholder(ad::shape![]);
+        let mut d = make(&x).unwrap();
+        let mut rt = RunTime::new();
+        let feed = ad::feed! { x => at }.unwrap();
+        [0, 1, 2].map(|_| {
+            // None: a derivative that no longer depends on x (zero).
+            match ad::gradients(&[&d], &[&x], None).unwrap()[0].clone() {
+                Some(next) => {
+                    d = next;
+                    f64::from(rt.forward(&d, &feed).unwrap().sum())
+                }
+                None => {
+                    d = g.constant(0.0).unwrap();
+                    0.0
+                }
+            }
+        })
+    }
+    let close = |name: &str, got: [f64; 3], want: [f64; 3]| {
+        for k in 0..3 {
+            assert!(
+                (got[k] - want[k]).abs() <= 1e-5 * want[k].abs().max(1.0),
+                "{name}: derivative {} is {}, want {}",
+                k + 1,
+                got[k],
+                want[k]
+            );
+        }
+    };
+    let x = 0.7f64;
+    let s = 1.0 / (1.0 + (-x).exp());
+    close(
+        "sigmoid",
+        derivatives(ad::sigmoid, 0.7),
+        [
+            s * (1.0 - s),
+            s * (1.0 - s) * (1.0 - 2.0 * s),
+            s * (1.0 - s) * (1.0 - 6.0 * s + 6.0 * s * s),
+        ],
+    );
+    let t = x.tanh();
+    close(
+        "tanh",
+        derivatives(ad::tanh, 0.7),
+        [
+            1.0 - t * t,
+            -2.0 * t * (1.0 - t * t),
+            -2.0 * (1.0 - t * t) * (1.0 - 3.0 * t * t),
+        ],
+    );
+    close(
+        "sqrt",
+        derivatives(ad::sqrt, 0.7),
+        [
+            0.5 * x.powf(-0.5),
+            -0.25 * x.powf(-1.5),
+            0.375 * x.powf(-2.5),
+        ],
+    );
+    close(
+        "pow 2.5",
+        derivatives(|v| ad::pow(v, 2.5), 0.7),
+        [2.5 * x.powf(1.5), 3.75 * x.powf(0.5), 1.875 * x.powf(-0.5)],
+    );
+    close("square", derivatives(ad::square, 0.7), [1.4, 2.0, 0.0]);
+    close(
+        "exp",
+        derivatives(ad::exp, 0.7),
+        [x.exp(), x.exp(), x.exp()],
+    );
+    close(
+        "log",
+        derivatives(ad::log, 0.7),
+        [1.0 / x, -1.0 / (x * x), 2.0 / (x * x * x)],
+    );
+}
+
+/// Each activation's gradient is one fused op reading the forward value (the
+/// output, or the input for leaky relu) and the upstream gradient; a relu's
+/// gradient does not depend on its input (away from 0), so its second
+/// derivative is absent, as in TensorFlow.
+#[test]
+fn activation_gradients_are_one_fused_op() {
+    let g = Graph::new();
+    let x = g.placeholder(ad::shape![None, 5]);
+    let u = g.placeholder(ad::shape![None, 5]);
+    let cases: Vec<(Node, &str, bool)> = vec![
+        (ad::sigmoid(&x).unwrap(), "SigmoidGrad", true),
+        (ad::tanh(&x).unwrap(), "TanhGrad", true),
+        (ad::relu(&x).unwrap(), "ReluGrad", true),
+        (ad::leaky_relu(&x, 0.2).unwrap(), "LeakyReluGrad", false),
+        (ad::softmax(&x).unwrap(), "SoftmaxGrad", true),
+        (ad::sqrt(&x).unwrap(), "SqrtGrad", true),
+        (ad::pow(&x, 1.5).unwrap(), "PowGrad", false),
+        (ad::square(&x).unwrap(), "PowGrad", false),
+        (ad::exp(&x).unwrap(), "Multiply", true),
+        (ad::log(&x).unwrap(), "Divide", false),
+    ];
+    for (y, op, reads_output) in cases {
+        let dx = ad::gradients(&[&y], &[&x], Some(&[&u])).unwrap()[0]
+            .clone()
+            .unwrap();
+        assert_eq!(dx.op_type(), op, "{}", y.name());
+        let forward_value = if reads_output { &y } else { &x };
+        assert!(dx.inputs().contains(forward_value), "{}", y.name());
+        assert!(dx.inputs().contains(&u), "{}", y.name());
+    }
+    for y in [ad::relu(&x).unwrap(), ad::leaky_relu(&x, 0.2).unwrap()] {
+        let dx = ad::gradients(&[&y], &[&x], Some(&[&u])).unwrap()[0]
+            .clone()
+            .unwrap();
+        assert!(ad::gradients(&[&dx], &[&x], None).unwrap()[0].is_none());
+    }
+}
+
+#[test]
+fn grad_ops_reject_bad_inputs() {
+    use ad::ops::activation::{LeakyReluGrad, ReluGrad, SoftmaxGrad};
+    use ad::ops::math::{PowGrad, SqrtGrad};
+    let g = Graph::new();
+    let a = g.placeholder([2, 3]);
+    let b = g.placeholder([3, 2]);
+    let s = g.placeholder(ad::shape![]);
+    for e in [
+        g.add_op(ReluGrad, &[&a, &b]).unwrap_err(),
+        g.add_op(ReluGrad, &[&a]).unwrap_err(),
+        g.add_op(SqrtGrad, &[&a, &a, &a]).unwrap_err(),
+        g.add_op(PowGrad { exponent: 2.0 }, &[&a, &a]).unwrap_err(),
+        g.add_op(PowGrad { exponent: f32::NAN }, &[&a, &a, &a])
+            .unwrap_err(),
+        g.add_op(
+            LeakyReluGrad {
+                alpha: f32::INFINITY,
+            },
+            &[&a, &a],
+        )
+        .unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Node { .. }), "{e}");
+        assert!(matches!(e.root_cause(), Error::InvalidArgument(_)), "{e}");
+    }
+    let e = g.add_op(SoftmaxGrad, &[&s, &s]).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::Rank { .. }), "{e}");
+    // Unknown dims merge; values that differ at run time are an error, not a panic.
+    let u = g.placeholder(ad::shape![None, 3]);
+    let dx = g.add_op(ReluGrad, &[&u, &a]).unwrap();
+    assert_eq!(dx.shape(), ad::shape![2, 3]);
+    let feed = ad::feed! { u => [[1.0, 2.0, 3.0]], a => [[0.0; 3]; 2] }.unwrap();
+    let e = RunTime::new().forward(&dx, &feed).unwrap_err();
+    assert!(matches!(e.root_cause(), Error::ShapeMismatch { .. }), "{e}");
+}
+
 // ---------------------------------------------------------------- large arrays (parallel paths)
 
 #[test]

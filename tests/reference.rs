@@ -37,6 +37,7 @@ const SUPPORTED_OPS: &[&str] = &[
     "relu",
     "leaky_relu",
     "matmul",
+    "batch_matmul",
     "reshape",
     "reduce_sum",
     "reduce_mean",
@@ -153,6 +154,12 @@ fn build(op: &str, args: &[Node], attrs: &Value) -> Result<Node, String> {
                 axis => return Err(format!("softmax over axis {axis:?} of a rank-{rank} input")),
             }
         }
+        "batch_matmul" => ad::matmul_transposed(
+            a(0)?,
+            a(1)?,
+            attrs["adj_x"].as_bool().ok_or("adj_x")?,
+            attrs["adj_y"].as_bool().ok_or("adj_y")?,
+        ),
         "reshape" => ad::reshape(a(0)?, &isizes(&attrs["shape"])?),
         "reduce_sum" | "reduce_mean" => {
             let axes = match &attrs["axis"] {

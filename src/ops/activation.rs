@@ -1,5 +1,9 @@
 //! Activations: sigmoid, tanh, relu, leaky relu (element-wise) and softmax over
 //! the last axis.
+//!
+//! Each gradient is one fused op of its own (`SigmoidGrad`, `TanhGrad`,
+//! `ReluGrad`, `LeakyReluGrad`, `SoftmaxGrad`, as in TensorFlow), one pass over
+//! memory, and each of those has a gradient too, for higher derivatives.
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
@@ -7,9 +11,11 @@ use crate::kernels::elementwise::{
     leaky_relu as leaky_relu_value, leaky_relu_grad, map1, map2, relu as relu_value, relu_grad,
     sigmoid as sigmoid_f32, softmax_last_axis, softmax_last_axis_grad,
 };
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{ForwardContext, GradientContext, Op};
+use crate::ops::arithmetic::{multiply, subtract, when};
 use crate::ops::build;
-use crate::ops::math::{finite_attr, unary_rule};
+use crate::ops::math::{finite_attr, same_shape_rule, unary_rule};
+use crate::ops::reduce::reduce_sum;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
@@ -27,10 +33,36 @@ impl Op for Sigmoid {
         Ok(map1(inputs[0], sigmoid_f32))
     }
     // d(sigmoid x)/dx = y * (1 - y)
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(map2(grad, ctx.output(), |g, y| {
-            g * y * (1.0 - y)
-        })?)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(SigmoidGrad, &[ctx.output(), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Sigmoid`]: `SigmoidGrad(y, dy) = dy * y * (1 - y)`, with
+/// `y = sigmoid(x)` (TensorFlow's `SigmoidGrad`), in one pass.
+pub struct SigmoidGrad;
+
+impl Op for SigmoidGrad {
+    fn type_name(&self) -> &'static str {
+        "SigmoidGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        map2(inputs[1], inputs[0], |g, y| g * y * (1.0 - y))
+    }
+    // out = dy * y * (1 - y): d out/dy = dy * (1 - 2y), d out/d dy = y * (1 - y)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (y, dy, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                let g_dy = multiply(g, dy)?;
+                subtract(&g_dy, &(2.0 * &multiply(&g_dy, y)?).check()?)
+            })?,
+            when(ctx.needs_grad(1), || ctx.add_op(SigmoidGrad, &[y, g]))?,
+        ])
     }
 }
 
@@ -48,10 +80,35 @@ impl Op for Tanh {
         Ok(map1(inputs[0], f32::tanh))
     }
     // d(tanh x)/dx = 1 - y^2
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(map2(grad, ctx.output(), |g, y| {
-            g * (1.0 - y * y)
-        })?)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(TanhGrad, &[ctx.output(), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Tanh`]: `TanhGrad(y, dy) = dy * (1 - y^2)`, with
+/// `y = tanh(x)` (TensorFlow's `TanhGrad`), in one pass.
+pub struct TanhGrad;
+
+impl Op for TanhGrad {
+    fn type_name(&self) -> &'static str {
+        "TanhGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        map2(inputs[1], inputs[0], |g, y| g * (1.0 - y * y))
+    }
+    // out = dy * (1 - y^2): d out/dy = -2 dy y, d out/d dy = 1 - y^2
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (y, dy, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                (-2.0 * &multiply(&multiply(g, dy)?, y)?).check()
+            })?,
+            when(ctx.needs_grad(1), || ctx.add_op(TanhGrad, &[y, g]))?,
+        ])
     }
 }
 
@@ -68,11 +125,35 @@ impl Op for Relu {
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         Ok(map1(inputs[0], relu_value))
     }
-    // d(relu x)/dx = 1 if x > 0 else 0 (0 at x = 0, as TF)
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(map2(grad, ctx.input(0), |g, x| {
-            relu_grad(x, g)
-        })?)])
+    // d(relu x)/dx = 1 if x > 0 else 0 (0 at x = 0, as TF); y > 0 exactly where x > 0
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(ReluGrad, &[ctx.output(), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Relu`]: `ReluGrad(y, dy) = dy where y > 0, else 0`, with
+/// `y = relu(x)` (positive exactly where `x` is), in one pass (TensorFlow's
+/// `ReluGrad`).
+pub struct ReluGrad;
+
+impl Op for ReluGrad {
+    fn type_name(&self) -> &'static str {
+        "ReluGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        map2(inputs[1], inputs[0], |g, y| relu_grad(y, g))
+    }
+    // Linear in dy with the same mask; the mask is piecewise constant in y (no gradient)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (y, g) = (ctx.input(0), ctx.grad());
+        Ok(vec![
+            None,
+            when(ctx.needs_grad(1), || ctx.add_op(ReluGrad, &[y, g]))?,
+        ])
     }
 }
 
@@ -94,12 +175,42 @@ impl Op for LeakyRelu {
         let alpha = self.alpha;
         Ok(map1(inputs[0], |x| leaky_relu_value(alpha, x)))
     }
-    // d(leaky_relu x)/dx = 1 if x > 0 else alpha
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+    // d(leaky_relu x)/dx = 1 if x > 0 else alpha (read from x: for alpha < 0 the
+    // output's sign does not tell)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let op = LeakyReluGrad { alpha: self.alpha };
+        let dx = ctx.add_op(op, &[ctx.input(0), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`LeakyRelu`]: `LeakyReluGrad(x, dy) = dy where x > 0, else
+/// alpha * dy`, in one pass (TensorFlow's `LeakyReluGrad`).
+pub struct LeakyReluGrad {
+    /// The slope for `x <= 0`; must be finite.
+    pub alpha: f32,
+}
+
+impl Op for LeakyReluGrad {
+    fn type_name(&self) -> &'static str {
+        "LeakyReluGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        finite_attr(self.type_name(), "alpha", self.alpha)?;
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         let alpha = self.alpha;
-        Ok(vec![Some(map2(grad, ctx.input(0), |g, x| {
-            leaky_relu_grad(alpha, x, g)
-        })?)])
+        map2(inputs[1], inputs[0], |g, x| leaky_relu_grad(alpha, x, g))
+    }
+    // Linear in dy with the same slopes; the slopes are piecewise constant in x (no gradient)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (x, g) = (ctx.input(0), ctx.grad());
+        let op = LeakyReluGrad { alpha: self.alpha };
+        Ok(vec![
+            None,
+            when(ctx.needs_grad(1), || ctx.add_op(op, &[x, g]))?,
+        ])
     }
 }
 
@@ -125,8 +236,48 @@ impl Op for Softmax {
         softmax_last_axis(inputs[0])
     }
     // dx = y * (g - sum(g * y, last axis, keepdims))
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(softmax_last_axis_grad(ctx.output(), grad)?)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(SoftmaxGrad, &[ctx.output(), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Softmax`]: `SoftmaxGrad(y, dy) = y * (dy - sum(dy * y,
+/// last axis, keepdims))`, with `y = softmax(x)`, row by row in one pass.
+pub struct SoftmaxGrad;
+
+impl Op for SoftmaxGrad {
+    fn type_name(&self) -> &'static str {
+        "SoftmaxGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        let y = same_shape_rule(self.type_name(), inputs, 2)?;
+        if y.rank() == 0 {
+            return Err(Error::Rank {
+                what: "softmax gradient input y (softmax is over the last axis)".into(),
+                expected: "at least 1".into(),
+                got: y,
+            });
+        }
+        Ok(y)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        softmax_last_axis_grad(inputs[0], inputs[1])
+    }
+    // out = y * (dy - s), s = sum(dy * y) per row: linear in dy, and symmetric,
+    // so d out/d dy applied to g is SoftmaxGrad(y, g); with t = sum(g * y) per
+    // row, d<g, out>/dy = g * (dy - s) - t * dy
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (y, dy, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        let last = y.shape().rank() - 1;
+        let row_dot = |a: &Node| reduce_sum(&multiply(a, y)?, [last], true);
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                let (s, t) = (row_dot(dy)?, row_dot(g)?);
+                subtract(&multiply(g, &subtract(dy, &s)?)?, &multiply(&t, dy)?)
+            })?,
+            when(ctx.needs_grad(1), || ctx.add_op(SoftmaxGrad, &[y, g]))?,
+        ])
     }
 }
 

@@ -3,12 +3,14 @@
 //!
 //! A binary op's output has the broadcast shape of its inputs; each input's
 //! gradient is the upstream gradient's contribution summed back to that input's
-//! shape ([`sum_to_shape`]).
+//! shape ([`sum_to`]). The gradients are built from these same ops, so they
+//! can be differentiated again.
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::kernels::broadcast::{broadcast_map2, sum_to_shape};
-use crate::op::{BackwardContext, ForwardContext, GradientContext, Op};
+use crate::kernels::broadcast::broadcast_map2;
+use crate::op::{ForwardContext, GradientContext, Op};
+use crate::ops::broadcast::sum_to;
 use crate::ops::build;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
@@ -31,14 +33,13 @@ impl Op for Add {
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         broadcast_map2(inputs[0], inputs[1], |a, b| a + b)
     }
-    // d(x+y)/dx = d(x+y)/dy = 1
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok((0..2)
-            .map(|i| {
-                ctx.needs_grad(i)
-                    .then(|| sum_to_shape(grad, ctx.input(i).shape()))
-            })
-            .collect())
+    // d(x+y)/dx = d(x+y)/dy = 1: the upstream gradient, summed back over broadcast axes
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (x, y, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || sum_to(g, x, &[y]))?,
+            when(ctx.needs_grad(1), || sum_to(g, y, &[x]))?,
+        ])
     }
 }
 
@@ -55,13 +56,12 @@ impl Op for Subtract {
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         broadcast_map2(inputs[0], inputs[1], |a, b| a - b)
     }
-    // d(x-y)/dx = 1, d(x-y)/dy = -1
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+    // d(x-y)/dx = 1, d(x-y)/dy = -1 (negated after the sum: over the smaller tensor)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (x, y, g) = (ctx.input(0), ctx.input(1), ctx.grad());
         Ok(vec![
-            ctx.needs_grad(0)
-                .then(|| sum_to_shape(grad, ctx.input(0).shape())),
-            ctx.needs_grad(1)
-                .then(|| -sum_to_shape(grad, ctx.input(1).shape())),
+            when(ctx.needs_grad(0), || sum_to(g, x, &[y]))?,
+            when(ctx.needs_grad(1), || negate(&sum_to(g, y, &[x])?))?,
         ])
     }
 }
@@ -80,13 +80,11 @@ impl Op for Multiply {
         broadcast_map2(inputs[0], inputs[1], |a, b| a * b)
     }
     // d(xy)/dx = y, d(xy)/dy = x
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let (x, y) = (ctx.input(0), ctx.input(1));
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (x, y, g) = (ctx.input(0), ctx.input(1), ctx.grad());
         Ok(vec![
-            ctx.needs_grad(0)
-                .then(|| sum_to_shape(&(grad * y), x.shape())),
-            ctx.needs_grad(1)
-                .then(|| sum_to_shape(&(grad * x), y.shape())),
+            when(ctx.needs_grad(0), || sum_to(&multiply(g, y)?, x, &[y]))?,
+            when(ctx.needs_grad(1), || sum_to(&multiply(g, x)?, y, &[x]))?,
         ])
     }
 }
@@ -104,14 +102,16 @@ impl Op for Divide {
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         broadcast_map2(inputs[0], inputs[1], |a, b| a / b)
     }
-    // d(x/y)/dx = 1/y, d(x/y)/dy = -x/y^2 = -out/y
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let (x, y, out) = (ctx.input(0), ctx.input(1), ctx.output());
+    // d(x/y)/dx = 1/y, d(x/y)/dy = -x/y^2 = -(1/y) * out: both from g/y, computed once
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (x, y, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        let g_over_y = divide(g, y)?;
         Ok(vec![
-            ctx.needs_grad(0)
-                .then(|| sum_to_shape(&(grad / y), x.shape())),
-            ctx.needs_grad(1)
-                .then(|| sum_to_shape(&(-(grad * out) / y), y.shape())),
+            when(ctx.needs_grad(0), || sum_to(&g_over_y, x, &[y]))?,
+            when(ctx.needs_grad(1), || {
+                let dy = multiply(&g_over_y, ctx.output())?;
+                negate(&sum_to(&dy, y, &[x])?)
+            })?,
         ])
     }
 }
@@ -130,9 +130,14 @@ impl Op for Negate {
         Ok(-inputs[0])
     }
     // d(-x)/dx = -1
-    fn backward(&self, grad: &Tensor, _ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(-grad)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(negate(ctx.grad())?)])
     }
+}
+
+/// `Some(make())` when `wanted`, else `None` (an input that takes no gradient).
+pub(crate) fn when(wanted: bool, make: impl FnOnce() -> Result<Node>) -> Result<Option<Node>> {
+    wanted.then(make).transpose()
 }
 
 /// `x + y` with NumPy broadcasting.

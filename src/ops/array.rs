@@ -1,5 +1,8 @@
 //! Array ops that move data without arithmetic: reshape, transpose, pad,
-//! concat, slice, and stop_gradient.
+//! concat, slice, and stop_gradient, with the gradient ops of those whose
+//! gradient needs a kernel or a run-time shape of its own ([`ReshapeLike`],
+//! [`PadGrad`], [`ConcatGrad`], [`SliceGrad`]). Every gradient is built of
+//! these same ops, so each can be differentiated again.
 //!
 //! Each op has one shape function used twice: at build time on the static shape
 //! (unknown `None` dims stay unknown where they must, and impossible attributes
@@ -12,7 +15,7 @@ use ndarray::{concatenate, ArrayViewD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::op::{BackwardContext, ForwardContext, GradientContext, Op};
+use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
@@ -159,10 +162,71 @@ impl Op for Reshape {
         Ok(x.to_shape(dims)?.into_owned())
     }
     // dx = reshape(g, shape(x)): reshaping only renumbers the elements
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(
-            grad.to_shape(ctx.input(0).shape())?.into_owned(),
-        )])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(reshape_like(ctx.grad(), ctx.input(0))?)])
+    }
+}
+
+/// Reshapes its first input to the run-time shape of its second (whose
+/// values are not read): the gradient of a reshape whose input shape is not
+/// fully known when the graph is built.
+pub struct ReshapeLike;
+
+impl Op for ReshapeLike {
+    fn type_name(&self) -> &'static str {
+        "ReshapeLike"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 2, "ReshapeLike")?;
+        let (x, like) = (inputs[0], inputs[1]);
+        let count = |s: &TensorShape| {
+            s.to_vec()
+                .and_then(|d| d.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n)))
+        };
+        if let (Some(a), Some(b)) = (count(x), count(like)) {
+            if a != b {
+                return Err(Error::invalid(format!(
+                    "reshape: cannot reshape a tensor of {a} elements (shape {x}) into shape \
+                     {like} ({b} elements)"
+                )));
+            }
+        }
+        Ok(like.clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 2, "ReshapeLike")?;
+        let (x, like) = (inputs[0], inputs[1]);
+        if x.len() != like.len() {
+            return Err(Error::invalid(format!(
+                "reshape: cannot reshape a tensor of {} elements (shape {}) into shape {}",
+                x.len(),
+                TensorShape::known(x.shape()),
+                TensorShape::known(like.shape())
+            )));
+        }
+        Ok(x.to_shape(like.shape())?.into_owned())
+    }
+    // d reshape(g)/dg: the upstream reshaped back to g's shape
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(reshape_like(ctx.grad(), ctx.input(0))?), None])
+    }
+}
+
+/// `x` reshaped to the shape of `like`: a static [`reshape`] when `like`'s
+/// static shape is fully known (`x` itself when it already has that shape),
+/// otherwise a [`ReshapeLike`] reading `like`'s run-time shape.
+pub(crate) fn reshape_like(x: &Node, like: &Node) -> Result<Node> {
+    let target = like.shape();
+    match target.to_vec() {
+        Some(_) if x.shape() == target => Ok(x.clone()),
+        Some(dims) => {
+            let dims: Vec<isize> = dims
+                .iter()
+                .map(|&d| isize::try_from(d).unwrap_or(isize::MAX))
+                .collect();
+            reshape(x, &dims)
+        }
+        None => build(ReshapeLike, &[x, like]),
     }
 }
 
@@ -249,17 +313,12 @@ impl Op for Transpose {
             .into_owned())
     }
     // dx = transpose(g, inverse(perm)), where inverse(perm)[perm[k]] = k
-    fn backward(&self, grad: &Tensor, _ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         let mut inverse = vec![0; self.perm.len()];
         for (k, &p) in self.perm.iter().enumerate() {
             inverse[p] = k;
         }
-        Ok(vec![Some(
-            grad.view()
-                .permuted_axes(inverse)
-                .as_standard_layout()
-                .into_owned(),
-        )])
+        Ok(vec![Some(transpose(ctx.grad(), &inverse)?)])
     }
 }
 
@@ -353,16 +412,81 @@ impl Op for Pad {
         Ok(out)
     }
     // dx = g[before_0 .. before_0 + n_0, before_1 .. , ...]: padded cells do not depend on x
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let shape = ctx.input(0).shape();
-        let dx = grad
-            .slice_each_axis(|ax| {
-                let i = ax.axis.index();
-                let before = self.paddings[i][0];
-                Slice::from(before..before + shape[i])
-            })
-            .to_owned();
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = build(
+            PadGrad {
+                paddings: self.paddings.clone(),
+            },
+            &[ctx.grad()],
+        )?;
         Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of a [`Pad`]: its input with `[before, after]` elements cut
+/// off each dim (the inverse of the padding, whatever the dims' sizes).
+pub struct PadGrad {
+    /// The `[before, after]` padding of each dim of the forward pad.
+    pub paddings: Vec<[usize; 2]>,
+}
+
+impl PadGrad {
+    fn rule(&self, input: &TensorShape) -> Result<TensorShape> {
+        if self.paddings.len() != input.rank() {
+            return Err(Error::Rank {
+                what: format!(
+                    "pad gradient input ({} [before, after] pairs given)",
+                    self.paddings.len()
+                ),
+                expected: self.paddings.len().to_string(),
+                got: input.clone(),
+            });
+        }
+        let dims = input
+            .dims()
+            .iter()
+            .zip(&self.paddings)
+            .enumerate()
+            .map(|(i, (d, &[b, a]))| match d {
+                None => Ok(None),
+                Some(d) => b
+                    .checked_add(a)
+                    .and_then(|cut| d.checked_sub(cut))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "pad gradient: dim {i} of {input} is shorter than its padding [{b}, {a}]"
+                        ))
+                    }),
+            })
+            .collect::<Result<_>>()?;
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for PadGrad {
+    fn type_name(&self) -> &'static str {
+        "PadGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "PadGrad")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "PadGrad")?;
+        let g = inputs[0];
+        let dims = concrete(self.rule(&TensorShape::known(g.shape()))?)?;
+        Ok(g.slice_each_axis(|ax| {
+            let i = ax.axis.index();
+            let before = self.paddings[i][0];
+            Slice::from(before..before + dims[i])
+        })
+        .as_standard_layout()
+        .into_owned())
+    }
+    // Linear in g: the adjoint of cutting the borders off is padding them with zeros.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(pad(ctx.grad(), &self.paddings, 0.0)?)])
     }
 }
 
@@ -465,22 +589,135 @@ impl Op for Concat {
     }
     // dx_i = g[.., o_i .. o_i + n_i, ..] along the axis, o_i = n_0 + ... + n_{i-1};
     // one gradient per input position, so a repeated input gets each of its parts
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let mut offset = 0;
-        Ok(ctx
-            .inputs()
+    // (summed by the gradient builder). A static slice where the offset and
+    // length are known when building, otherwise a ConcatGrad reading the
+    // inputs' run-time lengths.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (g, xs) = (ctx.grad(), ctx.inputs());
+        if xs.len() == 1 {
+            return Ok(vec![Some(g.clone())]);
+        }
+        let rank = g.shape().rank();
+        let last = xs.len() - 1;
+        let mut offset = Some(0usize);
+        let mut grads = Vec::with_capacity(xs.len());
+        for (i, x) in xs.iter().enumerate() {
+            let len = x.shape().dims()[self.axis];
+            if ctx.needs_grad(i) {
+                // The last part runs to the end: its length need not be known.
+                let size = match len {
+                    Some(n) => isize::try_from(n).ok(),
+                    None if i == last => Some(-1),
+                    None => None,
+                };
+                let part = match (offset, size) {
+                    (Some(o), Some(size)) => {
+                        let mut begin = vec![0; rank];
+                        begin[self.axis] = o;
+                        let mut sizes = vec![-1; rank];
+                        sizes[self.axis] = size;
+                        slice(g, &begin, &sizes)?
+                    }
+                    _ => {
+                        let mut args: Vec<&Node> = vec![g];
+                        args.extend(xs.iter());
+                        build(
+                            ConcatGrad {
+                                axis: self.axis,
+                                index: i,
+                            },
+                            &args,
+                        )?
+                    }
+                };
+                grads.push(Some(part));
+            } else {
+                grads.push(None);
+            }
+            offset = offset.zip(len).and_then(|(o, n)| o.checked_add(n));
+        }
+        Ok(grads)
+    }
+}
+
+/// The part of a concatenation's gradient that belongs to one input: inputs
+/// `(g, x_0, .., x_{n-1})`, where `g` is the gradient of
+/// `concat([x_0, .., x_{n-1}], axis)`; the output is the slice of `g` along
+/// `axis` where `x_index` sits, found from the inputs' run-time lengths (their
+/// values are not read). Used when those lengths are not known statically.
+pub struct ConcatGrad {
+    /// The axis of the concatenation.
+    pub axis: usize,
+    /// Which input's part is taken.
+    pub index: usize,
+}
+
+impl ConcatGrad {
+    fn rule(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        if inputs.len() < 2 || self.index + 1 >= inputs.len() {
+            return Err(Error::invalid(format!(
+                "ConcatGrad takes the gradient and the concatenated inputs, including input {}; \
+                 got {} input(s)",
+                self.index,
+                inputs.len()
+            )));
+        }
+        let whole = Concat { axis: self.axis }.rule(&inputs[1..])?;
+        if !whole.is_compatible(inputs[0]) {
+            return Err(Error::ShapeMismatch {
+                what: "ConcatGrad: the gradient of the concatenation".into(),
+                expected: whole,
+                got: inputs[0].clone(),
+            });
+        }
+        let mut dims = inputs[0].merge(&whole).unwrap_or(whole).dims().to_vec();
+        dims[self.axis] = inputs[1 + self.index].dims()[self.axis];
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for ConcatGrad {
+    fn type_name(&self) -> &'static str {
+        "ConcatGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let shapes: Vec<TensorShape> = inputs
+            .iter()
+            .map(|x| TensorShape::known(x.shape()))
+            .collect();
+        self.rule(&shapes.iter().collect::<Vec<_>>())?;
+        let offset: usize = inputs[1..=self.index]
+            .iter()
+            .map(|x| x.shape()[self.axis])
+            .sum();
+        let len = inputs[1 + self.index].shape()[self.axis];
+        Ok(inputs[0]
+            .slice_axis(Axis(self.axis), Slice::from(offset..offset + len))
+            .as_standard_layout()
+            .into_owned())
+    }
+    // Linear in g: the adjoint puts the upstream back at input `index`'s place,
+    // zeros elsewhere: concat([0 * x_0, .., upstream, .., 0 * x_{n-1}], axis)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let xs = &ctx.inputs()[1..];
+        let parts: Vec<Node> = xs
             .iter()
             .enumerate()
-            .map(|(i, x)| {
-                let len = x.shape()[self.axis];
-                let part = ctx.needs_grad(i).then(|| {
-                    grad.slice_axis(Axis(self.axis), Slice::from(offset..offset + len))
-                        .to_owned()
-                });
-                offset += len;
-                part
+            .map(|(j, x)| {
+                if j == self.index {
+                    Ok(ctx.grad().clone())
+                } else {
+                    crate::zeros_like(x)
+                }
             })
-            .collect())
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Node> = parts.iter().collect();
+        let mut grads = vec![None; ctx.inputs().len()];
+        grads[0] = Some(concat(&refs, self.axis)?);
+        Ok(grads)
     }
 }
 
@@ -594,12 +831,94 @@ impl Op for SliceOp {
             .as_standard_layout()
             .into_owned())
     }
-    // dx = zeros(shape(x)) with dx[begin .. begin + size] = g
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let mut dx = Tensor::zeros(ctx.input(0).shape());
-        dx.slice_each_axis_mut(self.ranges(grad.shape()))
-            .assign(grad);
+    // dx = zeros(shape(x)) with dx[begin .. begin + size] = g: a zero padding
+    // of g when x's shape is known statically, else a SliceGrad reading it
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (g, x) = (ctx.grad(), ctx.input(0));
+        let known = x.shape().to_vec().zip(self.rule(&x.shape())?.to_vec());
+        let dx = match known {
+            Some((x_dims, out_dims)) => {
+                let paddings: Vec<[usize; 2]> = (0..x_dims.len())
+                    .map(|i| {
+                        let b = self.begin[i];
+                        [b, x_dims[i] - b - out_dims[i]]
+                    })
+                    .collect();
+                pad(g, &paddings, 0.0)?
+            }
+            None => build(
+                SliceGrad {
+                    begin: self.begin.clone(),
+                    sizes: self.sizes.clone(),
+                },
+                &[g, x],
+            )?,
+        };
         Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of a [`slice`](slice()) of `x`: inputs `(g, x)`; the output
+/// has `x`'s run-time shape (its values are not read), zeros except the box
+/// the slice took, which holds `g`.
+pub struct SliceGrad {
+    /// The forward slice's `begin`.
+    pub begin: Vec<usize>,
+    /// The forward slice's `sizes` (`-1`: to the end of the dim).
+    pub sizes: Vec<isize>,
+}
+
+impl SliceGrad {
+    fn forward_slice(&self) -> SliceOp {
+        SliceOp {
+            begin: self.begin.clone(),
+            sizes: self.sizes.clone(),
+        }
+    }
+}
+
+impl Op for SliceGrad {
+    fn type_name(&self) -> &'static str {
+        "SliceGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 2, "SliceGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let out = self.forward_slice().rule(x)?;
+        if !out.is_compatible(g) {
+            return Err(Error::ShapeMismatch {
+                what: format!("SliceGrad: the gradient of a slice of {x}"),
+                expected: out,
+                got: g.clone(),
+            });
+        }
+        Ok(x.clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 2, "SliceGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let op = self.forward_slice();
+        let out = op.rule(&TensorShape::known(x.shape()))?;
+        if out != TensorShape::known(g.shape()) {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "SliceGrad: the gradient of a slice of {}",
+                    TensorShape::known(x.shape())
+                ),
+                expected: out,
+                got: TensorShape::known(g.shape()),
+            });
+        }
+        let mut dx = Tensor::zeros(x.shape());
+        dx.slice_each_axis_mut(op.ranges(g.shape())).assign(g);
+        Ok(dx)
+    }
+    // Linear in g: the adjoint of placing g in a box of zeros is taking the box.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![
+            Some(slice(ctx.grad(), &self.begin, &self.sizes)?),
+            None,
+        ])
     }
 }
 

@@ -1,22 +1,37 @@
 //! Linear algebra: matmul (2-D and batched, with NumPy broadcasting of the
-//! batch dims). Every matrix product goes through [`crate::kernels::gemm`].
+//! batch dims, and TensorFlow's `transpose_a` / `transpose_b` flags). Every
+//! matrix product goes through [`crate::kernels::gemm`].
 
-use ndarray::{Array3, Axis};
+use ndarray::{Array3, ArrayView2, Axis};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::gemm::{matmul_vec, sgemm};
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::array::{checked_num_elements, expect_inputs};
+use crate::ops::broadcast::{SumTo, SumToShapeOf};
 use crate::ops::build;
 use crate::shape::{broadcast_shapes, TensorShape};
 use crate::tensor::Tensor;
 
-/// Matrix product over the last two dims: `[..., p, q] x [..., q, r] -> [..., p, r]`.
-pub struct MatMul;
+/// Matrix product over the last two dims: `[..., p, q] x [..., q, r] -> [..., p, r]`,
+/// where `transpose_a` (`transpose_b`) swaps the last two dims of the first
+/// (second) input before the product, as TensorFlow's `tf.matmul` does. The
+/// swap is a strided view, never a copy.
+pub struct MatMul {
+    /// Swap the last two dims of the first input before the product.
+    pub transpose_a: bool,
+    /// Swap the last two dims of the second input before the product.
+    pub transpose_b: bool,
+}
 
 /// The static (or, with concrete shapes, the run-time) shape rule of matmul.
-fn matmul_rule(x: &TensorShape, y: &TensorShape) -> Result<TensorShape> {
+fn matmul_rule(
+    x: &TensorShape,
+    y: &TensorShape,
+    transpose_a: bool,
+    transpose_b: bool,
+) -> Result<TensorShape> {
     for (name, s) in [("x", x), ("y", y)] {
         if s.rank() < 2 {
             return Err(Error::Rank {
@@ -28,11 +43,34 @@ fn matmul_rule(x: &TensorShape, y: &TensorShape) -> Result<TensorShape> {
     }
     let (xb, xm) = x.dims().split_at(x.rank() - 2);
     let (yb, ym) = y.dims().split_at(y.rank() - 2);
-    if let (Some(q1), Some(q2)) = (xm[1], ym[0]) {
+    // The matrix dims each input contributes once its flag is applied.
+    let (p, q1) = if transpose_a {
+        (xm[1], xm[0])
+    } else {
+        (xm[0], xm[1])
+    };
+    let (q2, r) = if transpose_b {
+        (ym[1], ym[0])
+    } else {
+        (ym[0], ym[1])
+    };
+    if let (Some(q1), Some(q2)) = (q1, q2) {
         if q1 != q2 {
+            let (xd, yd) = (
+                if transpose_a {
+                    "second-to-last dim, the last once transposed"
+                } else {
+                    "last dim"
+                },
+                if transpose_b {
+                    "last dim, the second-to-last once transposed"
+                } else {
+                    "second-to-last dim"
+                },
+            );
             return Err(Error::invalid(format!(
-                "matmul: inner dims differ: x has shape {x} (its last dim is {q1}) but y has \
-                 shape {y} (its second-to-last dim is {q2})"
+                "matmul: inner dims differ: x has shape {x} (its {xd} is {q1}) but y has \
+                 shape {y} (its {yd} is {q2})"
             )));
         }
     }
@@ -44,7 +82,7 @@ fn matmul_rule(x: &TensorShape, y: &TensorShape) -> Result<TensorShape> {
             ))
         })?;
     let mut dims = batch.dims().to_vec();
-    dims.extend([xm[0], ym[1]]);
+    dims.extend([p, r]);
     Ok(TensorShape::new(dims))
 }
 
@@ -86,7 +124,21 @@ fn as_stack(a: &Tensor) -> Result<ndarray::CowArray<'_, f32, ndarray::Ix3>> {
     Ok(a.to_shape((b, m, n))?)
 }
 
-/// Everything forward and backward need about one product's shapes.
+/// Matrix `k` of a stack, transposed (a strided view) when `transpose` is set.
+fn matrix<'a>(
+    stack: &'a ndarray::CowArray<'_, f32, ndarray::Ix3>,
+    k: usize,
+    transpose: bool,
+) -> ArrayView2<'a, f32> {
+    let m = stack.index_axis(Axis(0), k);
+    if transpose {
+        m.reversed_axes()
+    } else {
+        m
+    }
+}
+
+/// Everything forward needs about one product's shapes.
 struct Plan {
     out_shape: Vec<usize>,
     /// For each output batch position, the batch index into x and into y.
@@ -94,22 +146,26 @@ struct Plan {
     yi: Vec<usize>,
 }
 
-fn plan(x: &Tensor, y: &Tensor) -> Result<Plan> {
-    let out = matmul_rule(
-        &TensorShape::known(x.shape()),
-        &TensorShape::known(y.shape()),
-    )?;
-    let out_shape = out
-        .to_vec()
-        .ok_or_else(|| Error::invalid("internal: matmul shape rule left a dim unknown"))?;
-    checked_num_elements(&out_shape)?;
-    let (xb, yb) = (&x.shape()[..x.ndim() - 2], &y.shape()[..y.ndim() - 2]);
-    let batch = broadcast_shapes(xb, yb)?;
-    Ok(Plan {
-        xi: batch_indices(&batch, xb),
-        yi: batch_indices(&batch, yb),
-        out_shape,
-    })
+impl MatMul {
+    fn plan(&self, x: &Tensor, y: &Tensor) -> Result<Plan> {
+        let out = matmul_rule(
+            &TensorShape::known(x.shape()),
+            &TensorShape::known(y.shape()),
+            self.transpose_a,
+            self.transpose_b,
+        )?;
+        let out_shape = out
+            .to_vec()
+            .ok_or_else(|| Error::invalid("internal: matmul shape rule left a dim unknown"))?;
+        checked_num_elements(&out_shape)?;
+        let (xb, yb) = (&x.shape()[..x.ndim() - 2], &y.shape()[..y.ndim() - 2]);
+        let batch = broadcast_shapes(xb, yb)?;
+        Ok(Plan {
+            xi: batch_indices(&batch, xb),
+            yi: batch_indices(&batch, yb),
+            out_shape,
+        })
+    }
 }
 
 impl Op for MatMul {
@@ -118,82 +174,114 @@ impl Op for MatMul {
     }
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
         expect_inputs(inputs, 2, "MatMul")?;
-        matmul_rule(inputs[0], inputs[1])
+        matmul_rule(inputs[0], inputs[1], self.transpose_a, self.transpose_b)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         expect_inputs(inputs, 2, "MatMul")?;
         let (x, y) = (inputs[0], inputs[1]);
-        let plan = plan(x, y)?;
+        let plan = self.plan(x, y)?;
         let (x3, y3) = (as_stack(x)?, as_stack(y)?);
-        let (p, r) = (x3.shape()[1], y3.shape()[2]);
+        let (ta, tb) = (self.transpose_a, self.transpose_b);
         if plan.xi.len() == 1 {
             // One product (every 2-D matmul): written once, no zero fill first.
-            let c = matmul_vec(x3.index_axis(Axis(0), 0), y3.index_axis(Axis(0), 0));
+            let c = matmul_vec(matrix(&x3, 0, ta), matrix(&y3, 0, tb));
             return Ok(Tensor::from_shape_vec(plan.out_shape, c)?);
         }
-        let mut out = Array3::<f32>::zeros((plan.xi.len(), p, r));
+        let r = plan.out_shape.len();
+        let (p, n) = (plan.out_shape[r - 2], plan.out_shape[r - 1]);
+        let mut out = Array3::<f32>::zeros((plan.xi.len(), p, n));
         for (k, mut c) in out.outer_iter_mut().enumerate() {
-            let a = x3.index_axis(Axis(0), plan.xi[k]);
-            let b = y3.index_axis(Axis(0), plan.yi[k]);
+            let a = matrix(&x3, plan.xi[k], ta);
+            let b = matrix(&y3, plan.yi[k], tb);
             sgemm(1.0, a, b, 0.0, &mut c);
         }
         Ok(out.into_shape_with_order(plan.out_shape)?)
     }
-    // dx = g · yᵀ, dy = xᵀ · g per batch position (transposed views, no copies),
-    // summed over the positions where x (or y) was broadcast
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let (x, y) = (ctx.input(0), ctx.input(1));
-        let plan = plan(x, y)?;
-        let (x3, y3) = (as_stack(x)?, as_stack(y)?);
-        let (p, q, r) = (x3.shape()[1], x3.shape()[2], y3.shape()[2]);
-        let g3 = grad.to_shape((plan.xi.len(), p, r))?;
-        if g3.shape()[0] == 1 {
-            // One product: each gradient is written once, no zero fill first.
-            let g = g3.index_axis(Axis(0), 0);
-            let (a, b) = (x3.index_axis(Axis(0), 0), y3.index_axis(Axis(0), 0));
-            let dx = ctx
-                .needs_grad(0)
-                .then(|| Tensor::from_shape_vec(x.shape(), matmul_vec(g, b.t())))
-                .transpose()?;
-            let dy = ctx
-                .needs_grad(1)
-                .then(|| Tensor::from_shape_vec(y.shape(), matmul_vec(a.t(), g)))
-                .transpose()?;
-            return Ok(vec![dx, dy]);
-        }
-
-        let dx = ctx
-            .needs_grad(0)
-            .then(|| -> Result<Tensor> {
-                let mut dx = Array3::<f32>::zeros((x3.shape()[0], p, q));
-                for (k, g) in g3.outer_iter().enumerate() {
-                    let b = y3.index_axis(Axis(0), plan.yi[k]);
-                    let mut c = dx.index_axis_mut(Axis(0), plan.xi[k]);
-                    sgemm(1.0, g, b.t(), 1.0, &mut c);
-                }
-                Ok(dx.into_shape_with_order(x.shape())?)
-            })
-            .transpose()?;
-        let dy = ctx
-            .needs_grad(1)
-            .then(|| -> Result<Tensor> {
-                let mut dy = Array3::<f32>::zeros((y3.shape()[0], q, r));
-                for (k, g) in g3.outer_iter().enumerate() {
-                    let a = x3.index_axis(Axis(0), plan.xi[k]);
-                    let mut c = dy.index_axis_mut(Axis(0), plan.yi[k]);
-                    sgemm(1.0, a.t(), g, 1.0, &mut c);
-                }
-                Ok(dy.into_shape_with_order(y.shape())?)
-            })
-            .transpose()?;
-        Ok(vec![dx, dy])
+    // TensorFlow's _BatchMatMulV2 gradient, with C = op(A) · op(B):
+    //   no flags:  dA = g · Bᵀ       dB = Aᵀ · g
+    //   tb:        dA = g · B        dB = gᵀ · A
+    //   ta:        dA = B · gᵀ       dB = A · g
+    //   ta, tb:    dA = Bᵀ · gᵀ      dB = gᵀ · Aᵀ
+    // each a MatMul with flags (transposed views, no copies), then summed over
+    // the batch dims where A (or B) was broadcast.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        let da = if ctx.needs_grad(0) {
+            let da = match (self.transpose_a, self.transpose_b) {
+                (false, false) => matmul_transposed(g, b, false, true)?,
+                (false, true) => matmul_transposed(g, b, false, false)?,
+                (true, false) => matmul_transposed(b, g, false, true)?,
+                (true, true) => matmul_transposed(b, g, true, true)?,
+            };
+            Some(sum_batch_to(&da, a, b)?)
+        } else {
+            None
+        };
+        let db = if ctx.needs_grad(1) {
+            let db = match (self.transpose_a, self.transpose_b) {
+                (false, false) => matmul_transposed(a, g, true, false)?,
+                (false, true) => matmul_transposed(g, a, true, false)?,
+                (true, false) => matmul_transposed(a, g, false, false)?,
+                (true, true) => matmul_transposed(g, a, true, true)?,
+            };
+            Some(sum_batch_to(&db, b, a)?)
+        } else {
+            None
+        };
+        Ok(vec![da, db])
     }
+}
+
+/// `grad` (the gradient of a product, with the broadcast batch dims of the
+/// output and the matrix dims of `like`) summed back over the batch dims
+/// where `like` was broadcast against `other`: nothing when the static shapes
+/// prove there was no broadcast, fixed axes when they tell which, and the
+/// run-time shape of `like` otherwise. Only batch dims are looked at: the
+/// matrix dims of `grad` are `like`'s by construction.
+fn sum_batch_to(grad: &Node, like: &Node, other: &Node) -> Result<Node> {
+    let (o, k, s) = (grad.shape(), like.shape(), other.shape());
+    let (out_batch, k_batch, s_batch) = (o.rank() - 2, k.rank() - 2, s.rank() - 2);
+    let leading = out_batch - k_batch;
+    let mut axes = Vec::new();
+    for a in 0..k_batch {
+        let t = leading + a; // the output batch axis
+                             // `other`'s batch dim aligned with it, if it has one.
+        let s_dim = (t + s_batch).checked_sub(out_batch).map(|i| s.dims()[i]);
+        let other_trivial = matches!(s_dim, None | Some(Some(1)));
+        match k.dims()[a] {
+            Some(1) => {
+                if !other_trivial {
+                    axes.push(a);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if !other_trivial {
+                    // Broadcast only if this dim turns out to be 1: read it at run time.
+                    return build(SumToShapeOf, &[grad, like]);
+                }
+            }
+        }
+    }
+    if leading == 0 && axes.is_empty() {
+        return Ok(grad.clone());
+    }
+    build(
+        SumTo {
+            leading,
+            axes,
+            shape: k,
+        },
+        &[grad],
+    )
 }
 
 /// The matrix product of `x` and `y` over their last two dims:
 /// `[p, q] x [q, r] -> [p, r]`, and for batches `[..., p, q] x [..., q, r] ->
 /// [..., p, r]`, where the batch dims (all but the last two) broadcast as in
 /// NumPy (`[b, p, q] x [q, r]` multiplies every matrix of the batch by `y`).
+/// Its gradients are matmuls too ([`matmul_transposed`]), so it can be
+/// differentiated to any order.
 ///
 /// ```
 /// use adgraph as ad;
@@ -213,5 +301,38 @@ impl Op for MatMul {
 /// the batch dims do not broadcast, at build time when the dims are known,
 /// otherwise in forward.
 pub fn matmul(x: &Node, y: &Node) -> Result<Node> {
-    build(MatMul, &[x, y])
+    matmul_transposed(x, y, false, false)
+}
+
+/// The matrix product of `x` and `y` with the last two dims of `x` swapped
+/// first if `transpose_a`, and those of `y` if `transpose_b` (TensorFlow's
+/// `tf.matmul(x, y, transpose_a, transpose_b)`); batch dims broadcast as in
+/// [`matmul`]. The swap costs nothing: the product reads a transposed view.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([3, 2]);
+/// let y = g.placeholder([4, 3]);
+/// let z = ad::matmul_transposed(&x, &y, true, true).unwrap(); // xᵀ · yᵀ
+/// assert_eq!(z.shape(), ad::shape![2, 4]);
+/// let feed = ad::feed! {
+///     x => [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]],
+///     y => [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [0.0, 0.0, 1.0]],
+/// }.unwrap();
+/// let value = ad::RunTime::new().forward(&z, &feed).unwrap().clone();
+/// assert_eq!(value, ad::tensor([[1.0, 4.0, 7.0, 0.0], [2.0, 5.0, 8.0, 0.0]]));
+/// assert!(ad::matmul_transposed(&x, &y, false, false).is_err());
+/// ```
+///
+/// # Errors
+/// As [`matmul`], for the shapes after the swaps.
+pub fn matmul_transposed(x: &Node, y: &Node, transpose_a: bool, transpose_b: bool) -> Result<Node> {
+    build(
+        MatMul {
+            transpose_a,
+            transpose_b,
+        },
+        &[x, y],
+    )
 }

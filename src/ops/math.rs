@@ -8,8 +8,10 @@ use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::elementwise::{map1, map2, map3};
 use crate::kernels::exp::exp as exp_f32;
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{ForwardContext, GradientContext, Op};
+use crate::ops::arithmetic::{divide, multiply, negate, when};
 use crate::ops::build;
+use crate::ops::fill::zeros_like;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
@@ -25,6 +27,28 @@ pub(crate) fn unary_rule(op: &str, inputs: &[&TensorShape]) -> Result<TensorShap
             inputs.len()
         ))),
     }
+}
+
+/// The shape rule of a gradient op on `n` inputs of one shape (a forward value
+/// and upstream gradients): their merged shape.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for another number of inputs, or shapes that
+/// cannot be the same.
+pub(crate) fn same_shape_rule(op: &str, inputs: &[&TensorShape], n: usize) -> Result<TensorShape> {
+    if inputs.len() != n {
+        return Err(Error::invalid(format!(
+            "{op} takes {n} inputs, got {}",
+            inputs.len()
+        )));
+    }
+    inputs[1..].iter().try_fold(inputs[0].clone(), |acc, s| {
+        acc.merge(s).ok_or_else(|| {
+            Error::invalid(format!(
+                "{op} inputs must have one shape, got {acc} and {s}"
+            ))
+        })
+    })
 }
 
 /// Checks that a float attribute is finite.
@@ -55,8 +79,8 @@ impl Op for Exp {
         Ok(map1(inputs[0], exp_f32))
     }
     // d(e^x)/dx = e^x, the output itself
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(map2(grad, ctx.output(), |g, y| g * y)?)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(multiply(ctx.grad(), ctx.output())?)])
     }
 }
 
@@ -74,8 +98,8 @@ impl Op for Log {
         Ok(map1(inputs[0], f32::ln))
     }
     // d(ln x)/dx = 1/x
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(map2(grad, ctx.input(0), |g, x| g / x)?)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(divide(ctx.grad(), ctx.input(0))?)])
     }
 }
 
@@ -93,8 +117,35 @@ impl Op for Sqrt {
         Ok(map1(inputs[0], f32::sqrt))
     }
     // d(sqrt x)/dx = 1 / (2 sqrt x) = 0.5 / y
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(map2(grad, ctx.output(), |g, y| 0.5 * g / y)?)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(SqrtGrad, &[ctx.output(), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Sqrt`]: `SqrtGrad(y, dy) = 0.5 * dy / y`, with `y = sqrt(x)`
+/// (TensorFlow's `SqrtGrad`), in one pass.
+pub struct SqrtGrad;
+
+impl Op for SqrtGrad {
+    fn type_name(&self) -> &'static str {
+        "SqrtGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        map2(inputs[1], inputs[0], |g, y| 0.5 * g / y)
+    }
+    // out = 0.5 dy / y: d out/d dy = 0.5 / y, d out/dy = -0.5 dy / y^2 = -out / y
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (y, g) = (ctx.input(0), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                negate(&multiply(&divide(g, y)?, ctx.output())?)
+            })?,
+            when(ctx.needs_grad(1), || ctx.add_op(SqrtGrad, &[y, g]))?,
+        ])
     }
 }
 
@@ -111,9 +162,13 @@ impl Op for Square {
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         Ok(map1(inputs[0], |x| x * x))
     }
-    // d(x^2)/dx = 2x
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(map2(grad, ctx.input(0), |g, x| 2.0 * x * g)?)])
+    // d(x^2)/dx = 2x: PowGrad with exponent 2, which computes 2 x dy in one pass
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(
+            PowGrad { exponent: 2.0 },
+            &[ctx.input(0), ctx.output(), ctx.grad()],
+        )?;
+        Ok(vec![Some(dx)])
     }
 }
 
@@ -146,29 +201,78 @@ impl Op for Pow {
         let p = self.exponent;
         Ok(map1(inputs[0], |x| Pow::pow(x, p)))
     }
-    // d(x^p)/dx = p * x^(p-1); 0 everywhere when p = 0 (x^0 is constant)
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+    // d(x^p)/dx = p * x^(p-1); 0 everywhere when p = 0 (x^0 is constant), the
+    // upstream gradient itself when p = 1
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         let p = self.exponent;
-        if p == 0.0 {
-            return Ok(vec![Some(Tensor::zeros(ctx.input(0).raw_dim()))]);
+        let dx = if p == 0.0 {
+            zeros_like(ctx.input(0))?
+        } else if p == 1.0 {
+            ctx.grad().clone()
+        } else {
+            ctx.add_op(
+                PowGrad { exponent: p },
+                &[ctx.input(0), ctx.output(), ctx.grad()],
+            )?
+        };
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Pow`] (and of [`Square`], exponent 2):
+/// `PowGrad(x, y, dy) = dy * p * x^(p-1)`, with `y = x^p` the forward output,
+/// in one pass.
+///
+/// `x^(p-1)` is taken as `y / x` where `x != 0` (no second power), and for
+/// `p = 2` as `2 x` exactly; at `x = 0` it is the power itself (0 for `p > 1`,
+/// `inf` for `p < 1`, as TensorFlow gives).
+pub struct PowGrad {
+    /// The exponent `p` of the forward op; must be finite.
+    pub exponent: f32,
+}
+
+impl Op for PowGrad {
+    fn type_name(&self) -> &'static str {
+        "PowGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        finite_attr(self.type_name(), "exponent", self.exponent)?;
+        same_shape_rule(self.type_name(), inputs, 3)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let (x, y, grad) = (inputs[0], inputs[1], inputs[2]);
+        let p = self.exponent;
+        if p == 2.0 {
+            return map2(grad, x, |g, x| 2.0 * x * g);
         }
-        if p == 1.0 {
-            return Ok(vec![Some(grad.clone())]);
-        }
-        Ok(vec![Some(map3(
-            grad,
-            ctx.input(0),
-            ctx.output(),
-            |g, x, y| {
-                // p * x^(p-1) = p * y / x where x != 0; at x = 0 take the power itself
-                // (0 for p > 1, inf for p < 1, as TF gives).
-                if x != 0.0 && y.is_finite() {
-                    g * p * (y / x)
+        map3(grad, x, y, |g, x, y| {
+            if x != 0.0 && y.is_finite() {
+                g * p * (y / x)
+            } else {
+                g * p * Pow::pow(x, p - 1.0)
+            }
+        })
+    }
+    // out = dy * p * x^(p-1) (`y` only spares computing a power: no gradient of
+    // its own): d out/d dy = p x^(p-1), the same op; d out/dx = dy p (p-1) x^(p-2)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let p = self.exponent;
+        let (x, y, dy, g) = (ctx.input(0), ctx.input(1), ctx.input(2), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                let g_dy = multiply(g, dy)?;
+                if p == 2.0 {
+                    (g_dy * 2.0).check()
                 } else {
-                    g * p * Pow::pow(x, p - 1.0)
+                    let slope = (pow(x, p - 2.0)? * (p * (p - 1.0))).check()?;
+                    multiply(&g_dy, &slope)
                 }
-            },
-        )?)])
+            })?,
+            None,
+            when(ctx.needs_grad(2), || {
+                ctx.add_op(PowGrad { exponent: p }, &[x, y, g])
+            })?,
+        ])
     }
 }
 

@@ -1,4 +1,6 @@
-//! Reductions over a set of axes: reduce_sum, reduce_mean.
+//! Reductions over a set of axes: reduce_sum, reduce_mean, and their
+//! gradient op [`ReduceGrad`] (a broadcast back to the input's run-time
+//! shape, whose own gradient is the reduction again).
 //!
 //! Both take the axes as anything that converts into [`Axes`] (`0`, `[0, 2]`,
 //! `&[1][..]`, `vec![1, 2]`, or [`Axes::All`]) and a `keep_dims` flag: when it is
@@ -9,7 +11,7 @@ use ndarray::IxDyn;
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::broadcast::{broadcast_to_shape, sum_to_shape};
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::array::{axis_error, expect_inputs};
 use crate::ops::build;
 use crate::shape::TensorShape;
@@ -176,10 +178,15 @@ impl Op for ReduceSum {
         sum_axes(inputs[0], &axes, self.keep_dims)
     }
     // dx[i] = g[i with the reduced axes dropped (or set to 0 with keep_dims)]
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let x = ctx.input(0);
-        let axes = self.axes.resolve(x.ndim())?;
-        Ok(vec![Some(broadcast_back(grad, x.shape(), &axes, 1.0)?)])
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = reduce_grad(
+            ctx.grad(),
+            ctx.input(0),
+            self.axes.clone(),
+            self.keep_dims,
+            false,
+        )?;
+        Ok(vec![Some(dx)])
     }
 }
 
@@ -208,18 +215,96 @@ impl Op for ReduceMean {
         out.mapv_inplace(|v| v / count);
         Ok(out)
     }
-    // dx[i] = g[i with the reduced axes dropped] / n, n = number of elements reduced per output
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let x = ctx.input(0);
-        let axes = self.axes.resolve(x.ndim())?;
-        let count = reduced_count(x.shape(), &axes) as f32;
-        Ok(vec![Some(broadcast_back(
-            grad,
-            x.shape(),
-            &axes,
-            1.0 / count,
-        )?)])
+    // dx[i] = g[i with the reduced axes dropped] / n, n = number of elements
+    // reduced per output (read from x's run-time shape)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = reduce_grad(
+            ctx.grad(),
+            ctx.input(0),
+            self.axes.clone(),
+            self.keep_dims,
+            true,
+        )?;
+        Ok(vec![Some(dx)])
     }
+}
+
+/// The gradient of a reduction ([`ReduceSum`], or [`ReduceMean`] with
+/// `mean`): inputs `(g, x)`, where `g` is shaped like the reduction's output;
+/// the output is `g` broadcast back to the run-time shape of `x` (the reduced
+/// axes reinserted and repeated), divided by the number of elements each
+/// output element reduced when `mean`. Only the shape of `x` is read.
+pub struct ReduceGrad {
+    /// The reduced axes of the forward reduction.
+    pub axes: Axes,
+    /// Whether the forward reduction kept the reduced dims (with size 1).
+    pub keep_dims: bool,
+    /// Whether the forward reduction was a mean (the gradient is then scaled by `1/n`).
+    pub mean: bool,
+}
+
+impl Op for ReduceGrad {
+    fn type_name(&self) -> &'static str {
+        "ReduceGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 2, "ReduceGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let axes = self.axes.resolve(x.rank())?;
+        let reduced = reduced_shape(x, &axes, self.keep_dims);
+        if !reduced.is_compatible(g) {
+            return Err(Error::ShapeMismatch {
+                what: format!("ReduceGrad: gradient of a reduction of {x} over {axes:?}"),
+                expected: reduced,
+                got: g.clone(),
+            });
+        }
+        Ok(x.clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 2, "ReduceGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let axes = self.axes.resolve(x.ndim())?;
+        let reduced = reduced_shape(&TensorShape::known(x.shape()), &axes, self.keep_dims);
+        if reduced != TensorShape::known(g.shape()) {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "ReduceGrad: gradient of a reduction of {} over {axes:?}",
+                    TensorShape::known(x.shape())
+                ),
+                expected: reduced,
+                got: TensorShape::known(g.shape()),
+            });
+        }
+        let scale = if self.mean {
+            1.0 / reduced_count(x.shape(), &axes) as f32
+        } else {
+            1.0
+        };
+        broadcast_back(g, x.shape(), &axes, scale)
+    }
+    // Linear in g: its adjoint is the same reduction (sum, or mean) of the upstream.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dg = if self.mean {
+            reduce_mean(ctx.grad(), self.axes.clone(), self.keep_dims)?
+        } else {
+            reduce_sum(ctx.grad(), self.axes.clone(), self.keep_dims)?
+        };
+        Ok(vec![Some(dg), None])
+    }
+}
+
+/// `g` (the gradient of a reduction of `x` over `axes`) broadcast back to
+/// `x`'s shape, over the count reduced when `mean`.
+fn reduce_grad(g: &Node, x: &Node, axes: Axes, keep_dims: bool, mean: bool) -> Result<Node> {
+    build(
+        ReduceGrad {
+            axes,
+            keep_dims,
+            mean,
+        },
+        &[g, x],
+    )
 }
 
 /// The sum of `x` over `axes` (`tf.reduce_sum`). Reduced dims are removed,
