@@ -35,6 +35,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dot;
 pub mod error;
 pub mod gradcheck;
 pub mod gradients;

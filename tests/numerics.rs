@@ -72,6 +72,49 @@ fn a_bad_gradient_is_caught_in_backward() {
     let y = ad::sqrt(&x).unwrap();
     let feed = Feed::new().with(&x, [0.0, 4.0]).unwrap();
     let err = checked().backward(&y, &feed, None).unwrap_err();
+    let message = err.to_string();
+    match err {
+        Error::Numerics {
+            node,
+            op,
+            phase,
+            what,
+            bad,
+            total,
+        } => {
+            // Reported at the forward node whose gradient holds the infinity.
+            assert_eq!(
+                (node.as_str(), op.as_str(), phase, bad, total),
+                ("Sqrt", "Sqrt", Phase::Backward, 1, 2),
+                "{message}"
+            );
+            // Backward runs the gradient graph, so the infinity is met
+            // computing a gradient node (sqrt's `SqrtGrad`, in the `gradients/`
+            // scope): `what` names that node and its op, where it used to name
+            // the input whose gradient it was.
+            let culprit = g
+                .nodes()
+                .into_iter()
+                .find(|n| {
+                    n.is_gradient() && what.contains(&format!("{} ({})", n.name(), n.op_type()))
+                })
+                .unwrap_or_else(|| panic!("no gradient node named in: {message}"));
+            assert!(culprit.name().starts_with("gradients/"), "{message}");
+            // It is part of sqrt's gradient: it reads the Sqrt node.
+            assert!(culprit.inputs().contains(&y), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_bad_upstream_gradient_is_caught_at_the_target() {
+    let g = Graph::new();
+    let x = g.placeholder([2]);
+    let y = ad::exp(&x).unwrap();
+    let feed = Feed::new().with(&x, [0.0, 1.0]).unwrap();
+    let upstream = ad::tensor([1.0, f32::INFINITY]);
+    let err = checked().backward(&y, &feed, Some(upstream)).unwrap_err();
     match err {
         Error::Numerics {
             node,
@@ -80,8 +123,8 @@ fn a_bad_gradient_is_caught_in_backward() {
             bad,
             ..
         } => {
-            assert_eq!((node.as_str(), phase, bad), ("Sqrt", Phase::Backward, 1));
-            assert!(what.contains("Placeholder"), "{what}");
+            assert_eq!((node.as_str(), phase, bad), ("Exp", Phase::Backward, 1));
+            assert!(what.contains("upstream"), "{what}");
         }
         other => panic!("{other}"),
     }

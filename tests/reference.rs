@@ -1,5 +1,9 @@
 //! Checks every op against TensorFlow's forward values and gradients in
-//! `../shared/reference/` (format and tolerance: that folder's README).
+//! `../shared/reference/` (format and tolerance: that folder's README), and the
+//! second derivatives of `second_order.json`: gradients built as graph nodes
+//! ([`ad::gradients`]), Hessian-vector products
+//! ([`ad::hessian_vector_product`]) and WGAN-GP gradient penalties
+//! differentiated through the critic's gradient.
 //!
 //! The folder comes from `ADGRAPH_REFERENCE_DIR` (default `../shared/reference`
 //! beside the crate). When the variable is set, a missing folder or file fails the
@@ -49,6 +53,13 @@ const SUPPORTED_OPS: &[&str] = &[
     "avgpool2d",
     "fused_batch_norm",
     "dropout",
+    "divide",
+    "log",
+    "sqrt",
+    "square",
+    "pow",
+    "transpose",
+    "softmax",
 ];
 
 fn tensor(v: &Value) -> Result<Tensor, String> {
@@ -128,6 +139,21 @@ fn build(op: &str, args: &[Node], attrs: &Value) -> Result<Node, String> {
         "relu" => ad::relu(a(0)?),
         "leaky_relu" => ad::leaky_relu(a(0)?, f32_attr(attrs, "alpha")?),
         "matmul" => ad::matmul(a(0)?, a(1)?),
+        "divide" => ad::divide(a(0)?, a(1)?),
+        "log" => ad::log(a(0)?),
+        "sqrt" => ad::sqrt(a(0)?),
+        "square" => ad::square(a(0)?),
+        "pow" => ad::pow(a(0)?, f32_attr(attrs, "exponent")?),
+        "transpose" => ad::transpose(a(0)?, &usizes(&attrs["perm"])?),
+        "softmax" => {
+            // adgraph's softmax runs over the last axis; single-op cases over
+            // another axis are skipped (`unsupported_attrs`).
+            let rank = a(0)?.shape().rank();
+            match attrs["axis"].as_u64() {
+                Some(axis) if axis as usize + 1 == rank => ad::softmax(a(0)?),
+                axis => return Err(format!("softmax over axis {axis:?} of a rank-{rank} input")),
+            }
+        }
         "batch_matmul" => ad::matmul_transposed(
             a(0)?,
             a(1)?,
@@ -251,6 +277,16 @@ fn make_inputs(inputs: &serde_json::Map<String, Value>) -> Result<Built, String>
     Ok(Built { graph, nodes, feed })
 }
 
+/// Why a single-op case cannot be built by adgraph, if it cannot.
+fn unsupported_case(op: &str, case: &Value) -> Option<String> {
+    let ranks: Vec<usize> = case["inputs"]
+        .as_object()?
+        .values()
+        .filter_map(|t| t["shape"].as_array().map(Vec::len))
+        .collect();
+    unsupported_attrs(op, &case["attrs"], &ranks)
+}
+
 /// Runs one single-op case: forward, backward with the case's upstream, and the
 /// batch-norm moving statistics where present.
 fn run_op_case(op: &str, case: &Value) -> Result<(), String> {
@@ -297,24 +333,41 @@ fn run_op_case(op: &str, case: &Value) -> Result<(), String> {
 
 /// The ops of a composite graph that adgraph does not have.
 fn unsupported_steps(case: &Value) -> Vec<String> {
-    case["attrs"]["steps"]
+    let mut missing: Vec<String> = Vec::new();
+    for op in case["attrs"]["steps"]
         .as_array()
-        .map(|steps| {
-            steps
-                .iter()
-                .filter_map(|s| s["op"].as_str())
-                .filter(|op| !SUPPORTED_OPS.contains(op))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["op"].as_str())
+    {
+        if !SUPPORTED_OPS.contains(&op) && !missing.iter().any(|m| m == op) {
+            missing.push(op.to_string());
+        }
+    }
+    missing
 }
 
-/// Runs one composite graph of `graphs.json`.
-fn run_graph_case(case: &Value) -> Result<(), String> {
-    let inputs = case["inputs"].as_object().ok_or("inputs")?;
-    let mut built = make_inputs(inputs)?;
-    let attrs = &case["attrs"];
+/// Why adgraph cannot build op `op` with these attributes on inputs of these
+/// ranks, if it cannot: an attribute it has no form of.
+fn unsupported_attrs(op: &str, attrs: &Value, ranks: &[usize]) -> Option<String> {
+    match op {
+        "softmax" => {
+            let axis = attrs["axis"].as_u64()? as usize;
+            let last = ranks.first()?.checked_sub(1)?;
+            (axis != last).then(|| {
+                format!(
+                    "softmax over axis {axis} of a rank-{} input (adgraph's runs over the last)",
+                    last + 1
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Applies the `steps` of a composite graph to `built`, naming each result
+/// after its step's `out`.
+fn build_steps(built: &mut Built, attrs: &Value) -> Result<(), String> {
     for step in attrs["steps"].as_array().ok_or("steps")? {
         let op = step["op"].as_str().ok_or("op")?;
         let args: Vec<Node> = step["args"]
@@ -335,6 +388,15 @@ fn run_graph_case(case: &Value) -> Result<(), String> {
             .nodes
             .insert(step["out"].as_str().ok_or("out")?.to_string(), node);
     }
+    Ok(())
+}
+
+/// Runs one composite graph of `graphs.json`.
+fn run_graph_case(case: &Value) -> Result<(), String> {
+    let inputs = case["inputs"].as_object().ok_or("inputs")?;
+    let mut built = make_inputs(inputs)?;
+    let attrs = &case["attrs"];
+    build_steps(&mut built, attrs)?;
     let loss = &built.nodes[attrs["loss"].as_str().ok_or("loss")?];
     let mut rt = RunTime::new();
     let value = rt.forward(loss, &built.feed).map_err(|e| e.to_string())?;
@@ -346,6 +408,178 @@ fn run_graph_case(case: &Value) -> Result<(), String> {
             .grad(&built.nodes[name])
             .map_err(|e| format!("grad {name}: {e}"))?;
         compare(&format!("grad {name}"), got, &tensor(want)?)?;
+    }
+    Ok(())
+}
+
+/// The names listed in `attrs[key]`.
+fn names(attrs: &Value, key: &str) -> Result<Vec<String>, String> {
+    attrs[key]
+        .as_array()
+        .ok_or_else(|| format!("attrs.{key} missing"))?
+        .iter()
+        .map(|n| {
+            n.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("bad name in {key}"))
+        })
+        .collect()
+}
+
+/// The node called `name` among a case's inputs and steps.
+fn named<'a>(built: &'a Built, name: &str) -> Result<&'a Node, String> {
+    built
+        .nodes
+        .get(name)
+        .ok_or_else(|| format!("no input or step named {name}"))
+}
+
+/// The value of a gradient node, or zeros shaped like `like` where
+/// [`ad::gradients`] found no differentiable path (`None`): the derivative is 0.
+fn value_or_zeros(
+    rt: &mut RunTime,
+    grad: &Option<Node>,
+    like: &Node,
+    feed: &Feed,
+) -> Result<Tensor, String> {
+    match grad {
+        Some(g) => rt.forward(g, feed).cloned().map_err(|e| e.to_string()),
+        None => {
+            let shape = rt
+                .forward(like, feed)
+                .map_err(|e| e.to_string())?
+                .shape()
+                .to_vec();
+            Ok(Tensor::zeros(shape))
+        }
+    }
+}
+
+/// Runs one case of `second_order.json`: a loss with its gradients and
+/// Hessian-vector products, or (cases named `gp_*`) a gradient penalty.
+fn run_second_order_case(case: &Value) -> Result<(), String> {
+    let inputs = case["inputs"].as_object().ok_or("inputs")?;
+    let mut built = make_inputs(inputs)?;
+    let attrs = &case["attrs"];
+    build_steps(&mut built, attrs)?;
+    if case["name"].as_str().unwrap_or("").starts_with("gp_") {
+        run_gradient_penalty_case(case, built)
+    } else {
+        run_hvp_case(case, built)
+    }
+}
+
+/// The loss L, its gradients dL/dθ_k as graph nodes, and the Hessian-vector
+/// products `sum_j d²L/dθ_k dθ_j · v_j` with the case's directions v fed as
+/// placeholders.
+fn run_hvp_case(case: &Value, built: Built) -> Result<(), String> {
+    let attrs = &case["attrs"];
+    let loss = named(&built, attrs["loss"].as_str().ok_or("attrs.loss missing")?)?;
+    let wrt = names(attrs, "differentiable")?;
+    let xs: Vec<&Node> = wrt
+        .iter()
+        .map(|n| named(&built, n))
+        .collect::<Result<_, _>>()?;
+    let mut feed = built.feed.clone();
+    let mut directions = Vec::new();
+    for name in &wrt {
+        let v = tensor(&case["directions"][name.as_str()])
+            .map_err(|e| format!("directions.{name}: {e}"))?;
+        let node = built.graph.placeholder(v.shape());
+        feed.insert(&node, v).map_err(|e| e.to_string())?;
+        directions.push(node);
+    }
+    let vs: Vec<&Node> = directions.iter().collect();
+    let grads = ad::gradients(&[loss], &xs, None).map_err(|e| format!("gradients: {e}"))?;
+    let hvps = ad::hessian_vector_product(loss, &xs, &vs)
+        .map_err(|e| format!("hessian_vector_product: {e}"))?;
+
+    let mut rt = RunTime::new();
+    let value = rt.forward(loss, &feed).map_err(|e| e.to_string())?;
+    compare("loss", value, &tensor(&case["output"])?)?;
+    for (k, name) in wrt.iter().enumerate() {
+        let got = value_or_zeros(&mut rt, &grads[k], xs[k], &feed)
+            .map_err(|e| format!("grad {name}: {e}"))?;
+        compare(
+            &format!("grad {name}"),
+            &got,
+            &tensor(&case["grads"][name.as_str()])?,
+        )?;
+    }
+    for (k, name) in wrt.iter().enumerate() {
+        let got = value_or_zeros(&mut rt, &hvps[k], xs[k], &feed)
+            .map_err(|e| format!("hvp {name}: {e}"))?;
+        compare(
+            &format!("hvp {name}"),
+            &got,
+            &tensor(&case["hvp"][name.as_str()])?,
+        )?;
+    }
+    Ok(())
+}
+
+/// The WGAN-GP penalty, built as the README says: S = reduce_sum(D),
+/// G = dS/dx as graph nodes, n_i = sqrt(sum of G[i]^2 over all dims but the
+/// first), P = lambda * mean_i (n_i - 1)^2; then P and dP/dθ for every weight
+/// and x, with D, G and n checked first to locate an error.
+fn run_gradient_penalty_case(case: &Value, built: Built) -> Result<(), String> {
+    let attrs = &case["attrs"];
+    let critic = named(
+        &built,
+        attrs["critic_output"].as_str().ok_or("critic_output")?,
+    )?;
+    let x = named(&built, attrs["penalty_wrt"].as_str().ok_or("penalty_wrt")?)?;
+    let lambda = f32_attr(attrs, "lambda")?;
+    let wrt = names(attrs, "differentiable")?;
+    let xs: Vec<&Node> = wrt
+        .iter()
+        .map(|n| named(&built, n))
+        .collect::<Result<_, _>>()?;
+    let rank = x.shape().rank();
+
+    let build_penalty = || -> ad::Result<(Node, Node, Node)> {
+        let s = ad::reduce_sum(critic, Axes::All, false)?;
+        let g = ad::gradients(&[&s], &[x], None)?[0]
+            .clone()
+            .ok_or_else(|| {
+                ad::Error::invalid(format!(
+                    "the critic {} does not depend on {}",
+                    critic.name(),
+                    x.name()
+                ))
+            })?;
+        let squares = ad::reduce_sum(&ad::square(&g)?, (1..rank).collect::<Vec<_>>(), false)?;
+        let norms = ad::sqrt(&squares)?;
+        let one = built.graph.constant(1.0)?;
+        let deviation = ad::square(&ad::subtract(&norms, &one)?)?;
+        let mean = ad::reduce_mean(&deviation, Axes::All, false)?;
+        let p = ad::multiply(&built.graph.constant(lambda)?, &mean)?;
+        Ok((g, norms, p))
+    };
+    let (g, norms, p) = build_penalty().map_err(|e| format!("building the penalty: {e}"))?;
+    let grads = ad::gradients(&[&p], &xs, None).map_err(|e| format!("gradients of P: {e}"))?;
+
+    let mut rt = RunTime::new();
+    let feed = &built.feed;
+    let extra = &case["extra"];
+    for (what, node, key) in [
+        ("critic scores D", critic, "critic_scores"),
+        ("critic gradient G", &g, "critic_grad_x"),
+        ("per-example gradient norm", &norms, "per_example_grad_norm"),
+    ] {
+        let got = rt.forward(node, feed).map_err(|e| format!("{what}: {e}"))?;
+        compare(what, got, &tensor(&extra[key])?)?;
+    }
+    let value = rt.forward(&p, feed).map_err(|e| e.to_string())?;
+    compare("penalty P", value, &tensor(&case["output"])?)?;
+    for (k, name) in wrt.iter().enumerate() {
+        let got = value_or_zeros(&mut rt, &grads[k], xs[k], feed)
+            .map_err(|e| format!("dP/d{name}: {e}"))?;
+        compare(
+            &format!("dP/d{name}"),
+            &got,
+            &tensor(&case["grads"][name.as_str()])?,
+        )?;
     }
     Ok(())
 }
@@ -464,6 +698,7 @@ fn main() -> ExitCode {
         };
         let cases = doc["cases"].as_array().cloned().unwrap_or_default();
         let known = family == "graphs"
+            || family == "second_order"
             || family == "optimizers"
             || SUPPORTED_OPS.contains(&family.as_str());
         if !known {
@@ -478,17 +713,28 @@ fn main() -> ExitCode {
         for case in &cases {
             let name = case["name"].as_str().unwrap_or("?");
             let result = match family.as_str() {
-                "graphs" => {
+                "graphs" | "second_order" => {
                     let missing = unsupported_steps(case);
                     if !missing.is_empty() {
-                        println!("  SKIP graphs/{name}: no op {}", missing.join(", "));
+                        println!("  SKIP {family}/{name}: no op {}", missing.join(", "));
                         skip += 1;
                         continue;
                     }
-                    run_graph_case(case)
+                    if family == "graphs" {
+                        run_graph_case(case)
+                    } else {
+                        run_second_order_case(case)
+                    }
                 }
                 "optimizers" => run_optimizer_case(case),
-                op => run_op_case(op, case),
+                op => {
+                    if let Some(why) = unsupported_case(op, case) {
+                        println!("  SKIP {family}/{name}: {why}");
+                        skip += 1;
+                        continue;
+                    }
+                    run_op_case(op, case)
+                }
             };
             match result {
                 Ok(()) => ok += 1,
