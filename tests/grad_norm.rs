@@ -672,3 +672,270 @@ fn bench_batch_norm() {
         }
     }
 }
+
+// ------------------------------------------------- gradient nodes, second order
+
+/// Settings of the second-derivative checks: steps of 1e-2 on inputs of
+/// magnitude ~1 (f32 sums), tolerances to match.
+const SECOND_ORDER: GradCheck = GradCheck {
+    eps: 1e-2,
+    atol: 1e-2,
+    rtol: 1e-2,
+    seed: 7,
+};
+
+/// A batch norm with `config` whose normalised values (before the fused
+/// activation) are all at least `margin` away from 0, so that finite
+/// differences do not cross the activation's kink.
+fn bn_away_from_kink(
+    shape: &[usize],
+    config: BatchNormConfig,
+    margin: f32,
+    rng: &mut ChaCha8Rng,
+) -> (Bn, Feed) {
+    let plain = BatchNormConfig {
+        activation: BatchNormActivation::Identity,
+        ..config
+    };
+    loop {
+        let (mut bn, feed) = build_bn(shape, plain, rng);
+        let pre = RunTime::new().forward(&bn.y, &feed).unwrap().clone();
+        if pre.iter().all(|v| v.abs() >= margin) {
+            bn.y =
+                ad::fused_batch_norm(&bn.x, &bn.scale, &bn.offset, &bn.mm, &bn.mv, config).unwrap();
+            return (bn, feed);
+        }
+    }
+}
+
+const ACTIVATIONS: [BatchNormActivation; 3] = [
+    BatchNormActivation::Identity,
+    BatchNormActivation::Relu,
+    BatchNormActivation::LeakyRelu(0.2),
+];
+
+/// Second derivatives of batch norm w.r.t. x, scale and offset, in both modes
+/// and with each fused activation: the gradient nodes' own gradients (the
+/// composition with the plain batch mean and variance in training mode).
+#[test]
+fn batch_norm_second_derivatives() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    for shape in [&[6usize, 3][..], &[2, 2, 2, 3], &[5, 1]] {
+        for is_training in [true, false] {
+            for activation in ACTIVATIONS {
+                let config = BatchNormConfig {
+                    epsilon: 1e-3,
+                    is_training,
+                    activation,
+                    ..Default::default()
+                };
+                let (bn, feed) = bn_away_from_kink(shape, config, 0.1, &mut rng);
+                let report = SECOND_ORDER
+                    .check_second_order(&bn.y, &[&bn.x, &bn.scale, &bn.offset], &feed)
+                    .unwrap_or_else(|e| {
+                        panic!("{shape:?} training={is_training} {activation:?}: {e}")
+                    });
+                assert!(report.elements > 0);
+            }
+        }
+    }
+}
+
+/// Second derivatives through the upstream gradient too: the loss is a
+/// softmax cross-entropy of the batch norm's output, so `dy` depends on `x`
+/// (the gradient nodes' gradients w.r.t. `dy`).
+#[test]
+fn batch_norm_second_derivatives_through_the_upstream_gradient() {
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    for shape in [&[5usize, 3][..], &[2, 2, 2, 3]] {
+        for is_training in [true, false] {
+            for activation in ACTIVATIONS {
+                let config = BatchNormConfig {
+                    is_training,
+                    activation,
+                    ..Default::default()
+                };
+                let (bn, mut feed) = bn_away_from_kink(shape, config, 0.1, &mut rng);
+                let labels = bn.g.placeholder(shape);
+                let lv = random(shape, 0.0, 1.0, &mut rng);
+                feed.insert(&labels, lv).unwrap();
+                let loss = ad::softmax_cross_entropy_loss(&labels, &bn.y).unwrap();
+                SECOND_ORDER
+                    .check_second_order(&loss, &[&bn.x, &bn.scale, &bn.offset], &feed)
+                    .unwrap_or_else(|e| {
+                        panic!("{shape:?} training={is_training} {activation:?}: {e}")
+                    });
+            }
+        }
+    }
+}
+
+/// One pass for the per-channel sums: the scale and offset gradient nodes
+/// read what the x gradient node kept (training), or what the scale node
+/// kept (inference, where dx needs no sums); the values are those of nodes
+/// that compute everything themselves, and of nodes that find nothing kept.
+#[test]
+fn batch_norm_gradient_nodes_share_the_sums() {
+    use ad::ops::norm::{BatchNormGradOf, FusedBatchNormGrad};
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    for is_training in [true, false] {
+        for activation in ACTIVATIONS {
+            let config = BatchNormConfig {
+                is_training,
+                activation,
+                ..Default::default()
+            };
+            let (bn, feed) = build_bn(&[7, 2, 2, 3], config, &mut rng);
+            let wrt = [&bn.x, &bn.scale, &bn.offset];
+            let grads: Vec<Node> = ad::gradients(&[&bn.y], &wrt, None)
+                .unwrap()
+                .into_iter()
+                .map(Option::unwrap)
+                .collect();
+            let types: Vec<&str> = grads.iter().map(|n| n.op_type()).collect();
+            assert_eq!(
+                types,
+                [
+                    "FusedBatchNormGrad",
+                    "FusedBatchNormGradScale",
+                    "FusedBatchNormGradOffset"
+                ]
+            );
+            let provider = if is_training { &grads[0] } else { &grads[1] };
+            assert!(grads[2].inputs().contains(provider));
+            assert_eq!(grads[1].inputs().contains(&grads[0]), is_training);
+
+            // Each gradient alone (its own sums).
+            let alone: Vec<Node> = wrt
+                .iter()
+                .map(|w| {
+                    ad::gradients(&[&bn.y], &[w], None).unwrap()[0]
+                        .clone()
+                        .unwrap()
+                })
+                .collect();
+            // Nothing kept to read: a placeholder in place of the forward
+            // node (training) and of the node with the sums.
+            let dummy_y = bn.g.placeholder(bn.x.shape());
+            let dummy_sums = bn.g.placeholder(bn.x.shape());
+            let ones = ad::ones_like(&bn.y).unwrap();
+            let mut base: Vec<&Node> = vec![&ones, &bn.x, &bn.scale, &bn.offset];
+            if is_training {
+                base.push(&dummy_y);
+            } else {
+                base.extend([&bn.mm, &bn.mv]);
+            }
+            let recomputed: Vec<Node> = [
+                BatchNormGradOf::X,
+                BatchNormGradOf::Scale,
+                BatchNormGradOf::Offset,
+            ]
+            .into_iter()
+            .map(|of| {
+                let reuses_sums = of != BatchNormGradOf::X;
+                let mut args = base.clone();
+                if reuses_sums {
+                    args.push(&dummy_sums);
+                }
+                let op = FusedBatchNormGrad {
+                    config,
+                    of,
+                    reuses_sums,
+                };
+                bn.g.add_op(op, &args).unwrap()
+            })
+            .collect();
+            let xv = feed.get(&bn.x).unwrap().clone();
+            let mut feed = feed.clone();
+            feed.insert(&dummy_y, xv.clone()).unwrap();
+            feed.insert(&dummy_sums, xv).unwrap();
+            let mut rt = RunTime::new();
+            let all: Vec<&Node> = grads.iter().chain(&alone).chain(&recomputed).collect();
+            let values = rt.evaluate(&all, &feed).unwrap();
+            for k in 0..3 {
+                let what = format!("training={is_training} {activation:?} input {k}");
+                assert_eq!(values[k], values[3 + k], "{what}: alone");
+                assert_eq!(values[k], values[6 + k], "{what}: recomputed");
+            }
+        }
+    }
+}
+
+/// The moving statistics take no gradient, at any order.
+#[test]
+fn batch_norm_moving_statistics_take_no_second_derivative() {
+    let mut rng = ChaCha8Rng::seed_from_u64(34);
+    let config = BatchNormConfig {
+        is_training: false,
+        ..Default::default()
+    };
+    let (bn, _) = build_bn(&[4, 3], config, &mut rng);
+    let dx = ad::gradients(&[&bn.y], &[&bn.x], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    let s = ad::reduce_sum(&dx, ad::Axes::All, false).unwrap();
+    let second = ad::gradients(&[&s], &[&bn.mm, &bn.mv, &bn.scale], None).unwrap();
+    assert!(second[0].is_none() && second[1].is_none());
+    assert!(second[2].is_some());
+}
+
+/// Second derivatives through dropout (its gradient node's gradient: the
+/// same mask), in both modes, under a loss that is not linear.
+#[test]
+fn dropout_second_derivatives() {
+    let mut rng = ChaCha8Rng::seed_from_u64(35);
+    for shape in [&[7usize][..], &[3, 4], &[2, 3, 2, 2]] {
+        for rate in [0.0f32, 0.3, 0.8] {
+            for is_training in [true, false] {
+                let (g, x, y) = dropout_graph(shape, rate, is_training);
+                let labels = g.placeholder(shape);
+                let loss = ad::sigmoid_cross_entropy_loss(&labels, &y).unwrap();
+                let feed = ad::feed! {
+                    x => random(shape, -2.0, 2.0, &mut rng),
+                    labels => random(shape, 0.0, 1.0, &mut rng),
+                }
+                .unwrap();
+                for seed in [0, 5] {
+                    GradCheck {
+                        seed,
+                        ..SECOND_ORDER
+                    }
+                    .check_second_order(&loss, &[&x], &feed)
+                    .unwrap_or_else(|e| {
+                        panic!("{shape:?} rate {rate} training={is_training}: {e}")
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The mask seed is kept in an inference pass too (it cannot be
+/// recomputed): the gradient run in the same pass uses the same mask.
+#[test]
+fn dropout_gradient_in_an_inference_pass() {
+    let n = 100_000;
+    let (_g, x, y) = dropout_graph(&[n], 0.4, true);
+    let dx = ad::gradients(&[&y], &[&x], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(dx.op_type(), "DropoutGrad");
+    let feed = ad::feed! { x => ad::tensor::full(&[n], 1.0) }.unwrap();
+    let out = RunTime::with_seed(9).infer(&[&y, &dx], &feed).unwrap();
+    assert_eq!(out[0], out[1]);
+    // Without the dropout node's kept seed: an error naming the op.
+    let g = y.graph();
+    let other = g.placeholder([n]);
+    let op = ad::ops::dropout::DropoutGrad { rate: 0.4 };
+    let bad = g.add_op(op, &[&x, &other]).unwrap();
+    let feed = ad::feed! { x => ad::tensor::full(&[n], 1.0), other => ad::tensor::full(&[n], 1.0) }
+        .unwrap();
+    let e = RunTime::new().forward(&bad, &feed).unwrap_err();
+    assert!(e.to_string().contains("mask seed"), "{e}");
+    // Inference-mode dropout passes the gradient node through unchanged.
+    let (_g, x, y) = dropout_graph(&[5], 0.4, false);
+    let dx = ad::gradients(&[&y], &[&x], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(dx.op_type(), "OnesLike");
+}

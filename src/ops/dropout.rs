@@ -6,15 +6,15 @@
 //! 32-bit hash of `k` keyed by the seed (counter-based: `word`) is at least
 //! `rate * 2^32`. Any element's word is computed from its index alone, so
 //! blocks are drawn in parallel, the mask does not depend on the number of
-//! threads, and backward recomputes the mask from the seed instead of keeping
-//! it. The hash is four 32-bit multiplies, which vectorise (AVX2 where the CPU
+//! threads, and the gradient ([`DropoutGrad`]) recomputes the mask from the
+//! seed its forward node kept instead of keeping the mask. The hash is four 32-bit multiplies, which vectorise (AVX2 where the CPU
 //! has it): several times cheaper than the ChaCha8 stream used before.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
@@ -33,8 +33,9 @@ pub struct Dropout {
     pub is_training: bool,
 }
 
-/// What backward needs to redraw the mask of one forward: its seed and the
-/// number of elements.
+/// What the gradient needs to redraw the mask of one forward: its seed and
+/// the number of elements. Always kept (inference passes too): the mask
+/// cannot be recomputed without it.
 struct MaskSeed {
     seed: u64,
     len: usize,
@@ -172,6 +173,7 @@ impl Op for Dropout {
             .as_slice()
             .ok_or_else(|| Error::invalid("dropout: array is not contiguous"))?;
         let out = masked(xs, seed, self.threshold(), self.keep_scale());
+        // Not an optional cache: kept even in an inference pass.
         ctx.save(MaskSeed {
             seed,
             len: xs.len(),
@@ -179,16 +181,60 @@ impl Op for Dropout {
         Ok(Tensor::from_shape_vec(x.shape().to_vec(), out)?)
     }
 
-    // Training: dx = g * mask / (1 - rate), the forward's mask; inference: dx = g.
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
+    // Training: dx = dy * mask / (1 - rate) with the forward's mask (DropoutGrad);
+    // inference: dx = dy.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         if !ctx.needs_grad(0) {
             return Ok(vec![None]);
         }
         if !self.is_training {
-            return Ok(vec![Some(grad.clone())]);
+            return Ok(vec![Some(ctx.grad().clone())]);
         }
-        let mask: &MaskSeed = ctx.saved()?;
-        let gs = grad.as_standard_layout();
+        let dx = ctx.add_op(DropoutGrad { rate: self.rate }, &[ctx.grad(), ctx.output()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of a training-mode [`Dropout`] node: `dy` masked and scaled
+/// by the same mask as the forward's, `dy * mask / (1 - rate)`. Inputs: `dy`
+/// and the dropout node, whose kept mask seed is read (the mask is redrawn
+/// from it, as the forward drew it).
+pub struct DropoutGrad {
+    /// The dropout node's rate.
+    pub rate: f32,
+}
+
+impl Op for DropoutGrad {
+    fn type_name(&self) -> &'static str {
+        "DropoutGrad"
+    }
+
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.dropout().validate()?;
+        let [dy, y] = inputs else {
+            return Err(Error::invalid(format!(
+                "DropoutGrad takes 2 inputs (dy, the dropout node), got {}",
+                inputs.len()
+            )));
+        };
+        dy.merge(y).ok_or_else(|| Error::ShapeMismatch {
+            what: "dropout upstream gradient".into(),
+            expected: (*y).clone(),
+            got: (*dy).clone(),
+        })
+    }
+
+    fn forward(&self, inputs: &[&Tensor], ctx: &mut ForwardContext) -> Result<Tensor> {
+        let dropout = self.dropout();
+        dropout.validate()?;
+        let dy = inputs[0];
+        let mask: &MaskSeed = ctx.input_saved(1).ok_or_else(|| {
+            Error::invalid(
+                "DropoutGrad: the dropout node's mask seed is not held (it is kept \
+                 within the cycle of the forward that drew it)",
+            )
+        })?;
+        let gs = dy.as_standard_layout();
         let gs = gs
             .as_slice()
             .ok_or_else(|| Error::invalid("dropout: array is not contiguous"))?;
@@ -200,18 +246,34 @@ impl Op for Dropout {
             )));
         }
         // The forward's mask, redrawn from its seed.
-        let dx = masked(gs, mask.seed, self.threshold(), self.keep_scale());
-        Ok(vec![Some(Tensor::from_shape_vec(
-            grad.shape().to_vec(),
-            dx,
-        )?)])
+        let dx = masked(gs, mask.seed, dropout.threshold(), dropout.keep_scale());
+        Ok(Tensor::from_shape_vec(dy.shape().to_vec(), dx)?)
+    }
+
+    // Linear in dy: d/d(dy) = the same mask again; the dropout node takes none.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let ddy = ctx
+            .needs_grad(0)
+            .then(|| ctx.add_op(DropoutGrad { rate: self.rate }, &[ctx.grad(), ctx.input(1)]))
+            .transpose()?;
+        Ok(vec![ddy, None])
+    }
+}
+
+impl DropoutGrad {
+    fn dropout(&self) -> Dropout {
+        Dropout {
+            rate: self.rate,
+            is_training: true,
+        }
     }
 }
 
 /// Inverted dropout: in training (`is_training`), each element of `x` is zeroed
 /// with probability `rate` and the kept ones are scaled by `1 / (1 - rate)`;
-/// the gradient is masked and scaled the same way. In inference, the identity
-/// (forward and backward, as TensorFlow).
+/// the gradient is masked and scaled the same way (a [`DropoutGrad`] node,
+/// with the forward's mask). In inference, the identity (forward and
+/// gradient, as TensorFlow).
 ///
 /// The mask is drawn once per forward from the run time's generator, so it is
 /// the same for the same [`RunTime::with_seed`](crate::RunTime::with_seed) seed.

@@ -9,6 +9,19 @@
 //! count) and work on whole rows: per-channel sums are one pass over the data
 //! (split into row blocks summed in parallel with rayon for large arrays), and
 //! the output / input gradient is one more element-wise pass.
+//!
+//! The gradient is built as nodes (TensorFlow's `FusedBatchNormGrad`): one
+//! [`FusedBatchNormGrad`] node per input that takes a gradient (`x`, `scale`,
+//! `offset`), all on the same fused kernel. The first of them to need the
+//! per-channel sums computes them (one pass over the upstream gradient and
+//! `x`) and keeps `dscale` and `doffset`; the others take it as an extra input
+//! and read them ([`ForwardContext::input_saved`]), so a training step still
+//! makes two passes (sums, then `dx`) as one fused backward did. The batch
+//! statistics come from what the forward node saved. Each gradient node's own
+//! gradient (second derivatives) is that of the same math written with simple
+//! ops, with the plain batch mean and variance (not `tf.nn.moments`'
+//! `stop_gradient` mean, whose second derivatives miss the mean's dependence
+//! on `x`).
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -18,7 +31,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::elementwise;
-use crate::op::{BackwardContext, ForwardContext, Op};
+use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
@@ -140,7 +153,9 @@ pub struct FusedBatchNorm {
     pub config: BatchNormConfig,
 }
 
-/// Per-channel statistics used by forward, kept for backward: `xhat = (x - mean) * inv_std`.
+/// Per-channel statistics used by forward, kept for the gradient nodes:
+/// `xhat = (x - mean) * inv_std`.
+#[derive(Clone)]
 struct BnSaved {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
@@ -202,7 +217,7 @@ impl Op for FusedBatchNorm {
         let offset = inputs[2];
         let eps = f64::from(self.config.epsilon);
 
-        let (mean, inv_std) = if self.config.is_training {
+        let stats = if self.config.is_training {
             let (mean, var) = moments(xs, c, n);
             if n > 0 {
                 // moving' = decay*moving + (1-decay)*batch, with the Bessel-corrected
@@ -224,109 +239,459 @@ impl Op for FusedBatchNorm {
                 ctx.assign_input_variable(3, update(inputs[3], &mean, 1.0)?);
                 ctx.assign_input_variable(4, update(inputs[4], &var, bessel)?);
             }
-            let inv_std = var.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32);
-            (mean.iter().map(|&m| m as f32).collect(), inv_std.collect())
+            BnSaved {
+                mean: mean.iter().map(|&m| m as f32).collect(),
+                inv_std: inv_std(&var, eps),
+            }
         } else {
-            let inv_std = inputs[4]
-                .iter()
-                .map(|&v| (1.0 / (f64::from(v) + eps).sqrt()) as f32);
-            (
-                inputs[3].iter().copied().collect::<Vec<f32>>(),
-                inv_std.collect::<Vec<f32>>(),
-            )
+            moving_statistics(inputs[3], inputs[4], eps)
         };
 
         // y = (x - mean) * (scale * inv_std) + offset
-        let a: Vec<f32> = scale.iter().zip(&inv_std).map(|(&s, &i)| s * i).collect();
+        let a: Vec<f32> = scale
+            .iter()
+            .zip(&stats.inv_std)
+            .map(|(&s, &i)| s * i)
+            .collect();
         let offset: Vec<f32> = offset.iter().copied().collect();
         let affine = Affine {
-            mean: &mean,
-            inv_std: &inv_std,
+            mean: &stats.mean,
+            inv_std: &stats.inv_std,
             a: &a,
             offset: &offset,
         };
-        let out = match self.config.activation {
-            BatchNormActivation::Identity => affine.apply(xs, Identity),
-            BatchNormActivation::Relu => affine.apply(xs, Relu),
-            BatchNormActivation::LeakyRelu(alpha) => affine.apply(xs, LeakyRelu(alpha)),
-        };
-        ctx.save(BnSaved { mean, inv_std });
+        let out = affine.apply(xs, self.config.activation);
+        if self.config.is_training {
+            // Small ([C] twice): kept in inference passes too, where a
+            // gradient node run in the same pass reads it. (Inference mode's
+            // gradient reads the moving statistics themselves.)
+            ctx.save(stats);
+        }
         Ok(Tensor::from_shape_vec(x.shape().to_vec(), out)?)
     }
 
-    // xhat = (x - mean) * inv_std, a = scale * inv_std; g' = g through the fused
-    // activation. dscale = sum(g'*xhat), doffset = sum(g').
-    // Training: dx = a * (g' - mean(g') - xhat * mean(g'*xhat)) (mean and var depend on x);
-    // inference: dx = a * g'. Moving statistics take no gradient.
-    fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
-        let (c, n) = runtime_dims(ctx.inputs())?;
-        let saved: &BnSaved = ctx.saved()?;
-        let x = ctx.input(0);
-        let xs = x.as_standard_layout();
-        let xs = contiguous(xs.as_slice())?;
-        let gs = grad.as_standard_layout();
-        let gs = contiguous(gs.as_slice())?;
-        if gs.len() != xs.len() {
+    // xhat = (x - mean) * inv_std; g' = dy through the fused activation (at the
+    // normalised value). dscale = sum(g' * xhat), doffset = sum(g').
+    // Training: dx = scale * inv_std * (g' - mean(g') - xhat * mean(g' * xhat))
+    // (the batch mean and variance depend on x); inference: dx = scale * inv_std * g'
+    // (TF: the moving statistics are constants). The moving statistics take no gradient.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let training = self.config.is_training;
+        // dy, x, scale, offset, then where the statistics come from.
+        let mut inputs: Vec<Node> = vec![
+            ctx.grad().clone(),
+            ctx.input(0).clone(),
+            ctx.input(1).clone(),
+            ctx.input(2).clone(),
+        ];
+        if training {
+            inputs.push(ctx.output().clone());
+        } else {
+            inputs.push(ctx.input(3).clone());
+            inputs.push(ctx.input(4).clone());
+        }
+        let mut grads = vec![None; 5];
+        // The first node that computes the per-channel sums keeps dscale and
+        // doffset; the later ones take it as an extra input and read them.
+        let mut sums_from: Option<Node> = None;
+        for (k, of) in [
+            (0, BatchNormGradOf::X),
+            (1, BatchNormGradOf::Scale),
+            (2, BatchNormGradOf::Offset),
+        ] {
+            if !ctx.needs_grad(k) {
+                continue;
+            }
+            let op = FusedBatchNormGrad {
+                config: self.config,
+                of,
+                reuses_sums: sums_from.is_some(),
+            };
+            let mut args: Vec<&Node> = inputs.iter().collect();
+            args.extend(sums_from.as_ref());
+            let node = ctx.add_op(op, &args)?;
+            // dx computes the sums only in training mode.
+            if sums_from.is_none() && (of != BatchNormGradOf::X || training) {
+                sums_from = Some(node.clone());
+            }
+            grads[k] = Some(node);
+        }
+        Ok(grads)
+    }
+}
+
+/// Which input of a [`FusedBatchNorm`] a [`FusedBatchNormGrad`] node is the
+/// gradient of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchNormGradOf {
+    /// `dx`, shaped like `x`.
+    X,
+    /// `dscale`, `[C]`.
+    Scale,
+    /// `doffset`, `[C]`.
+    Offset,
+}
+
+/// The gradient of a [`FusedBatchNorm`] node with respect to one of `x`,
+/// `scale` or `offset` (TensorFlow's `FusedBatchNormGrad`, one output per node).
+///
+/// Inputs: `dy` (the upstream gradient), `x`, `scale`, `offset`, then the
+/// statistics: in training mode the forward node itself (whose saved batch
+/// mean and `1/sqrt(var + epsilon)` are read; recomputed from `x` when they
+/// are not held), in inference mode `moving_mean` and `moving_variance`;
+/// then, when `reuses_sums`, the [`FusedBatchNormGrad`] node of the same
+/// forward that computed the per-channel sums, whose kept `dscale` and
+/// `doffset` are read (recomputed when not held).
+///
+/// The math is that of [`FusedBatchNorm`]'s gradient (see
+/// [`fused_batch_norm`]); the node's own gradient, for second derivatives, is
+/// that of the same math written with simple ops (the plain batch mean and
+/// variance, so the curvature of the statistics is included).
+pub struct FusedBatchNormGrad {
+    /// The forward node's attributes.
+    pub config: BatchNormConfig,
+    /// The input whose gradient this node gives.
+    pub of: BatchNormGradOf,
+    /// Whether the last input is the gradient node that computed the sums.
+    pub reuses_sums: bool,
+}
+
+/// `dscale` and `doffset` of one backward, kept by the gradient node that
+/// computed the per-channel sums for the others of the same forward.
+struct ParamGrads {
+    dscale: Vec<f32>,
+    doffset: Vec<f32>,
+}
+
+impl FusedBatchNormGrad {
+    /// Inputs before the optional sums node: dy, x, scale, offset and one
+    /// (training: the forward node) or two (inference: the moving statistics).
+    fn base_inputs(&self) -> usize {
+        if self.config.is_training {
+            5
+        } else {
+            6
+        }
+    }
+
+    fn check_inputs(&self, n: usize) -> Result<()> {
+        let want = self.base_inputs() + usize::from(self.reuses_sums);
+        if n != want {
+            return Err(Error::invalid(format!(
+                "{} takes {want} inputs (dy, x, scale, offset, {}{}), got {n}",
+                self.type_name(),
+                if self.config.is_training {
+                    "the forward node"
+                } else {
+                    "moving_mean, moving_variance"
+                },
+                if self.reuses_sums {
+                    ", the gradient node with the sums"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// The statistics of the forward: what it saved, or recomputed.
+    fn statistics(
+        &self,
+        inputs: &[&Tensor],
+        ctx: &ForwardContext,
+        xs: &[f32],
+        (c, n): (usize, usize),
+    ) -> BnSaved {
+        let eps = f64::from(self.config.epsilon);
+        if !self.config.is_training {
+            return moving_statistics(inputs[4], inputs[5], eps);
+        }
+        match ctx.input_saved::<BnSaved>(4) {
+            Some(saved) if saved.mean.len() == c => saved.clone(),
+            _ => {
+                let (mean, var) = moments(xs, c, n);
+                BnSaved {
+                    mean: mean.iter().map(|&m| m as f32).collect(),
+                    inv_std: inv_std(&var, eps),
+                }
+            }
+        }
+    }
+
+    /// The same math as this node's forward, with simple ops, from nodes
+    /// standing for its inputs (second derivatives).
+    fn composition(&self, inputs: &[Node]) -> Result<Node> {
+        let (dy, x, scale, offset) = (&inputs[0], &inputs[1], &inputs[2], &inputs[3]);
+        let graph = x.graph();
+        let rank = x.shape().rank();
+        let axes: Vec<usize> = (0..rank.saturating_sub(1)).collect();
+        let eps = graph.constant(self.config.epsilon)?;
+        let (mean, var) = if self.config.is_training {
+            // The plain mean (no stop_gradient as in tf.nn.moments): the
+            // variance's dependence on x through the mean counts at second order.
+            let mean = crate::reduce_mean(x, axes.clone(), false)?;
+            let xc = crate::subtract(x, &mean)?;
+            let var = crate::reduce_mean(&crate::multiply(&xc, &xc)?, axes.clone(), false)?;
+            (mean, var)
+        } else {
+            // The moving statistics are constants here, as in the first derivative.
+            (
+                crate::stop_gradient(&inputs[4])?,
+                crate::stop_gradient(&inputs[5])?,
+            )
+        };
+        let inv_std = crate::pow(&crate::add(&var, &eps)?, -0.5)?;
+        let xhat = crate::multiply(&crate::subtract(x, &mean)?, &inv_std)?;
+        let through = match self.config.activation {
+            BatchNormActivation::Identity => dy.clone(),
+            activation => {
+                let pre = crate::add(&crate::multiply(&xhat, scale)?, offset)?;
+                build(BatchNormActivationGrad { activation }, &[dy, &pre])?
+            }
+        };
+        match self.of {
+            BatchNormGradOf::Offset => crate::reduce_sum(&through, axes, false),
+            BatchNormGradOf::Scale => {
+                crate::reduce_sum(&crate::multiply(&through, &xhat)?, axes, false)
+            }
+            BatchNormGradOf::X => {
+                let a = crate::multiply(scale, &inv_std)?;
+                if !self.config.is_training {
+                    return crate::multiply(&through, &a);
+                }
+                let mean_g = crate::reduce_mean(&through, axes.clone(), false)?;
+                let gx = crate::multiply(&through, &xhat)?;
+                let mean_gx = crate::reduce_mean(&gx, axes, false)?;
+                let centred = crate::subtract(&through, &mean_g)?;
+                let inner = crate::subtract(&centred, &crate::multiply(&xhat, &mean_gx)?)?;
+                crate::multiply(&inner, &a)
+            }
+        }
+    }
+}
+
+impl Op for FusedBatchNormGrad {
+    fn type_name(&self) -> &'static str {
+        match self.of {
+            BatchNormGradOf::X => "FusedBatchNormGrad",
+            BatchNormGradOf::Scale => "FusedBatchNormGradScale",
+            BatchNormGradOf::Offset => "FusedBatchNormGradOffset",
+        }
+    }
+
+    // dx: x's shape (and dy's); dscale, doffset: [C].
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.check_inputs(inputs.len())?;
+        let stats = if self.config.is_training {
+            [inputs[2], inputs[2]]
+        } else {
+            [inputs[4], inputs[5]]
+        };
+        let y = FusedBatchNorm {
+            config: self.config,
+        }
+        .infer_shape(&[inputs[1], inputs[2], inputs[3], stats[0], stats[1]])?;
+        match self.of {
+            BatchNormGradOf::X => y.merge(inputs[0]).ok_or_else(|| Error::ShapeMismatch {
+                what: "fused_batch_norm upstream gradient (the shape of x)".into(),
+                expected: y.clone(),
+                got: inputs[0].clone(),
+            }),
+            _ => Ok(TensorShape::new(vec![y.dim(y.rank() - 1)])),
+        }
+    }
+
+    fn forward(&self, inputs: &[&Tensor], ctx: &mut ForwardContext) -> Result<Tensor> {
+        self.check_inputs(inputs.len())?;
+        let (dy, x) = (inputs[0], inputs[1]);
+        let stats = if self.config.is_training {
+            [inputs[2], inputs[2]]
+        } else {
+            [inputs[4], inputs[5]]
+        };
+        let (c, n) = runtime_dims(&[x, inputs[2], inputs[3], stats[0], stats[1]])?;
+        if dy.shape() != x.shape() {
             return Err(Error::ShapeMismatch {
                 what: "fused_batch_norm upstream gradient".into(),
                 expected: TensorShape::known(x.shape()),
-                got: TensorShape::known(grad.shape()),
+                got: TensorShape::known(dy.shape()),
             });
         }
-        let (mean, inv_std) = (&saved.mean, &saved.inv_std);
-        let a: Vec<f32> = ctx
-            .input(1)
+        let channel_vec = |v: Vec<f32>| Tensor::from_shape_vec(vec![c], v);
+        if self.reuses_sums && self.of != BatchNormGradOf::X {
+            if let Some(kept) = ctx.input_saved::<ParamGrads>(self.base_inputs()) {
+                let v = match self.of {
+                    BatchNormGradOf::Scale => &kept.dscale,
+                    _ => &kept.doffset,
+                };
+                if v.len() == c {
+                    return Ok(channel_vec(v.clone())?);
+                }
+            }
+        }
+        let xs = x.as_standard_layout();
+        let xs = contiguous(xs.as_slice())?;
+        let gs = dy.as_standard_layout();
+        let gs = contiguous(gs.as_slice())?;
+        let stats = self.statistics(inputs, ctx, xs, (c, n));
+        let a: Vec<f32> = inputs[2]
             .iter()
-            .zip(inv_std)
+            .zip(&stats.inv_std)
             .map(|(&s, &i)| s * i)
             .collect();
-        let (need_x, need_scale, need_offset) =
-            (ctx.needs_grad(0), ctx.needs_grad(1), ctx.needs_grad(2));
-        let training = self.config.is_training;
-
-        let offset: Vec<f32> = ctx.input(2).iter().copied().collect();
+        let offset: Vec<f32> = inputs[3].iter().copied().collect();
         let affine = Affine {
-            mean,
-            inv_std,
+            mean: &stats.mean,
+            inv_std: &stats.inv_std,
             a: &a,
             offset: &offset,
         };
-        let wants = Wants {
-            sums: need_scale || need_offset || (training && need_x),
-            dx: need_x,
-            training,
+        let training = self.config.is_training;
+        let wants = match self.of {
+            BatchNormGradOf::X => Wants {
+                sums: training,
+                dx: true,
+                training,
+            },
+            _ => Wants {
+                sums: true,
+                dx: false,
+                training,
+            },
         };
-        let (sums, dx) = match self.config.activation {
-            BatchNormActivation::Identity => affine.backward(gs, xs, (c, n), wants, Identity),
-            BatchNormActivation::Relu => affine.backward(gs, xs, (c, n), wants, Relu),
-            BatchNormActivation::LeakyRelu(alpha) => {
-                affine.backward(gs, xs, (c, n), wants, LeakyRelu(alpha))
-            }
-        };
-        let dx = dx
-            .map(|v| Tensor::from_shape_vec(x.shape().to_vec(), v))
-            .transpose()?;
-        let (dscale, doffset) = match &sums {
-            Some((sum_g, sum_gxc)) => {
-                let ds: Vec<f32> = sum_gxc
-                    .iter()
-                    .zip(inv_std)
-                    .map(|(&s, &i)| (s * f64::from(i)) as f32)
-                    .collect();
-                let db: Vec<f32> = sum_g.iter().map(|&s| s as f32).collect();
-                (
-                    need_scale
-                        .then(|| Tensor::from_shape_vec(vec![c], ds))
-                        .transpose()?,
-                    need_offset
-                        .then(|| Tensor::from_shape_vec(vec![c], db))
-                        .transpose()?,
-                )
-            }
-            None => (None, None),
-        };
-        Ok(vec![dx, dscale, doffset, None, None])
+        let (sums, dx) = affine.backward(gs, xs, (c, n), wants, self.config.activation);
+        let mut param = None;
+        if let Some((sum_g, sum_gxc)) = sums {
+            let dscale: Vec<f32> = sum_gxc
+                .iter()
+                .zip(&stats.inv_std)
+                .map(|(&s, &i)| (s * f64::from(i)) as f32)
+                .collect();
+            let doffset: Vec<f32> = sum_g.iter().map(|&s| s as f32).collect();
+            param = match self.of {
+                BatchNormGradOf::X => None,
+                BatchNormGradOf::Scale => Some(dscale.clone()),
+                BatchNormGradOf::Offset => Some(doffset.clone()),
+            };
+            // For the other gradient nodes of the same forward.
+            ctx.save(ParamGrads { dscale, doffset });
+        }
+        match (dx, param) {
+            (Some(dx), _) => Ok(Tensor::from_shape_vec(x.shape().to_vec(), dx)?),
+            (None, Some(v)) => Ok(channel_vec(v)?),
+            (None, None) => Err(Error::invalid(format!(
+                "{}: nothing computed (a bug)",
+                self.type_name()
+            ))),
+        }
     }
+
+    // The gradient of the same math written with simple ops.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        partial_gradient_of_composition(ctx, |inputs| self.composition(inputs))
+    }
+}
+
+/// The upstream gradient `g` through a batch norm's fused activation at the
+/// normalised (pre-activation) value `y`: `g` where `y > 0`, else 0 (`Relu`)
+/// or `alpha * g` (`LeakyRelu`); `g` itself for `Identity`. Inputs `(g, y)`.
+///
+/// Used by [`FusedBatchNormGrad`]'s gradient (the fused kernel applies the
+/// same factor inline). Its gradient w.r.t. `g` is the same mask; `y` takes
+/// none (the mask is piecewise constant).
+pub struct BatchNormActivationGrad {
+    /// The activation whose derivative is applied.
+    pub activation: BatchNormActivation,
+}
+
+impl Op for BatchNormActivationGrad {
+    fn type_name(&self) -> &'static str {
+        "BatchNormActivationGrad"
+    }
+
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        let [g, y] = inputs else {
+            return Err(Error::invalid(format!(
+                "BatchNormActivationGrad takes 2 inputs (g, y), got {}",
+                inputs.len()
+            )));
+        };
+        g.merge(y).ok_or_else(|| Error::ShapeMismatch {
+            what: "BatchNormActivationGrad: g must have the shape of y".into(),
+            expected: (*y).clone(),
+            got: (*g).clone(),
+        })
+    }
+
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let (g, y) = (inputs[0], inputs[1]);
+        match self.activation {
+            BatchNormActivation::Identity => Ok(g.clone()),
+            BatchNormActivation::Relu => elementwise::map2(g, y, |g, y| Relu.grad(y, g)),
+            BatchNormActivation::LeakyRelu(alpha) => {
+                elementwise::map2(g, y, |g, y| LeakyRelu(alpha).grad(y, g))
+            }
+        }
+    }
+
+    // Linear in g with a mask that is piecewise constant in y:
+    // d/dg = the same mask, d/dy = 0 (almost everywhere).
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dg = ctx
+            .needs_grad(0)
+            .then(|| {
+                ctx.add_op(
+                    BatchNormActivationGrad {
+                        activation: self.activation,
+                    },
+                    &[ctx.grad(), ctx.input(1)],
+                )
+            })
+            .transpose()?;
+        Ok(vec![dg, None])
+    }
+}
+
+/// [`GradientContext::gradient_of_composition`] with each input's *partial*
+/// derivative: `compose` builds the op's output from stand-ins for the inputs
+/// (`stop_gradient` of each, the same values), and the gradients are taken
+/// w.r.t. those stand-ins, so a path from the output back to an input through
+/// another input is not followed here (the gradient walk that asked follows
+/// it once, through the other input's own gradient).
+///
+/// `gradient_of_composition` (core) differentiates w.r.t. the inputs
+/// themselves, which counts such a path twice when one input depends on
+/// another (the upstream `dy` of a gradient node depends on `x` whenever the
+/// loss is not linear in the node's output): its second derivatives were
+/// twice the curvature term there. Each position gets its own stand-in, so a
+/// node given twice gets both partials, summed by the walk.
+///
+/// # Errors
+/// Whatever `compose` or the gradients of its ops report.
+pub(crate) fn partial_gradient_of_composition(
+    ctx: &GradientContext,
+    compose: impl FnOnce(&[Node]) -> Result<Node>,
+) -> Result<Vec<Option<Node>>> {
+    let stand_ins: Vec<Node> = ctx
+        .inputs()
+        .iter()
+        .map(crate::stop_gradient)
+        .collect::<Result<_>>()?;
+    let out = compose(&stand_ins)?;
+    let wanted: Vec<usize> = (0..stand_ins.len())
+        .filter(|&k| ctx.needs_grad(k))
+        .collect();
+    let refs: Vec<&Node> = wanted.iter().map(|&k| &stand_ins[k]).collect();
+    let mut grads = vec![None; stand_ins.len()];
+    if refs.is_empty() {
+        return Ok(grads);
+    }
+    let found = crate::gradients(&[&out], &refs, Some(&[ctx.grad()]))?;
+    for (k, g) in wanted.into_iter().zip(found) {
+        grads[k] = g;
+    }
+    Ok(grads)
 }
 
 fn check_input_count(n: usize) -> Result<()> {
@@ -368,6 +733,23 @@ fn runtime_dims(inputs: &[&Tensor]) -> Result<(usize, usize)> {
         }
     }
     Ok((c, x[..rank - 1].iter().product()))
+}
+
+/// `1 / sqrt(var + eps)` per channel.
+fn inv_std(var: &[f64], eps: f64) -> Vec<f32> {
+    var.iter()
+        .map(|&v| (1.0 / (v + eps).sqrt()) as f32)
+        .collect()
+}
+
+/// The statistics of inference mode: the moving mean, and the inverse
+/// standard deviation of the moving variance.
+fn moving_statistics(moving_mean: &Tensor, moving_variance: &Tensor, eps: f64) -> BnSaved {
+    let var: Vec<f64> = moving_variance.iter().map(|&v| f64::from(v)).collect();
+    BnSaved {
+        mean: moving_mean.iter().copied().collect(),
+        inv_std: inv_std(&var, eps),
+    }
 }
 
 /// Whole rows per parallel task for rows of `c` elements.
@@ -607,8 +989,17 @@ struct Affine<'a> {
 }
 
 impl Affine<'_> {
+    /// `activation(y)` for every row of the `[n, c]` matrix `x`.
+    fn apply(&self, x: &[f32], activation: BatchNormActivation) -> Vec<f32> {
+        match activation {
+            BatchNormActivation::Identity => self.apply_with(x, Identity),
+            BatchNormActivation::Relu => self.apply_with(x, Relu),
+            BatchNormActivation::LeakyRelu(alpha) => self.apply_with(x, LeakyRelu(alpha)),
+        }
+    }
+
     /// `act(y)` for every row of the `[n, c]` matrix `x`.
-    fn apply<A: Activation>(&self, x: &[f32], act: A) -> Vec<f32> {
+    fn apply_with<A: Activation>(&self, x: &[f32], act: A) -> Vec<f32> {
         let c = self.mean.len();
         map_rows(x, None, c, |o, x, _| {
             let (m, a, b) = (&self.mean[..c], &self.a[..c], &self.offset[..c]);
@@ -628,13 +1019,31 @@ impl Affine<'_> {
         }
     }
 
+    /// [`backward_with`](Self::backward_with) for `activation`.
+    fn backward(
+        &self,
+        g: &[f32],
+        x: &[f32],
+        dims: (usize, usize),
+        wants: Wants,
+        activation: BatchNormActivation,
+    ) -> (Option<ChannelSums>, Option<Vec<f32>>) {
+        match activation {
+            BatchNormActivation::Identity => self.backward_with(g, x, dims, wants, Identity),
+            BatchNormActivation::Relu => self.backward_with(g, x, dims, wants, Relu),
+            BatchNormActivation::LeakyRelu(alpha) => {
+                self.backward_with(g, x, dims, wants, LeakyRelu(alpha))
+            }
+        }
+    }
+
     /// The backward of batch norm + `act` for upstream `g` and input `x`
     /// (`[n, c]`, `n` rows of `c` channels): the per-channel `sum(g')` and
     /// `sum(g' * (x - mean))` (`g'` = `g` through the activation) when
     /// `wants.sums`, and dx when `wants.dx`: `(g' - mean(g')) * a - (x - mean) * a * inv_std^2 *
     /// mean(g' * (x - mean))` in training mode (mean and variance depend on
     /// x), `g' * a` in inference mode.
-    fn backward<A: Activation>(
+    fn backward_with<A: Activation>(
         &self,
         g: &[f32],
         x: &[f32],
@@ -720,7 +1129,9 @@ impl Affine<'_> {
 ///   no update; gradients as TensorFlow's: `dx = g*scale/sqrt(moving_variance+eps)`,
 ///   `dscale = sum(g*xhat)`, `doffset = sum(g)`.
 ///
-/// The moving statistics never receive a gradient.
+/// The moving statistics never receive a gradient (of any order). The
+/// gradients are [`FusedBatchNormGrad`] nodes, differentiable again (second
+/// derivatives include the curvature of the batch statistics in training mode).
 ///
 /// ```
 /// use adgraph as ad;
