@@ -297,10 +297,11 @@ fn build(
     let differentiable = differentiable_nodes(&graph.borrow(), seeds, xs, stopped, n);
     let is_x = |i: usize| xs.is_none_or(|xs| xs.iter().any(|x| x.index() == i));
 
-    let mut pending: HashMap<usize, Vec<Node>> = HashMap::new();
+    // Contributions waiting for each node, indexed by node id.
+    let mut pending: Vec<Vec<Node>> = vec![Vec::new(); n];
     for (y, gy) in seeds {
         if differentiable[y.index()] {
-            pending.entry(y.index()).or_default().push(gy.clone());
+            pending[y.index()].push(gy.clone());
         }
     }
     let mut found = HashMap::new();
@@ -309,9 +310,10 @@ fn build(
             if !differentiable[i] {
                 continue;
             }
-            let Some(contributions) = pending.remove(&i) else {
+            let contributions = std::mem::take(&mut pending[i]);
+            if contributions.is_empty() {
                 continue;
-            };
+            }
             let id = NodeId(i as u32);
             let total = graph.building_gradient_of(id, || sum_of(contributions))?;
             if is_x(i) {
@@ -372,7 +374,7 @@ fn build(
                         },
                     ));
                 }
-                pending.entry(inputs[k].index()).or_default().push(grad);
+                pending[inputs[k].index()].push(grad);
             }
         }
         Ok(())

@@ -269,11 +269,12 @@ impl Graph {
     }
 
     fn scoped(g: &GraphInner, name: &str) -> String {
-        if g.scopes.is_empty() {
-            return name.to_string();
+        let len = g.scopes.iter().map(|s| s.len() + 1).sum::<usize>() + name.len();
+        let mut full = String::with_capacity(len);
+        for scope in &g.scopes {
+            full.push_str(scope);
+            full.push('/');
         }
-        let mut full = g.scopes.join("/");
-        full.push('/');
         full.push_str(name);
         full
     }

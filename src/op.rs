@@ -377,7 +377,13 @@ impl<'a> GradientContext<'a> {
         let found = crate::gradients(&[&out], &wanted, Some(&[&self.grad]))?;
         let mut found = found.into_iter();
         Ok((0..self.inputs.len())
-            .map(|k| if self.needs_grad(k) { found.next().flatten() } else { None })
+            .map(|k| {
+                if self.needs_grad(k) {
+                    found.next().flatten()
+                } else {
+                    None
+                }
+            })
             .collect())
     }
 

@@ -646,6 +646,8 @@ impl RunTime {
                 self.saved[t.index()] = None;
             }
         }
+        // The feed shares the upstream: let it go, so the target's gradient moves.
+        drop(feed);
         for (&(i, _), value) in plan.grads.iter().zip(held) {
             match &mut self.grads[i.index()] {
                 Some(acc) => *acc += &*value,

@@ -25,7 +25,6 @@ use crate::kernels::exp::exp;
 use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::ops::math::{finite_attr, unary_rule};
-use crate::ops::norm::partial_gradient_of_composition;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
@@ -184,7 +183,7 @@ impl Op for SoftmaxCrossEntropyGrad {
     // The gradient of g[..., None] * (softmax(logits) - labels) as ops; the
     // labels stay without a gradient.
     fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
-        partial_gradient_of_composition(ctx, |inputs| {
+        ctx.gradient_of_composition(|inputs| {
             let (g, labels, logits) = (&inputs[0], &inputs[1], &inputs[2]);
             let diff = crate::subtract(&crate::softmax(logits)?, &crate::stop_gradient(labels)?)?;
             times_last_axis_broadcast(&diff, g)
@@ -284,7 +283,7 @@ impl Op for SigmoidCrossEntropyGrad {
     // The gradient of the same math as ops: g * (sigmoid(z) - y), or -(g * z).
     fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         let of = self.of;
-        partial_gradient_of_composition(ctx, |inputs| {
+        ctx.gradient_of_composition(|inputs| {
             let (g, labels, logits) = (&inputs[0], &inputs[1], &inputs[2]);
             match of {
                 CrossEntropyInput::Logits => {

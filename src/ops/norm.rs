@@ -589,7 +589,7 @@ impl Op for FusedBatchNormGrad {
 
     // The gradient of the same math written with simple ops.
     fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
-        partial_gradient_of_composition(ctx, |inputs| self.composition(inputs))
+        ctx.gradient_of_composition(|inputs| self.composition(inputs))
     }
 }
 
@@ -651,47 +651,6 @@ impl Op for BatchNormActivationGrad {
             .transpose()?;
         Ok(vec![dg, None])
     }
-}
-
-/// [`GradientContext::gradient_of_composition`] with each input's *partial*
-/// derivative: `compose` builds the op's output from stand-ins for the inputs
-/// (`stop_gradient` of each, the same values), and the gradients are taken
-/// w.r.t. those stand-ins, so a path from the output back to an input through
-/// another input is not followed here (the gradient walk that asked follows
-/// it once, through the other input's own gradient).
-///
-/// `gradient_of_composition` (core) differentiates w.r.t. the inputs
-/// themselves, which counts such a path twice when one input depends on
-/// another (the upstream `dy` of a gradient node depends on `x` whenever the
-/// loss is not linear in the node's output): its second derivatives were
-/// twice the curvature term there. Each position gets its own stand-in, so a
-/// node given twice gets both partials, summed by the walk.
-///
-/// # Errors
-/// Whatever `compose` or the gradients of its ops report.
-pub(crate) fn partial_gradient_of_composition(
-    ctx: &GradientContext,
-    compose: impl FnOnce(&[Node]) -> Result<Node>,
-) -> Result<Vec<Option<Node>>> {
-    let stand_ins: Vec<Node> = ctx
-        .inputs()
-        .iter()
-        .map(crate::stop_gradient)
-        .collect::<Result<_>>()?;
-    let out = compose(&stand_ins)?;
-    let wanted: Vec<usize> = (0..stand_ins.len())
-        .filter(|&k| ctx.needs_grad(k))
-        .collect();
-    let refs: Vec<&Node> = wanted.iter().map(|&k| &stand_ins[k]).collect();
-    let mut grads = vec![None; stand_ins.len()];
-    if refs.is_empty() {
-        return Ok(grads);
-    }
-    let found = crate::gradients(&[&out], &refs, Some(&[ctx.grad()]))?;
-    for (k, g) in wanted.into_iter().zip(found) {
-        grads[k] = g;
-    }
-    Ok(grads)
 }
 
 fn check_input_count(n: usize) -> Result<()> {
