@@ -347,7 +347,7 @@ fn run(args: &Args) -> Res {
         &[
             Series::new("Newton-CG", accuracy_curve),
             Series::new(
-                &format!("gradient descent, {} epochs", args.gd_epochs),
+                format!("gradient descent, {} epochs", args.gd_epochs),
                 vec![(0.0, gd_accuracy), (last, gd_accuracy)],
             ),
         ],
