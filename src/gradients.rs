@@ -254,9 +254,19 @@ pub(crate) struct BackwardPlan {
     pub(crate) grads: Vec<(NodeId, NodeId)>,
 }
 
-/// The backward plan of `target` with gradients stopped at `stopped`, from
+/// What a backward plan is keyed by: the target, the stopped nodes (sorted,
+/// only those at or below the target), and the nodes whose gradients are
+/// wanted (sorted; `None`: every node that takes one).
+pub(crate) type PlanKey = (NodeId, Vec<NodeId>, Option<Vec<NodeId>>);
+
+/// The backward plan of `target` with gradients stopped at `stopped`, giving
+/// the gradients of `wanted` (of every node that takes one when `None`), from
 /// the graph's cache or built now.
-pub(crate) fn backward_plan(target: &Node, stopped: &HashSet<NodeId>) -> Result<Rc<BackwardPlan>> {
+pub(crate) fn backward_plan(
+    target: &Node,
+    stopped: &HashSet<NodeId>,
+    wanted: Option<&[NodeId]>,
+) -> Result<Rc<BackwardPlan>> {
     let graph = target.graph().clone();
     let mut key_stopped: Vec<NodeId> = stopped
         .iter()
@@ -264,14 +274,25 @@ pub(crate) fn backward_plan(target: &Node, stopped: &HashSet<NodeId>) -> Result<
         .filter(|s| s.index() <= target.id().index())
         .collect();
     key_stopped.sort_unstable();
-    let key = (target.id(), key_stopped);
+    let key_wanted = wanted.map(|w| {
+        let mut w = w.to_vec();
+        w.sort_unstable();
+        w.dedup();
+        w
+    });
+    let key = (target.id(), key_stopped, key_wanted);
     if let Some(plan) = graph.borrow().backward_plans.get(&key) {
         return Ok(plan.clone());
     }
     let upstream = graph.name_scope(GRADIENT_SCOPE, || {
         graph.building_gradient_of(target.id(), || graph.placeholder(target.shape()))
     });
-    let found = build(&graph, &[(target.id(), upstream.clone())], None, stopped)?;
+    let found = build(
+        &graph,
+        &[(target.id(), upstream.clone())],
+        key.2.as_deref(),
+        stopped,
+    )?;
     let mut grads: Vec<(NodeId, NodeId)> = found.into_iter().map(|(i, n)| (i, n.id())).collect();
     grads.sort_unstable();
     let plan = Rc::new(BackwardPlan { upstream, grads });

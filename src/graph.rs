@@ -85,7 +85,8 @@ pub(crate) struct GraphInner {
     pub(crate) building_grad_of: Option<NodeId>,
     /// The gradient graphs of [`RunTime::backward`](crate::RunTime::backward),
     /// built once per target and set of stopped nodes.
-    pub(crate) backward_plans: HashMap<(NodeId, Vec<NodeId>), Rc<crate::gradients::BackwardPlan>>,
+    pub(crate) backward_plans:
+        HashMap<crate::gradients::PlanKey, Rc<crate::gradients::BackwardPlan>>,
 }
 
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);

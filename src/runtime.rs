@@ -598,6 +598,20 @@ impl RunTime {
     /// As [`forward`](RunTime::forward); [`Error::ShapeMismatch`] when `upstream`
     /// does not have the node's shape; [`Error::Node`] when an op's backward fails.
     pub fn backward(&mut self, node: &Node, feed: &Feed, upstream: Option<Tensor>) -> Result<()> {
+        self.backward_to(node, feed, upstream, None)
+    }
+
+    /// [`backward`](RunTime::backward) computing only the gradients of
+    /// `wanted` (all when `None`): what an optimizer's update needs. The
+    /// gradients of other nodes are made only as far as `wanted`'s need them,
+    /// and dropped as soon as used, so `grad` of such a node fails afterwards.
+    pub(crate) fn backward_to(
+        &mut self,
+        node: &Node,
+        feed: &Feed,
+        upstream: Option<Tensor>,
+        wanted: Option<&[Node]>,
+    ) -> Result<()> {
         self.forward(node, feed)?;
         let graph = node.graph.clone();
         let g = graph.borrow();
@@ -624,7 +638,17 @@ impl RunTime {
 
         // The target's gradient graph (built on the first call, then reused):
         // run it with the upstream fed, releasing what it makes as it goes.
-        let plan = backward_plan(node, &self.stopped)?;
+        let wanted: Option<Vec<NodeId>> = wanted
+            .map(|w| {
+                w.iter()
+                    .map(|n| {
+                        graph.check_same(n, "backward")?;
+                        Ok(n.id)
+                    })
+                    .collect::<Result<_>>()
+            })
+            .transpose()?;
+        let plan = backward_plan(node, &self.stopped, wanted.as_deref())?;
         if plan.grads.is_empty() {
             return Ok(());
         }

@@ -69,6 +69,12 @@ pub trait Optimizer {
     /// objective's graph when `None`). A variable the objective does not depend
     /// on gets a zero gradient.
     ///
+    /// Only the gradients these variables need are computed (the objective's
+    /// gradient graph w.r.t. them, built once and reused): within the cycle
+    /// [`RunTime::grad`] reads the variables' gradients, not those of other
+    /// nodes (the input placeholders' included); call
+    /// [`RunTime::backward`] for every node's.
+    ///
     /// # Errors
     /// Any error of forward or backward.
     fn compute_gradients(
@@ -78,9 +84,9 @@ pub trait Optimizer {
         feed: &Feed,
         var_list: Option<&[Node]>,
     ) -> Result<GradsAndVars> {
-        rt.backward(objective, feed, None)?;
-        objective_vars(objective, var_list)
-            .into_iter()
+        let vars = objective_vars(objective, var_list);
+        rt.backward_to(objective, feed, None, Some(&vars))?;
+        vars.into_iter()
             .map(|v| {
                 let grad = match rt.grad(&v) {
                     Ok(g) => g.clone(),
@@ -117,8 +123,8 @@ pub trait Optimizer {
         feed: &Feed,
         var_list: Option<&[Node]>,
     ) -> Result<()> {
-        rt.backward(objective, feed, None)?;
         let vars = objective_vars(objective, var_list);
+        rt.backward_to(objective, feed, None, Some(&vars))?;
         let mut grads = Vec::with_capacity(vars.len());
         let mut moved = Vec::with_capacity(vars.len());
         for v in vars {
