@@ -15,9 +15,20 @@ use crate::ops::build;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
-/// The static shape rule of every broadcasting binary op.
-pub(crate) fn broadcast_rule(inputs: &[&TensorShape]) -> Result<TensorShape> {
-    inputs[0].broadcast(inputs[1])
+/// The static shape rule of every broadcasting binary op: the broadcast of
+/// its two inputs' shapes.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] unless there are exactly two inputs;
+/// [`Error::Broadcast`] when their shapes cannot broadcast.
+pub(crate) fn broadcast_rule(op: &str, inputs: &[&TensorShape]) -> Result<TensorShape> {
+    match inputs {
+        [x, y] => x.broadcast(y),
+        _ => Err(Error::invalid(format!(
+            "{op} takes 2 inputs, got {}",
+            inputs.len()
+        ))),
+    }
 }
 
 /// `x + y`.
@@ -28,7 +39,7 @@ impl Op for Add {
         "Add"
     }
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
-        broadcast_rule(inputs)
+        broadcast_rule(self.type_name(), inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         broadcast_map2(inputs[0], inputs[1], |a, b| a + b)
@@ -51,7 +62,7 @@ impl Op for Subtract {
         "Subtract"
     }
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
-        broadcast_rule(inputs)
+        broadcast_rule(self.type_name(), inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         broadcast_map2(inputs[0], inputs[1], |a, b| a - b)
@@ -74,7 +85,7 @@ impl Op for Multiply {
         "Multiply"
     }
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
-        broadcast_rule(inputs)
+        broadcast_rule(self.type_name(), inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         broadcast_map2(inputs[0], inputs[1], |a, b| a * b)
@@ -97,7 +108,7 @@ impl Op for Divide {
         "Divide"
     }
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
-        broadcast_rule(inputs)
+        broadcast_rule(self.type_name(), inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         broadcast_map2(inputs[0], inputs[1], |a, b| a / b)

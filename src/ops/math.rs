@@ -1,4 +1,5 @@
-//! Element-wise math: exp, log, sqrt, square, pow with a scalar exponent.
+//! Element-wise math: exp, log, log1p, sqrt, rsqrt, square, pow with a
+//! scalar exponent, abs, sin, cos, erf.
 //!
 //! Every op here keeps its input's shape. Values outside a function's domain
 //! never panic: they give what IEEE arithmetic (and NumPy/TensorFlow) gives,
@@ -6,10 +7,10 @@
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::kernels::elementwise::{map1, map2, map3};
+use crate::kernels::elementwise::{erf as erf_f32, erf_slope, map1, map2, map3};
 use crate::kernels::exp::exp as exp_f32;
 use crate::op::{ForwardContext, GradientContext, Op};
-use crate::ops::arithmetic::{divide, multiply, negate, when};
+use crate::ops::arithmetic::{add, divide, multiply, negate, when};
 use crate::ops::build;
 use crate::ops::fill::zeros_like;
 use crate::shape::TensorShape;
@@ -276,6 +277,212 @@ impl Op for PowGrad {
     }
 }
 
+/// `ln(1 + x)`, element-wise, accurate for small `x`.
+pub struct Log1p;
+
+impl Op for Log1p {
+    fn type_name(&self) -> &'static str {
+        "Log1p"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], f32::ln_1p))
+    }
+    // d ln(1 + x)/dx = 1 / (1 + x)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let one = ctx.graph().constant(1.0f32)?;
+        Ok(vec![Some(divide(ctx.grad(), &add(ctx.input(0), &one)?)?)])
+    }
+}
+
+/// `1 / sqrt(x)`, element-wise.
+pub struct Rsqrt;
+
+impl Op for Rsqrt {
+    fn type_name(&self) -> &'static str {
+        "Rsqrt"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], |x| 1.0 / x.sqrt()))
+    }
+    // d x^(-1/2)/dx = -0.5 x^(-3/2) = -0.5 y^3
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(RsqrtGrad, &[ctx.output(), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Rsqrt`]: `RsqrtGrad(y, dy) = -0.5 * dy * y^3`, with
+/// `y = 1 / sqrt(x)` (TensorFlow's `RsqrtGrad`), in one pass.
+pub struct RsqrtGrad;
+
+impl Op for RsqrtGrad {
+    fn type_name(&self) -> &'static str {
+        "RsqrtGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        map2(inputs[1], inputs[0], |g, y| -0.5 * g * (y * y * y))
+    }
+    // out = -0.5 dy y^3: d out/dy = -1.5 dy y^2, d out/d dy = -0.5 y^3 (the same op)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (y, dy, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                let g_dy = multiply(g, dy)?;
+                multiply(&g_dy, &(-1.5 * &square(y)?).check()?)
+            })?,
+            when(ctx.needs_grad(1), || ctx.add_op(RsqrtGrad, &[y, g]))?,
+        ])
+    }
+}
+
+/// `|x|`, element-wise.
+pub struct Abs;
+
+impl Op for Abs {
+    fn type_name(&self) -> &'static str {
+        "Abs"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], f32::abs))
+    }
+    // d|x|/dx = sign(x), 0 at x = 0 (as TF)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(AbsGrad, &[ctx.input(0), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Abs`]: `AbsGrad(x, dy) = dy * sign(x)` (0 where `x` is
+/// 0), in one pass.
+pub struct AbsGrad;
+
+impl Op for AbsGrad {
+    fn type_name(&self) -> &'static str {
+        "AbsGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        map2(inputs[1], inputs[0], |g, x| {
+            if x > 0.0 {
+                g
+            } else if x < 0.0 {
+                -g
+            } else {
+                0.0
+            }
+        })
+    }
+    // Linear in dy with the same signs; the sign is piecewise constant in x (no gradient)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![
+            None,
+            when(ctx.needs_grad(1), || {
+                ctx.add_op(AbsGrad, &[ctx.input(0), ctx.grad()])
+            })?,
+        ])
+    }
+}
+
+/// `sin(x)`, element-wise.
+pub struct Sin;
+
+impl Op for Sin {
+    fn type_name(&self) -> &'static str {
+        "Sin"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], f32::sin))
+    }
+    // d sin(x)/dx = cos(x)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(multiply(ctx.grad(), &cos(ctx.input(0))?)?)])
+    }
+}
+
+/// `cos(x)`, element-wise.
+pub struct Cos;
+
+impl Op for Cos {
+    fn type_name(&self) -> &'static str {
+        "Cos"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], f32::cos))
+    }
+    // d cos(x)/dx = -sin(x)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = negate(&multiply(ctx.grad(), &sin(ctx.input(0))?)?)?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The error function `erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt`, element-wise.
+pub struct Erf;
+
+impl Op for Erf {
+    fn type_name(&self) -> &'static str {
+        "Erf"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        unary_rule(self.type_name(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        Ok(map1(inputs[0], erf_f32))
+    }
+    // d erf(x)/dx = 2/sqrt(pi) e^(-x^2)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = ctx.add_op(ErfGrad, &[ctx.input(0), ctx.grad()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of [`Erf`]: `ErfGrad(x, dy) = dy * 2/sqrt(pi) * e^(-x^2)`, in one pass.
+pub struct ErfGrad;
+
+impl Op for ErfGrad {
+    fn type_name(&self) -> &'static str {
+        "ErfGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        same_shape_rule(self.type_name(), inputs, 2)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        map2(inputs[1], inputs[0], |g, x| g * erf_slope(x))
+    }
+    // out = dy * c e^(-x^2): d out/d dy = c e^(-x^2) (the same op),
+    // d out/dx = -2x * dy c e^(-x^2) = -2x ErfGrad(x, dy)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let (x, dy, g) = (ctx.input(0), ctx.input(1), ctx.grad());
+        Ok(vec![
+            when(ctx.needs_grad(0), || {
+                let slope = ctx.add_op(ErfGrad, &[x, &multiply(g, dy)?])?;
+                multiply(&slope, &(-2.0 * x).check()?)
+            })?,
+            when(ctx.needs_grad(1), || ctx.add_op(ErfGrad, &[x, g]))?,
+        ])
+    }
+}
+
 /// `e^x`, element-wise.
 ///
 /// ```
@@ -361,4 +568,115 @@ pub fn square(x: &Node) -> Result<Node> {
 /// `exponent` is not finite; or when `x` is a failed operator node.
 pub fn pow(x: &Node, exponent: f32) -> Result<Node> {
     build(Pow { exponent }, &[x])
+}
+
+/// `ln(1 + x)`, element-wise, accurate for `x` near 0 (`tf.math.log1p`);
+/// gradient `1 / (1 + x)`. `log1p(-1) = -inf`, NaN below -1; no panic.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([2]);
+/// let y = ad::log1p(&x).unwrap();
+/// let feed = ad::feed! { x => [1e-10, -1.0] }.unwrap();
+/// let v = ad::RunTime::new().forward(&y, &feed).unwrap().clone();
+/// assert_eq!(v[0], 1e-10);
+/// assert_eq!(v[1], f32::NEG_INFINITY);
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn log1p(x: &Node) -> Result<Node> {
+    build(Log1p, &[x])
+}
+
+/// `1 / sqrt(x)`, element-wise (`tf.math.rsqrt`); gradient `-0.5 x^(-3/2)`.
+/// `rsqrt(0) = inf`, NaN for `x < 0`; no panic.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([2]);
+/// let y = ad::rsqrt(&x).unwrap();
+/// let feed = ad::feed! { x => [4.0, 0.25] }.unwrap();
+/// assert_eq!(ad::RunTime::new().forward(&y, &feed).unwrap(), &ad::tensor([0.5, 2.0]));
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn rsqrt(x: &Node) -> Result<Node> {
+    build(Rsqrt, &[x])
+}
+
+/// `|x|`, element-wise; gradient `sign(x)`, 0 at `x = 0` (as TensorFlow).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([3]);
+/// let y = ad::abs(&x).unwrap();
+/// let feed = ad::feed! { x => [-2.0, 0.0, 3.0] }.unwrap();
+/// let mut rt = ad::RunTime::new();
+/// assert_eq!(rt.forward(&y, &feed).unwrap(), &ad::tensor([2.0, 0.0, 3.0]));
+/// rt.backward(&y, &feed, None).unwrap();
+/// assert_eq!(rt.grad(&x).unwrap(), &ad::tensor([-1.0, 0.0, 1.0]));
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn abs(x: &Node) -> Result<Node> {
+    build(Abs, &[x])
+}
+
+/// `sin(x)` (radians), element-wise; gradient `cos(x)`.
+///
+/// ```
+/// let g = adgraph::Graph::new();
+/// let x = g.placeholder([2, 3]);
+/// assert_eq!(adgraph::sin(&x).unwrap().shape(), adgraph::shape![2, 3]);
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn sin(x: &Node) -> Result<Node> {
+    build(Sin, &[x])
+}
+
+/// `cos(x)` (radians), element-wise; gradient `-sin(x)`.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([2]);
+/// let y = ad::cos(&x).unwrap();
+/// let feed = ad::feed! { x => [0.0, std::f32::consts::PI] }.unwrap();
+/// assert_eq!(ad::RunTime::new().forward(&y, &feed).unwrap(), &ad::tensor([1.0, -1.0]));
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn cos(x: &Node) -> Result<Node> {
+    build(Cos, &[x])
+}
+
+/// The error function, element-wise (`tf.math.erf`); gradient
+/// `2/sqrt(pi) e^(-x^2)`. Computed in `f64` and rounded once, so within an
+/// `f32` rounding of the exact value.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([3]);
+/// let y = ad::erf(&x).unwrap();
+/// let feed = ad::feed! { x => [0.0, 1.0, -6.0] }.unwrap();
+/// let v = ad::RunTime::new().forward(&y, &feed).unwrap().clone();
+/// assert_eq!(v[0], 0.0);
+/// assert!((v[1] - 0.842_700_8).abs() < 1e-7);
+/// assert_eq!(v[2], -1.0);
+/// ```
+///
+/// # Errors
+/// Only when `x` is a failed operator node.
+pub fn erf(x: &Node) -> Result<Node> {
+    build(Erf, &[x])
 }

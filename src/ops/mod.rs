@@ -6,6 +6,7 @@ pub mod activation;
 pub mod arithmetic;
 pub mod array;
 pub mod broadcast;
+pub mod compare;
 pub mod conv;
 pub mod dropout;
 pub mod fill;
