@@ -7,6 +7,8 @@
 //! - [`spiral`](mod@spiral): the spiral toy data set of the original demo, and
 //!   [`train_test_split`].
 //! - [`batches`]: [`Batches`], a seedable, resumable shuffling mini-batch iterator.
+//! - [`words`](mod@words): the English word list of Debian's `wamerican` (embedded),
+//!   split, tokenised and cut into windows for character-level language models.
 //! - [`one_hot`] and [`take_rows`].
 //!
 //! ```
@@ -29,6 +31,7 @@ pub mod batches;
 pub mod idx;
 pub mod mnist;
 pub mod spiral;
+pub mod words;
 
 pub use batches::{Batches, Epoch, Position};
 pub use idx::{
