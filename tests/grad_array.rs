@@ -1893,3 +1893,77 @@ fn new_grad_ops_reject_bad_shapes() {
         .unwrap();
     assert!(forward(&d, &feed).is_err());
 }
+
+#[test]
+fn third_derivatives_through_the_new_grad_ops() {
+    // The second derivative of a quadratic form's gradient: checks the
+    // gradients of the grad ops' gradients (third order overall).
+    let mut r = rng(49);
+    type Build = fn(&Node) -> Node;
+    let cases: Vec<(&str, Vec<usize>, Build)> = vec![
+        ("reduce_max", vec![2, 3], |x| {
+            ad::reduce_max(x, 1, false).unwrap()
+        }),
+        ("reduce_min", vec![2, 3], |x| {
+            ad::reduce_min(x, 0, true).unwrap()
+        }),
+        ("tile", vec![2, 2], |x| ad::tile(x, &[2, 1]).unwrap()),
+        ("unstack", vec![3, 2], |x| {
+            ad::unstack(x, 0).unwrap()[1].clone()
+        }),
+        ("split", vec![4, 2], |x| {
+            ad::split(x, [1, -1], 0).unwrap()[1].clone()
+        }),
+        ("stack", vec![2, 2], |x| ad::stack(&[x, x], 1).unwrap()),
+        ("cumsum", vec![2, 3], |x| {
+            ad::cumsum(x, 1, true, false).unwrap()
+        }),
+        ("broadcast_to", vec![1, 2], |x| {
+            ad::broadcast_to(x, &[3, 2]).unwrap()
+        }),
+    ];
+    for (name, s, f) in cases {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = g.placeholder(s.as_slice());
+        feed.insert(&x, distinct(&mut r, &s)).unwrap();
+        let y = f(&x);
+        let n = forward(&y, &feed).unwrap().len();
+        // A cubic: its third derivative is a nonzero constant.
+        let q = ad::reshape(&y, &[1, -1]).unwrap();
+        let w = g.constant(random_tensor(&mut r, &[n, n])).unwrap();
+        let qw = ad::multiply(&ad::matmul(&q, &w).unwrap(), &q).unwrap();
+        let z = ad::reduce_sum(&ad::multiply(&qw, &q).unwrap(), Axes::All, false).unwrap();
+        let dz = ad::gradients(&[&z], &[&x], None).unwrap()[0]
+            .clone()
+            .unwrap();
+        check2(&dz, &[&x], &feed, &format!("{name}: third order"));
+    }
+}
+
+#[test]
+fn new_array_ops_on_empty_and_failed_inputs() {
+    let g = Graph::new();
+    let x = g.placeholder(shape![None, 3]);
+    let feed = Feed::new().with(&x, Tensor::zeros(IxDyn(&[0, 3]))).unwrap();
+    // Empty tensors: empty results, no panic.
+    let am = ad::argmax(&x, 1).unwrap();
+    assert_eq!(forward(&am, &feed).unwrap().shape(), &[0]);
+    let cs = ad::cumsum(&x, 0, true, true).unwrap();
+    assert_eq!(forward(&cs, &feed).unwrap().shape(), &[0, 3]);
+    let t = ad::tile(&x, &[3, 2]).unwrap();
+    assert_eq!(forward(&t, &feed).unwrap().shape(), &[0, 6]);
+    let b = ad::broadcast_to(&ad::reshape(&x, &[-1]).unwrap(), &[2, 0]).unwrap();
+    assert_eq!(forward(&b, &feed).unwrap().shape(), &[2, 0]);
+    let p = ad::split(&x, 3, 1).unwrap();
+    assert_eq!(forward(&p[2], &feed).unwrap().shape(), &[0, 1]);
+    let s = ad::stack(&[&x, &x], 0).unwrap();
+    let mut rt = RunTime::new();
+    rt.backward(&s, &feed, None).unwrap();
+    assert_eq!(rt.grad(&x).unwrap().shape(), &[0, 3]);
+    // A failed node given to unstack or split reports its own error.
+    let bad = &g.placeholder([2, 3]) + &g.placeholder([4]);
+    let want = bad.clone().check().unwrap_err().to_string();
+    assert_eq!(ad::unstack(&bad, 0).unwrap_err().to_string(), want);
+    assert_eq!(ad::split(&bad, 2, 0).unwrap_err().to_string(), want);
+}

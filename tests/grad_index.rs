@@ -484,3 +484,25 @@ fn one_hot_takes_no_gradient_but_composes() {
     check(&y, &[&x], &feed, "one_hot * x^3");
     check2(&y, &[&x], &feed, "one_hot * x^3");
 }
+
+#[test]
+fn gather_third_derivatives() {
+    // sum(gather(p)^4): the gradient's second derivative runs through the
+    // gradient of GatherGrad's gradient (a gather, whose gradient is a GatherGrad).
+    let mut r = rng(6);
+    let g = Graph::new();
+    let mut feed = Feed::new();
+    let p = fed_value(&g, &mut feed, shape![3, 2], random_tensor(&mut r, &[3, 2]));
+    let i = fed_value(
+        &g,
+        &mut feed,
+        shape![2, 2],
+        ad::tensor([[1.0, 2.0], [1.0, 1.0]]),
+    );
+    let y = ad::gather(&p, &i, 0).unwrap();
+    let loss = ad::reduce_sum(&ad::pow(&y, 4.0).unwrap(), ad::Axes::All, false).unwrap();
+    let dp = ad::gradients(&[&loss], &[&p], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    check2(&dp, &[&p], &feed, "gather: third order");
+}

@@ -18,6 +18,7 @@ use ndarray::{concatenate, ArrayViewD, Axis, IxDyn, Slice};
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::kernels::broadcast::broadcast_to_shape;
+use crate::kernels::elementwise::row_major;
 use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
@@ -1044,9 +1045,12 @@ impl Op for Stack {
         let dims = concrete(self.rule(&shapes.iter().collect::<Vec<_>>())?)?;
         checked_num_elements(&dims)?;
         let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|x| x.view()).collect();
-        Ok(ndarray::stack(Axis(self.axis), &views)?
-            .as_standard_layout()
-            .into_owned())
+        let out = ndarray::stack(Axis(self.axis), &views)?;
+        Ok(if out.is_standard_layout() {
+            out
+        } else {
+            out.as_standard_layout().into_owned()
+        })
     }
     // dx_i = g[.., i, ..] (index i along the new axis): one Unstack piece per
     // input position, so a repeated input gets each of its pieces (summed)
@@ -1222,8 +1226,10 @@ impl Op for UnstackGrad {
 ///
 /// # Errors
 /// [`Error::Axis`] when `axis` is not a dim of `x`; [`Error::InvalidArgument`]
-/// when its length is not known statically.
+/// when its length is not known statically; the error of a failed operator
+/// node `x`.
 pub fn unstack(x: &Node, axis: usize) -> Result<Vec<Node>> {
+    x.clone().check()?;
     let s = x.shape();
     if axis >= s.rank() {
         return Err(axis_error(axis, s.rank()));
@@ -1511,11 +1517,13 @@ impl Op for SplitGrad {
 /// ```
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for no pieces; [`Error::Node`] wrapping
+/// The error of a failed operator node `x`; [`Error::InvalidArgument`] for
+/// no pieces; [`Error::Node`] wrapping
 /// [`Error::Axis`] for an axis out of range, or [`Error::InvalidArgument`]
 /// when the pieces do not fit the axis (at build time when its length is
 /// known, otherwise in forward).
 pub fn split(x: &Node, num_or_sizes: impl Into<SplitSizes>, axis: usize) -> Result<Vec<Node>> {
+    x.clone().check()?;
     let sizes = num_or_sizes.into();
     let n = sizes.count();
     if n == 0 {
@@ -1663,16 +1671,42 @@ impl Op for TileGrad {
                 got: TensorShape::known(g.shape()),
             });
         }
-        let big = g.to_shape(interleaved(x.shape(), &self.multiples, true))?;
-        let summed = crate::kernels::broadcast::sum_to_shape(
-            &big.into_owned(),
-            &interleaved(x.shape(), &self.multiples, false),
-        );
-        Ok(summed.into_shape_with_order(x.shape())?)
+        let mut dx = vec![0.0f32; x.len()];
+        if !g.is_empty() {
+            sum_tiles(&row_major(g), g.shape(), x.shape(), &mut dx);
+        }
+        Ok(Tensor::from_shape_vec(x.shape(), dx)?)
     }
     // Linear in g: the adjoint of summing the copies is tiling again.
     fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         Ok(vec![Some(tile(ctx.grad(), &self.multiples)?), None])
+    }
+}
+
+/// Adds each copy in `g` (row-major, of shape `g_dims`, a tiling of
+/// `x_dims`) into `dx` (row-major, of shape `x_dims`): element `i` along a
+/// dim goes to `i % d`. Rows of the last dim are added as whole slices.
+fn sum_tiles(g: &[f32], g_dims: &[usize], x_dims: &[usize], dx: &mut [f32]) {
+    match (g_dims, x_dims) {
+        ([], _) => dx[0] += g[0],
+        ([_], [d]) => {
+            for copy in g.chunks_exact(*d) {
+                dx.iter_mut().zip(copy).for_each(|(o, &v)| *o += v);
+            }
+        }
+        ([gd, g_rest @ ..], [d, x_rest @ ..]) => {
+            let (g_block, x_block) = (g.len() / gd, dx.len() / d);
+            for i in 0..*gd {
+                let j = i % d;
+                sum_tiles(
+                    &g[i * g_block..(i + 1) * g_block],
+                    g_rest,
+                    x_rest,
+                    &mut dx[j * x_block..(j + 1) * x_block],
+                );
+            }
+        }
+        _ => {}
     }
 }
 
