@@ -1210,3 +1210,760 @@ fn matmul_transposed_bad_input() {
         .unwrap();
     assert!(forward(&m, &feed).is_err());
 }
+
+// ---------------------------------------------------------------------------
+// stack, unstack, split, tile, expand_dims, squeeze, broadcast_to, cumsum,
+// reduce_max / reduce_min, argmax / argmin
+// ---------------------------------------------------------------------------
+
+/// The sum of a quadratic form of each node of `ys` (see [`quad`]).
+fn quads(ys: &[Node], feed: &Feed, r: &mut ChaCha8Rng) -> Node {
+    let terms: Vec<Node> = ys
+        .iter()
+        .map(|y| {
+            let n = forward(y, feed).unwrap().len();
+            quad(&ad::reshape(y, &[-1]).unwrap(), n, r)
+        })
+        .collect();
+    let refs: Vec<&Node> = terms.iter().collect();
+    ad::add_n(&refs).unwrap()
+}
+
+/// Values of `shape` that are a permutation of a grid of step 0.07: no two
+/// within a finite-difference step of each other, so no max/min tie moves.
+fn distinct(r: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+    let n = count(shape);
+    let mut v: Vec<f32> = (0..n).map(|k| (k as f32 - n as f32 / 2.0) * 0.07).collect();
+    v.shuffle(r);
+    Tensor::from_shape_vec(IxDyn(shape), v).unwrap()
+}
+
+#[test]
+fn stack_values_and_gradients() {
+    let mut r = rng(40);
+    for _ in 0..10 {
+        let rank = r.gen_range(0..=3);
+        let s = random_shape(&mut r, rank, 1, 3);
+        let axis = r.gen_range(0..=rank);
+        let k = r.gen_range(1..=3);
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let xs: Vec<Node> = (0..k).map(|_| fed(&g, &mut r, &mut feed, &s)).collect();
+        let mut refs: Vec<&Node> = xs.iter().collect();
+        refs.push(&xs[0]); // a repeated input
+        let y = ad::stack(&refs, axis).unwrap();
+        let views: Vec<_> = refs.iter().map(|x| feed.get(x).unwrap().view()).collect();
+        let want = ndarray::stack(Axis(axis), &views).unwrap();
+        assert_eq!(forward(&y, &feed).unwrap(), want);
+        assert_eq!(y.shape(), TensorShape::known(want.shape()));
+        let context = format!("stack {k}+1 of {s:?} on axis {axis}");
+        let xrefs: Vec<&Node> = xs.iter().collect();
+        let z = quad(&y, want.len(), &mut r);
+        check(&z, &xrefs, &feed, &context);
+        check2(&z, &xrefs, &feed, &context);
+        assert!(gradient_op_types(&z, &xs[0]).contains(&"Unstack".to_string()));
+    }
+    // Unknown dims merge across the inputs.
+    let g = Graph::new();
+    let mut feed = Feed::new();
+    let a = fed_as(&g, &mut r, &mut feed, shape![None, 3], &[2, 3]);
+    let b = fed_as(&g, &mut r, &mut feed, shape![2, None], &[2, 3]);
+    let y = ad::stack(&[&a, &b], 2).unwrap();
+    assert_eq!(y.shape(), shape![2, 3, 2]);
+    let z = quad(&y, 12, &mut r);
+    check2(&z, &[&a, &b], &feed, "stack with unknown dims");
+}
+
+#[test]
+fn unstack_values_and_gradients() {
+    let mut r = rng(41);
+    for (static_shape, concrete, axis) in [
+        (shape![3, 2], vec![3, 2], 0),
+        (shape![2, 3, 2], vec![2, 3, 2], 1),
+        (shape![None, 4], vec![2, 4], 1),
+        (shape![2, None, 3], vec![2, 2, 3], 2),
+        (shape![4], vec![4], 0),
+    ] {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+        let pieces = ad::unstack(&x, axis).unwrap();
+        assert_eq!(pieces.len(), concrete[axis]);
+        let xv = feed.get(&x).unwrap().clone();
+        for (i, p) in pieces.iter().enumerate() {
+            assert_eq!(forward(p, &feed).unwrap(), xv.index_axis(Axis(axis), i));
+        }
+        let context = format!("unstack {static_shape} on axis {axis}");
+        // All pieces, and only some (the others get no gradient).
+        let z = quads(&pieces, &feed, &mut r);
+        check(&z, &[&x], &feed, &context);
+        check2(&z, &[&x], &feed, &context);
+        assert!(gradient_op_types(&z, &x).contains(&"UnstackGrad".to_string()));
+        let z = quads(&pieces[1..2], &feed, &mut r);
+        check2(&z, &[&x], &feed, &context);
+        // Stacking the pieces back gives x.
+        let refs: Vec<&Node> = pieces.iter().collect();
+        let back = ad::stack(&refs, axis).unwrap();
+        assert_eq!(forward(&back, &feed).unwrap(), xv);
+    }
+}
+
+#[test]
+fn split_values_and_gradients() {
+    let mut r = rng(42);
+    let cases: Vec<(TensorShape, Vec<usize>, ad::SplitSizes, usize)> = vec![
+        (shape![6, 2], vec![6, 2], ad::SplitSizes::Num(3), 0),
+        (
+            shape![2, 5],
+            vec![2, 5],
+            ad::SplitSizes::from([2, -1, 0, 1]),
+            1,
+        ),
+        (shape![None, 4], vec![3, 4], ad::SplitSizes::Num(2), 1),
+        (shape![None, 2], vec![4, 2], ad::SplitSizes::Num(2), 0),
+        (
+            shape![None, 2],
+            vec![5, 2],
+            ad::SplitSizes::from([1, -1]),
+            0,
+        ),
+        (shape![3], vec![3], ad::SplitSizes::Num(1), 0),
+    ];
+    for (static_shape, concrete, sizes, axis) in cases {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+        let pieces = ad::split(&x, sizes.clone(), axis).unwrap();
+        let xv = feed.get(&x).unwrap().clone();
+        let mut offset = 0;
+        for p in &pieces {
+            let v = forward(p, &feed).unwrap();
+            let n = v.shape()[axis];
+            assert_eq!(v, xv.slice_axis(Axis(axis), (offset..offset + n).into()));
+            offset += n;
+        }
+        assert_eq!(offset, concrete[axis]);
+        let context = format!("split {static_shape} by {sizes:?} on axis {axis}");
+        let z = quads(&pieces, &feed, &mut r);
+        check(&z, &[&x], &feed, &context);
+        check2(&z, &[&x], &feed, &context);
+        assert!(gradient_op_types(&z, &x).contains(&"SplitGrad".to_string()));
+    }
+    // Static shapes of the pieces.
+    let g = Graph::new();
+    let x = g.placeholder(shape![None, 7]);
+    let p = ad::split(&x, [2, -1, 1], 1).unwrap();
+    let shapes: Vec<TensorShape> = p.iter().map(Node::shape).collect();
+    assert_eq!(
+        shapes,
+        vec![shape![None, 2], shape![None, 4], shape![None, 1]]
+    );
+    let p = ad::split(&x, 2, 0).unwrap();
+    assert_eq!(p[1].shape(), shape![None, 7]);
+}
+
+/// A naive tile, element by element.
+fn naive_tile(x: &Tensor, multiples: &[usize]) -> Tensor {
+    let dims: Vec<usize> = x
+        .shape()
+        .iter()
+        .zip(multiples)
+        .map(|(d, m)| d * m)
+        .collect();
+    Tensor::from_shape_fn(IxDyn(&dims), |ix| {
+        let at: Vec<usize> = ix
+            .slice()
+            .iter()
+            .zip(x.shape())
+            .map(|(&i, &d)| i % d)
+            .collect();
+        x[IxDyn(&at)]
+    })
+}
+
+#[test]
+fn tile_values_and_gradients() {
+    let mut r = rng(43);
+    for _ in 0..10 {
+        let rank = r.gen_range(0..=3);
+        let s = random_shape(&mut r, rank, 1, 3);
+        let multiples: Vec<usize> = (0..rank).map(|_| r.gen_range(1..=3)).collect();
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed(&g, &mut r, &mut feed, &s);
+        let y = ad::tile(&x, &multiples).unwrap();
+        let want = naive_tile(feed.get(&x).unwrap(), &multiples);
+        assert_eq!(forward(&y, &feed).unwrap(), want);
+        let context = format!("tile {s:?} by {multiples:?}");
+        let z = quad(&y, want.len(), &mut r);
+        check(&z, &[&x], &feed, &context);
+        check2(&z, &[&x], &feed, &context);
+    }
+    // Unknown dims, and a multiple of 0 (an empty output, a zero gradient).
+    let g = Graph::new();
+    let mut feed = Feed::new();
+    let x = fed_as(&g, &mut r, &mut feed, shape![None, 2], &[3, 2]);
+    let y = ad::tile(&x, &[2, 3]).unwrap();
+    assert_eq!(y.shape(), shape![None, 6]);
+    let z = quad(&y, 36, &mut r);
+    check2(&z, &[&x], &feed, "tile with an unknown dim");
+    assert!(gradient_op_types(&z, &x).contains(&"TileGrad".to_string()));
+    let e = ad::tile(&x, &[0, 2]).unwrap();
+    assert_eq!(e.shape(), shape![0, 4]);
+    let mut rt = RunTime::new();
+    rt.backward(&e, &feed, None).unwrap();
+    assert_eq!(rt.grad(&x).unwrap(), &Tensor::zeros(IxDyn(&[3, 2])));
+}
+
+#[test]
+fn expand_dims_and_squeeze_gradients() {
+    let mut r = rng(44);
+    for (static_shape, concrete) in [
+        (shape![2, 3], vec![2, 3]),
+        (shape![], vec![]),
+        (shape![None, 1, 3], vec![2, 1, 3]),
+    ] {
+        let rank = concrete.len();
+        for axis in 0..=rank {
+            let g = Graph::new();
+            let mut feed = Feed::new();
+            let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+            let y = ad::expand_dims(&x, axis).unwrap();
+            let mut want = concrete.clone();
+            want.insert(axis, 1);
+            let v = forward(&y, &feed).unwrap();
+            assert_eq!(v.shape(), want.as_slice());
+            assert_eq!(
+                v.iter().collect::<Vec<_>>(),
+                feed.get(&x).unwrap().iter().collect::<Vec<_>>()
+            );
+            // And back.
+            let back = ad::squeeze(&y, &[axis]).unwrap();
+            assert_eq!(back.shape(), static_shape);
+            let context = format!("expand_dims {static_shape} at {axis}, squeeze back");
+            let z = quad(&back, count(&concrete), &mut r);
+            check(&z, &[&x], &feed, &context);
+            check2(&z, &[&x], &feed, &context);
+            let types = gradient_op_types(&z, &x);
+            assert_eq!(
+                types.contains(&"ReshapeLike".to_string()),
+                !static_shape.is_fully_defined(),
+                "{context}: {types:?}"
+            );
+        }
+    }
+    // Squeeze several axes in any order, and every size-1 dim.
+    let g = Graph::new();
+    let mut feed = Feed::new();
+    let x = fed_as(
+        &g,
+        &mut r,
+        &mut feed,
+        shape![1, 3, 1, 2, 1],
+        &[1, 3, 1, 2, 1],
+    );
+    let y = ad::squeeze(&x, &[4, 0]).unwrap();
+    assert_eq!(y.shape(), shape![3, 1, 2]);
+    let all = ad::squeeze(&x, &[]).unwrap();
+    assert_eq!(all.shape(), shape![3, 2]);
+    let z = quad(&all, 6, &mut r);
+    check2(&z, &[&x], &feed, "squeeze all");
+    // An unknown dim named by squeeze is checked at run time.
+    let u = fed_as(&g, &mut r, &mut feed, shape![None, 3], &[1, 3]);
+    let s = ad::squeeze(&u, &[0]).unwrap();
+    assert_eq!(s.shape(), shape![3]);
+    let z = quad(&s, 3, &mut r);
+    check2(&z, &[&u], &feed, "squeeze an unknown dim");
+}
+
+#[test]
+fn broadcast_to_values_and_gradients() {
+    let mut r = rng(45);
+    let cases: Vec<(TensorShape, Vec<usize>, Vec<usize>)> = vec![
+        (shape![3], vec![3], vec![2, 3]),
+        (shape![], vec![], vec![2, 2]),
+        (shape![2, 1], vec![2, 1], vec![2, 5]),
+        (shape![1, 3], vec![1, 3], vec![2, 4, 3]),
+        (shape![2, 3], vec![2, 3], vec![2, 3]),
+        // Unknown dims: broadcast (1) or not, found at run time.
+        (shape![None], vec![1], vec![2, 3]),
+        (shape![None], vec![3], vec![2, 3]),
+        (shape![None, 1], vec![4, 1], vec![4, 2]),
+    ];
+    for (static_shape, concrete, target) in cases {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+        let y = ad::broadcast_to(&x, &target).unwrap();
+        assert_eq!(y.shape(), TensorShape::known(&target));
+        let xv = feed.get(&x).unwrap();
+        assert_eq!(
+            forward(&y, &feed).unwrap(),
+            xv.broadcast(target.clone()).unwrap()
+        );
+        let context = format!("broadcast_to {static_shape} ({concrete:?}) -> {target:?}");
+        let z = quad(&y, count(&target), &mut r);
+        check(&z, &[&x], &feed, &context);
+        check2(&z, &[&x], &feed, &context);
+    }
+}
+
+/// A naive cumsum along `axis`.
+fn naive_cumsum(x: &Tensor, axis: usize, exclusive: bool, reverse: bool) -> Tensor {
+    let n = x.shape()[axis];
+    Tensor::from_shape_fn(x.raw_dim(), |ix| {
+        let i = ix[axis];
+        let mut at = ix.clone();
+        (0..n)
+            .filter(|&j| match (exclusive, reverse) {
+                (false, false) => j <= i,
+                (true, false) => j < i,
+                (false, true) => j >= i,
+                (true, true) => j > i,
+            })
+            .map(|j| {
+                at[axis] = j;
+                x[&at]
+            })
+            .sum()
+    })
+}
+
+#[test]
+fn cumsum_values_and_gradients() {
+    let mut r = rng(46);
+    for (static_shape, concrete, axis) in [
+        (shape![5], vec![5], 0),
+        (shape![3, 4], vec![3, 4], 1),
+        (shape![3, 4], vec![3, 4], 0),
+        (shape![None, 3, 2], vec![2, 3, 2], 1),
+        (shape![2, 0], vec![2, 0], 1),
+    ] {
+        for exclusive in [false, true] {
+            for reverse in [false, true] {
+                let g = Graph::new();
+                let mut feed = Feed::new();
+                let x = fed_as(&g, &mut r, &mut feed, static_shape.clone(), &concrete);
+                let y = ad::cumsum(&x, axis, exclusive, reverse).unwrap();
+                assert_eq!(y.shape(), static_shape);
+                let want = naive_cumsum(feed.get(&x).unwrap(), axis, exclusive, reverse);
+                let got = forward(&y, &feed).unwrap();
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5),
+                    "{got} vs {want}"
+                );
+                if count(&concrete) == 0 {
+                    continue;
+                }
+                let context = format!(
+                    "cumsum {static_shape} axis {axis} exclusive {exclusive} reverse {reverse}"
+                );
+                let z = quad(&y, count(&concrete), &mut r);
+                check(&z, &[&x], &feed, &context);
+                check2(&z, &[&x], &feed, &context);
+                let types = gradient_op_types(&z, &x);
+                assert!(types.contains(&"Cumsum".to_string()), "{types:?}");
+            }
+        }
+    }
+}
+
+/// A naive reduction with `f` over `axes` (keeping the dims).
+fn naive_reduce(x: &Tensor, axes: &[usize], init: f32, f: fn(f32, f32) -> f32) -> Tensor {
+    let mut acc = x.clone();
+    for &a in axes {
+        acc = acc
+            .fold_axis(Axis(a), init, |&m, &v| f(m, v))
+            .insert_axis(Axis(a));
+    }
+    acc
+}
+
+#[test]
+fn reduce_max_min_values_and_gradients() {
+    let mut r = rng(47);
+    let cases: Vec<(TensorShape, Vec<usize>, Axes)> = vec![
+        (shape![2, 3, 4], vec![2, 3, 4], Axes::All),
+        (shape![2, 3, 4], vec![2, 3, 4], Axes::from([2, 0])),
+        (shape![2, 3, 4], vec![2, 3, 4], Axes::from([1, 2])),
+        (shape![2, 3, 4], vec![2, 3, 4], Axes::from(1)),
+        (shape![3, 4], vec![3, 4], Axes::from(0)),
+        (shape![5], vec![5], Axes::from(0)),
+        (shape![], vec![], Axes::All),
+        (shape![None, 3], vec![4, 3], Axes::from(1)),
+        (shape![None, 3, None], vec![2, 3, 2], Axes::from([0, 2])),
+        (shape![2, 3], vec![2, 3], Axes::List(vec![])),
+    ];
+    for (static_shape, concrete, axes) in cases {
+        for keep_dims in [false, true] {
+            for max in [true, false] {
+                let g = Graph::new();
+                let mut feed = Feed::new();
+                let x = g.placeholder(static_shape.clone());
+                let xv = distinct(&mut r, &concrete);
+                feed.insert(&x, xv.clone()).unwrap();
+                let y = if max {
+                    ad::reduce_max(&x, axes.clone(), keep_dims).unwrap()
+                } else {
+                    ad::reduce_min(&x, axes.clone(), keep_dims).unwrap()
+                };
+                let resolved = axes.resolve(concrete.len()).unwrap();
+                let want = if max {
+                    naive_reduce(&xv, &resolved, f32::NEG_INFINITY, f32::max)
+                } else {
+                    naive_reduce(&xv, &resolved, f32::INFINITY, f32::min)
+                };
+                let got = forward(&y, &feed).unwrap();
+                assert_eq!(
+                    got.iter().collect::<Vec<_>>(),
+                    want.iter().collect::<Vec<_>>()
+                );
+                let context = format!(
+                    "{} {static_shape} over {axes:?} keep_dims {keep_dims}",
+                    if max { "max" } else { "min" }
+                );
+                let z = quad(&y, got.len(), &mut r);
+                check(&z, &[&x], &feed, &context);
+                check2(&z, &[&x], &feed, &context);
+                if !resolved.is_empty() {
+                    let types = gradient_op_types(&z, &x);
+                    assert!(types.contains(&"ReduceMinMaxGrad".to_string()), "{types:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_max_min_split_ties_equally() {
+    let g = Graph::new();
+    let x = g.placeholder([2, 4]);
+    let feed = ad::feed! { x => [[3.0, 1.0, 3.0, 3.0], [-2.0, 0.0, -2.0, 5.0]] }.unwrap();
+    let u = ad::tensor([6.0, 4.0]);
+    let m = ad::reduce_max(&x, 1, false).unwrap();
+    let mut rt = RunTime::new();
+    rt.backward(&m, &feed, Some(u.clone())).unwrap();
+    assert_eq!(
+        rt.grad(&x).unwrap(),
+        &ad::tensor([[2.0, 0.0, 2.0, 2.0], [0.0, 0.0, 0.0, 4.0]])
+    );
+    let m = ad::reduce_min(&x, 1, false).unwrap();
+    let mut rt = RunTime::new();
+    rt.backward(&m, &feed, Some(u)).unwrap();
+    assert_eq!(
+        rt.grad(&x).unwrap(),
+        &ad::tensor([[0.0, 6.0, 0.0, 0.0], [2.0, 0.0, 2.0, 0.0]])
+    );
+    // Over a leading axis (the general path) and over everything.
+    let m = ad::reduce_max(&x, 0, true).unwrap();
+    let mut rt = RunTime::new();
+    rt.backward(&m, &feed, Some(ad::tensor([[1.0, 1.0, 1.0, 1.0]])))
+        .unwrap();
+    assert_eq!(
+        rt.grad(&x).unwrap(),
+        &ad::tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    );
+    let y = g.placeholder([2, 2]);
+    let feed = ad::feed! { y => [[1.0, 1.0], [1.0, 1.0]] }.unwrap();
+    let m = ad::reduce_min(&y, Axes::All, false).unwrap();
+    let mut rt = RunTime::new();
+    rt.backward(&m, &feed, None).unwrap();
+    assert_eq!(
+        rt.grad(&y).unwrap(),
+        &ad::tensor([[0.25, 0.25], [0.25, 0.25]])
+    );
+}
+
+#[test]
+fn reduce_max_min_edge_values() {
+    let g = Graph::new();
+    let x = g.placeholder(shape![None, 3]);
+    let m = ad::reduce_max(&x, 0, false).unwrap();
+    let n = ad::reduce_min(&x, 0, false).unwrap();
+    let empty = Feed::new().with(&x, Tensor::zeros(IxDyn(&[0, 3]))).unwrap();
+    assert!(forward(&m, &empty)
+        .unwrap()
+        .iter()
+        .all(|&v| v == f32::NEG_INFINITY));
+    assert!(forward(&n, &empty)
+        .unwrap()
+        .iter()
+        .all(|&v| v == f32::INFINITY));
+    let nan = ad::feed! { x => [[1.0, f32::NAN, 2.0], [f32::NAN, 0.0, 5.0]] }.unwrap();
+    let v = forward(&m, &nan).unwrap();
+    assert!(v[0].is_nan() && v[1].is_nan() && v[2] == 5.0, "{v}");
+    let v = forward(&n, &nan).unwrap();
+    assert!(v[0].is_nan() && v[1].is_nan() && v[2] == 2.0, "{v}");
+}
+
+#[test]
+fn argmax_argmin_values() {
+    let mut r = rng(48);
+    for _ in 0..10 {
+        let rank = r.gen_range(1..=4);
+        let s = random_shape(&mut r, rank, 1, 4);
+        let axis = r.gen_range(0..rank);
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        // Few distinct values: ties are common, and the first index wins.
+        let xv = Tensor::from_shape_fn(IxDyn(&s), |_| r.gen_range(0..3) as f32);
+        let x = g.placeholder(s.as_slice());
+        feed.insert(&x, xv.clone()).unwrap();
+        for max in [true, false] {
+            let i = if max {
+                ad::argmax(&x, axis).unwrap()
+            } else {
+                ad::argmin(&x, axis).unwrap()
+            };
+            let want = xv.map_axis(Axis(axis), |lane| {
+                let best = if max {
+                    lane.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                } else {
+                    lane.iter().copied().fold(f32::INFINITY, f32::min)
+                };
+                lane.iter().position(|&v| v == best).unwrap() as f32
+            });
+            assert_eq!(forward(&i, &feed).unwrap(), want, "{s:?} axis {axis}");
+            assert_eq!(i.shape(), TensorShape::known(want.shape()));
+            assert!(ad::gradients(&[&i], &[&x], None).unwrap()[0].is_none());
+        }
+    }
+    // NaN wins, like NumPy.
+    let g = Graph::new();
+    let x = g.placeholder([4]);
+    let feed = ad::feed! { x => [1.0, f32::NAN, 7.0, f32::NAN] }.unwrap();
+    for i in [ad::argmax(&x, 0).unwrap(), ad::argmin(&x, 0).unwrap()] {
+        assert_eq!(forward(&i, &feed).unwrap(), ad::tensor(1.0));
+    }
+    assert_eq!(
+        ad::argmax(&g.placeholder(shape![None, 3, 2]), 1)
+            .unwrap()
+            .shape(),
+        shape![None, 2]
+    );
+}
+
+#[test]
+fn new_array_ops_bad_input() {
+    let g = Graph::new();
+    let a = g.placeholder([2, 3]);
+    let b = g.placeholder([3, 2]);
+    let u = g.placeholder(shape![None, 3]);
+    // stack
+    assert!(matches!(
+        root(ad::stack(&[&a, &b], 0)),
+        Error::InvalidArgument(_)
+    ));
+    assert!(matches!(root(ad::stack(&[&a], 3)), Error::Axis { .. }));
+    assert!(ad::stack(&[], 0).is_err());
+    let s = ad::stack(&[&a, &u], 0).unwrap();
+    let feed = Feed::new()
+        .with(&a, Tensor::zeros(IxDyn(&[2, 3])))
+        .unwrap()
+        .with(&u, Tensor::zeros(IxDyn(&[4, 3])))
+        .unwrap();
+    assert!(forward(&s, &feed).is_err());
+    // unstack
+    assert!(ad::unstack(&u, 0).is_err());
+    assert!(matches!(
+        ad::unstack(&a, 2).unwrap_err(),
+        Error::Axis { .. }
+    ));
+    // split
+    assert!(ad::split(&a, 0, 0).is_err());
+    assert!(ad::split(&a, 2, 1).is_err()); // 3 into 2
+    assert!(ad::split(&a, [1, 1], 1).is_err()); // 2 != 3
+    assert!(ad::split(&a, [2, 2], 1).is_err()); // 4 > 3
+    assert!(ad::split(&a, [-1, -1], 1).is_err());
+    assert!(ad::split(&a, [-2, 5], 1).is_err());
+    assert!(ad::split(&a, 1, 2).is_err());
+    assert!(ad::split(&a, ad::SplitSizes::Sizes(vec![]), 1).is_err());
+    let parts = ad::split(&u, 2, 0).unwrap();
+    let odd = Feed::new().with(&u, Tensor::zeros(IxDyn(&[3, 3]))).unwrap();
+    let e = forward(&parts[0], &odd).unwrap_err();
+    assert!(e.to_string().contains("3 does not split into 2"), "{e}");
+    // tile
+    assert!(matches!(root(ad::tile(&a, &[2])), Error::Rank { .. }));
+    // expand_dims, squeeze
+    assert!(matches!(root(ad::expand_dims(&a, 3)), Error::Axis { .. }));
+    assert!(matches!(
+        root(ad::squeeze(&a, &[0])),
+        Error::InvalidArgument(_)
+    ));
+    assert!(matches!(root(ad::squeeze(&a, &[2])), Error::Axis { .. }));
+    let one = g.placeholder([1, 1]);
+    assert!(matches!(
+        root(ad::squeeze(&one, &[0, 0])),
+        Error::InvalidArgument(_)
+    ));
+    assert!(ad::squeeze(&u, &[]).is_err());
+    let sq = ad::squeeze(&u, &[0]).unwrap();
+    let e = forward(&sq, &feed).unwrap_err();
+    assert!(e.to_string().contains("size 4, not 1"), "{e}");
+    // broadcast_to
+    assert!(matches!(
+        root(ad::broadcast_to(&a, &[3])),
+        Error::Broadcast { .. }
+    ));
+    assert!(matches!(
+        root(ad::broadcast_to(&a, &[2, 4])),
+        Error::Broadcast { .. }
+    ));
+    let bt = ad::broadcast_to(&u, &[2, 3]).unwrap();
+    assert!(forward(&bt, &feed).is_err()); // 4 rows into 2
+                                           // cumsum, reductions, arg-reductions
+    assert!(matches!(
+        root(ad::cumsum(&a, 2, false, false)),
+        Error::Axis { .. }
+    ));
+    let s0 = g.placeholder(shape![]);
+    assert!(matches!(
+        root(ad::cumsum(&s0, 0, false, false)),
+        Error::Axis { .. }
+    ));
+    assert!(matches!(
+        root(ad::reduce_max(&a, 2, false)),
+        Error::Axis { .. }
+    ));
+    assert!(matches!(
+        root(ad::reduce_min(&a, [1, 1], false)),
+        Error::InvalidArgument(_)
+    ));
+    assert!(matches!(root(ad::argmax(&a, 2)), Error::Axis { .. }));
+    assert!(matches!(root(ad::argmin(&s0, 0)), Error::Axis { .. }));
+    let empty = g.placeholder([2, 0]);
+    assert!(matches!(
+        root(ad::argmax(&empty, 1)),
+        Error::InvalidArgument(_)
+    ));
+    let z = g.placeholder(shape![2, None]);
+    let am = ad::argmax(&z, 1).unwrap();
+    let feed = Feed::new().with(&z, Tensor::zeros(IxDyn(&[2, 0]))).unwrap();
+    assert!(forward(&am, &feed).is_err());
+}
+
+#[test]
+fn new_grad_ops_reject_bad_shapes() {
+    use ad::ops::array::{SplitGrad, TileGrad, UnstackGrad};
+    use ad::ops::reduce::ReduceMinMaxGrad;
+    let g = Graph::new();
+    let x = g.placeholder([2, 3]);
+    let wrong = g.placeholder([5]);
+    assert!(g
+        .add_op(UnstackGrad { axis: 0, index: 1 }, &[&wrong, &x])
+        .is_err());
+    assert!(g
+        .add_op(
+            UnstackGrad { axis: 0, index: 2 },
+            &[&g.placeholder([3]), &x]
+        )
+        .is_err());
+    let sg = || SplitGrad {
+        axis: 1,
+        sizes: ad::SplitSizes::Num(3),
+        index: 0,
+    };
+    assert!(g.add_op(sg(), &[&wrong, &x]).is_err());
+    assert!(g.add_op(sg(), &[&x]).is_err());
+    assert!(g
+        .add_op(
+            TileGrad {
+                multiples: vec![2, 2]
+            },
+            &[&x, &x]
+        )
+        .is_err());
+    let mm = || ReduceMinMaxGrad {
+        axes: Axes::from(1),
+        keep_dims: false,
+    };
+    let y = g.placeholder([2]);
+    assert_eq!(g.add_op(mm(), &[&y, &x, &y]).unwrap().shape(), shape![2, 3]);
+    assert!(g.add_op(mm(), &[&wrong, &x, &y]).is_err());
+    assert!(g.add_op(mm(), &[&y, &x]).is_err());
+    // Run-time mismatches are errors too.
+    let u = g.placeholder(shape![None]);
+    let d = g.add_op(mm(), &[&u, &x, &y]).unwrap();
+    let feed = Feed::new()
+        .with(&u, Tensor::zeros(IxDyn(&[3])))
+        .unwrap()
+        .with(&x, Tensor::zeros(IxDyn(&[2, 3])))
+        .unwrap()
+        .with(&y, Tensor::zeros(IxDyn(&[2])))
+        .unwrap();
+    assert!(forward(&d, &feed).is_err());
+}
+
+#[test]
+fn third_derivatives_through_the_new_grad_ops() {
+    // The second derivative of a quadratic form's gradient: checks the
+    // gradients of the grad ops' gradients (third order overall).
+    let mut r = rng(49);
+    type Build = fn(&Node) -> Node;
+    let cases: Vec<(&str, Vec<usize>, Build)> = vec![
+        ("reduce_max", vec![2, 3], |x| {
+            ad::reduce_max(x, 1, false).unwrap()
+        }),
+        ("reduce_min", vec![2, 3], |x| {
+            ad::reduce_min(x, 0, true).unwrap()
+        }),
+        ("tile", vec![2, 2], |x| ad::tile(x, &[2, 1]).unwrap()),
+        ("unstack", vec![3, 2], |x| {
+            ad::unstack(x, 0).unwrap()[1].clone()
+        }),
+        ("split", vec![4, 2], |x| {
+            ad::split(x, [1, -1], 0).unwrap()[1].clone()
+        }),
+        ("stack", vec![2, 2], |x| ad::stack(&[x, x], 1).unwrap()),
+        ("cumsum", vec![2, 3], |x| {
+            ad::cumsum(x, 1, true, false).unwrap()
+        }),
+        ("broadcast_to", vec![1, 2], |x| {
+            ad::broadcast_to(x, &[3, 2]).unwrap()
+        }),
+    ];
+    for (name, s, f) in cases {
+        let g = Graph::new();
+        let mut feed = Feed::new();
+        let x = g.placeholder(s.as_slice());
+        feed.insert(&x, distinct(&mut r, &s)).unwrap();
+        let y = f(&x);
+        let n = forward(&y, &feed).unwrap().len();
+        // A cubic: its third derivative is a nonzero constant.
+        let q = ad::reshape(&y, &[1, -1]).unwrap();
+        let w = g.constant(random_tensor(&mut r, &[n, n])).unwrap();
+        let qw = ad::multiply(&ad::matmul(&q, &w).unwrap(), &q).unwrap();
+        let z = ad::reduce_sum(&ad::multiply(&qw, &q).unwrap(), Axes::All, false).unwrap();
+        let dz = ad::gradients(&[&z], &[&x], None).unwrap()[0]
+            .clone()
+            .unwrap();
+        check2(&dz, &[&x], &feed, &format!("{name}: third order"));
+    }
+}
+
+#[test]
+fn new_array_ops_on_empty_and_failed_inputs() {
+    let g = Graph::new();
+    let x = g.placeholder(shape![None, 3]);
+    let feed = Feed::new().with(&x, Tensor::zeros(IxDyn(&[0, 3]))).unwrap();
+    // Empty tensors: empty results, no panic.
+    let am = ad::argmax(&x, 1).unwrap();
+    assert_eq!(forward(&am, &feed).unwrap().shape(), &[0]);
+    let cs = ad::cumsum(&x, 0, true, true).unwrap();
+    assert_eq!(forward(&cs, &feed).unwrap().shape(), &[0, 3]);
+    let t = ad::tile(&x, &[3, 2]).unwrap();
+    assert_eq!(forward(&t, &feed).unwrap().shape(), &[0, 6]);
+    let b = ad::broadcast_to(&ad::reshape(&x, &[-1]).unwrap(), &[2, 0]).unwrap();
+    assert_eq!(forward(&b, &feed).unwrap().shape(), &[2, 0]);
+    let p = ad::split(&x, 3, 1).unwrap();
+    assert_eq!(forward(&p[2], &feed).unwrap().shape(), &[0, 1]);
+    let s = ad::stack(&[&x, &x], 0).unwrap();
+    let mut rt = RunTime::new();
+    rt.backward(&s, &feed, None).unwrap();
+    assert_eq!(rt.grad(&x).unwrap().shape(), &[0, 3]);
+    // A failed node given to unstack or split reports its own error.
+    let bad = &g.placeholder([2, 3]) + &g.placeholder([4]);
+    let want = bad.clone().check().unwrap_err().to_string();
+    assert_eq!(ad::unstack(&bad, 0).unwrap_err().to_string(), want);
+    assert_eq!(ad::split(&bad, 2, 0).unwrap_err().to_string(), want);
+}

@@ -1,7 +1,9 @@
 //! Array ops that move data without arithmetic: reshape, transpose, pad,
-//! concat, slice, and stop_gradient, with the gradient ops of those whose
-//! gradient needs a kernel or a run-time shape of its own ([`ReshapeLike`],
-//! [`PadGrad`], [`ConcatGrad`], [`SliceGrad`]). Every gradient is built of
+//! concat, slice, stop_gradient, stack, unstack, split, tile, expand_dims,
+//! squeeze and broadcast_to, with the gradient ops of those whose gradient
+//! needs a kernel or a run-time shape of its own ([`ReshapeLike`],
+//! [`PadGrad`], [`ConcatGrad`], [`SliceGrad`], [`UnstackGrad`],
+//! [`SplitGrad`], [`TileGrad`]). Every gradient is built of
 //! these same ops, so each can be differentiated again.
 //!
 //! Each op has one shape function used twice: at build time on the static shape
@@ -15,6 +17,8 @@ use ndarray::{concatenate, ArrayViewD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
+use crate::kernels::broadcast::broadcast_to_shape;
+use crate::kernels::elementwise::row_major;
 use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::build;
 use crate::shape::TensorShape;
@@ -992,4 +996,985 @@ impl Op for StopGradient {
 /// Only when `x` is a failed operator node.
 pub fn stop_gradient(x: &Node) -> Result<Node> {
     build(StopGradient, &[x])
+}
+
+// ---------------------------------------------------------------------------
+// stack, unstack
+// ---------------------------------------------------------------------------
+
+/// Joins tensors of one shape along a new axis.
+pub struct Stack {
+    axis: usize,
+}
+
+impl Stack {
+    fn rule(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::invalid("stack needs at least one input"))?;
+        let mut merged = (*first).clone();
+        for (i, s) in inputs.iter().enumerate().skip(1) {
+            merged = merged.merge(s).ok_or_else(|| {
+                Error::invalid(format!(
+                    "stack: input {i} has shape {s}, but the inputs before it have shape \
+                     {merged}; all inputs must have one shape"
+                ))
+            })?;
+        }
+        if self.axis > merged.rank() {
+            return Err(axis_error(self.axis, merged.rank() + 1));
+        }
+        let mut dims = merged.dims().to_vec();
+        dims.insert(self.axis, Some(inputs.len()));
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for Stack {
+    fn type_name(&self) -> &'static str {
+        "Stack"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let shapes: Vec<TensorShape> = inputs
+            .iter()
+            .map(|x| TensorShape::known(x.shape()))
+            .collect();
+        let dims = concrete(self.rule(&shapes.iter().collect::<Vec<_>>())?)?;
+        checked_num_elements(&dims)?;
+        let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|x| x.view()).collect();
+        let out = ndarray::stack(Axis(self.axis), &views)?;
+        Ok(if out.is_standard_layout() {
+            out
+        } else {
+            out.as_standard_layout().into_owned()
+        })
+    }
+    // dx_i = g[.., i, ..] (index i along the new axis): one Unstack piece per
+    // input position, so a repeated input gets each of its pieces (summed)
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        (0..ctx.inputs().len())
+            .map(|i| {
+                if !ctx.needs_grad(i) {
+                    return Ok(None);
+                }
+                let piece = Unstack {
+                    axis: self.axis,
+                    index: i,
+                };
+                build(piece, &[ctx.grad()]).map(Some)
+            })
+            .collect()
+    }
+}
+
+/// Stacks `xs`, all of one shape, along a new axis `axis` (`0..=rank`):
+/// the output has shape `shape[..axis] + [xs.len()] + shape[axis..]`
+/// (`tf.stack`). The same node may appear several times.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let a = g.placeholder(ad::shape![None, 3]);
+/// let b = g.placeholder(ad::shape![2, None]);
+/// assert_eq!(ad::stack(&[&a, &b, &a], 1).unwrap().shape(), ad::shape![2, 3, 3]);
+/// assert_eq!(ad::stack(&[&a], 2).unwrap().shape(), ad::shape![None, 3, 1]);
+/// assert!(ad::stack(&[&a, &b], 3).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `xs` is empty; [`Error::Node`] wrapping
+/// [`Error::Axis`] for an axis past the rank, or [`Error::InvalidArgument`]
+/// when the shapes differ (at build time when known, otherwise in forward).
+pub fn stack(xs: &[&Node], axis: usize) -> Result<Node> {
+    build(Stack { axis }, xs)
+}
+
+/// One piece of an [`unstack`]: `x[.., index, ..]`, index `index` along
+/// `axis`, which is removed.
+pub struct Unstack {
+    /// The axis unstacked.
+    pub axis: usize,
+    /// Which piece.
+    pub index: usize,
+}
+
+impl Unstack {
+    fn rule(&self, x: &TensorShape) -> Result<TensorShape> {
+        if self.axis >= x.rank() {
+            return Err(axis_error(self.axis, x.rank()));
+        }
+        if let Some(n) = x.dim(self.axis) {
+            if self.index >= n {
+                return Err(Error::OutOfBounds(format!(
+                    "unstack: piece {} of axis {} of {x}, which has {n}",
+                    self.index, self.axis
+                )));
+            }
+        }
+        let mut dims = x.dims().to_vec();
+        dims.remove(self.axis);
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for Unstack {
+    fn type_name(&self) -> &'static str {
+        "Unstack"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Unstack")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Unstack")?;
+        let x = inputs[0];
+        self.rule(&TensorShape::known(x.shape()))?;
+        Ok(x.index_axis(Axis(self.axis), self.index)
+            .as_standard_layout()
+            .into_owned())
+    }
+    // dx = zeros(shape(x)) with dx[.., index, ..] = g: an UnstackGrad; the
+    // pieces' gradients add up
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = build(
+            UnstackGrad {
+                axis: self.axis,
+                index: self.index,
+            },
+            &[ctx.grad(), ctx.input(0)],
+        )?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of an [`Unstack`] piece: inputs `(g, x)`; the output has
+/// `x`'s run-time shape (its values are not read), zeros except
+/// `[.., index, ..]` along `axis`, which holds `g`.
+pub struct UnstackGrad {
+    /// The axis unstacked.
+    pub axis: usize,
+    /// Which piece.
+    pub index: usize,
+}
+
+impl UnstackGrad {
+    fn piece(&self) -> Unstack {
+        Unstack {
+            axis: self.axis,
+            index: self.index,
+        }
+    }
+}
+
+impl Op for UnstackGrad {
+    fn type_name(&self) -> &'static str {
+        "UnstackGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 2, "UnstackGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let piece = self.piece().rule(x)?;
+        if !piece.is_compatible(g) {
+            return Err(Error::ShapeMismatch {
+                what: format!("UnstackGrad: the gradient of a piece of {x}"),
+                expected: piece,
+                got: g.clone(),
+            });
+        }
+        Ok(x.clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 2, "UnstackGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let piece = self.piece().rule(&TensorShape::known(x.shape()))?;
+        if piece != TensorShape::known(g.shape()) {
+            return Err(Error::ShapeMismatch {
+                what: "UnstackGrad: the gradient of the piece".into(),
+                expected: piece,
+                got: TensorShape::known(g.shape()),
+            });
+        }
+        let mut dx = Tensor::zeros(x.shape());
+        dx.index_axis_mut(Axis(self.axis), self.index).assign(g);
+        Ok(dx)
+    }
+    // Linear in g: the adjoint of placing g at one index is taking that index.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(build(self.piece(), &[ctx.grad()])?), None])
+    }
+}
+
+/// The pieces of `x` along `axis`, which is removed from each (`tf.unstack`):
+/// piece `i` is `x[.., i, ..]`. The length of `axis` must be known when
+/// building. Each piece is a node of its own; the gradient of `x` adds up
+/// the pieces' gradients, each a zero tensor of `x`'s shape holding the
+/// piece's gradient at its place (so it costs one pass over `x` per piece
+/// reached by the gradient).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 3]);
+/// let rows = ad::unstack(&x, 1).unwrap();
+/// assert_eq!(rows.len(), 3);
+/// assert_eq!(rows[0].shape(), ad::shape![None]);
+/// assert!(ad::unstack(&x, 0).is_err()); // unknown length
+/// ```
+///
+/// # Errors
+/// [`Error::Axis`] when `axis` is not a dim of `x`; [`Error::InvalidArgument`]
+/// when its length is not known statically; the error of a failed operator
+/// node `x`.
+pub fn unstack(x: &Node, axis: usize) -> Result<Vec<Node>> {
+    x.clone().check()?;
+    let s = x.shape();
+    if axis >= s.rank() {
+        return Err(axis_error(axis, s.rank()));
+    }
+    let n = s.dim(axis).ok_or_else(|| {
+        Error::invalid(format!(
+            "unstack: axis {axis} of {} ({s}) has no static length, so the number of \
+             pieces is unknown",
+            x.name()
+        ))
+    })?;
+    (0..n)
+        .map(|index| build(Unstack { axis, index }, &[x]))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// split
+// ---------------------------------------------------------------------------
+
+/// How [`split`] cuts an axis: into `Num(n)` equal pieces, or into pieces of
+/// the given sizes, of which one may be `-1` (the rest of the axis).
+///
+/// ```
+/// use adgraph::ops::array::SplitSizes;
+/// assert_eq!(SplitSizes::from(3), SplitSizes::Num(3));
+/// assert_eq!(SplitSizes::from([2, -1]), SplitSizes::Sizes(vec![2, -1]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitSizes {
+    /// This many pieces of equal length (which must divide the axis).
+    Num(usize),
+    /// Pieces of these lengths; one may be `-1`, the length left over.
+    Sizes(Vec<isize>),
+}
+
+impl From<usize> for SplitSizes {
+    fn from(n: usize) -> Self {
+        SplitSizes::Num(n)
+    }
+}
+
+impl<const N: usize> From<[isize; N]> for SplitSizes {
+    fn from(sizes: [isize; N]) -> Self {
+        SplitSizes::Sizes(sizes.to_vec())
+    }
+}
+
+impl From<&[isize]> for SplitSizes {
+    fn from(sizes: &[isize]) -> Self {
+        SplitSizes::Sizes(sizes.to_vec())
+    }
+}
+
+impl From<Vec<isize>> for SplitSizes {
+    fn from(sizes: Vec<isize>) -> Self {
+        SplitSizes::Sizes(sizes)
+    }
+}
+
+impl SplitSizes {
+    /// The number of pieces.
+    fn count(&self) -> usize {
+        match self {
+            SplitSizes::Num(n) => *n,
+            SplitSizes::Sizes(s) => s.len(),
+        }
+    }
+
+    /// `(offset, length)` of each piece of an axis of length `len` (unknown
+    /// where they depend on an unknown `len`).
+    fn layout(&self, len: Option<usize>) -> Result<Vec<(Option<usize>, Option<usize>)>> {
+        match self {
+            SplitSizes::Num(0) => Err(Error::invalid("split: cannot split into 0 pieces")),
+            SplitSizes::Num(n) => {
+                let n = *n;
+                if let Some(len) = len {
+                    if len % n != 0 {
+                        return Err(Error::invalid(format!(
+                            "split: an axis of length {len} does not split into {n} equal pieces"
+                        )));
+                    }
+                }
+                let size = len.map(|l| l / n);
+                Ok((0..n).map(|k| (size.map(|s| s * k), size)).collect())
+            }
+            SplitSizes::Sizes(sizes) => {
+                let mut wildcard = None;
+                let mut known = 0usize;
+                for (k, &s) in sizes.iter().enumerate() {
+                    if s == -1 {
+                        if wildcard.replace(k).is_some() {
+                            return Err(Error::invalid(format!(
+                                "split: sizes {sizes:?} have more than one -1"
+                            )));
+                        }
+                    } else {
+                        let s = usize::try_from(s).map_err(|_| {
+                            Error::invalid(format!(
+                                "split: sizes[{k}] = {s} is negative (only -1, \"the rest\", \
+                                 is allowed)"
+                            ))
+                        })?;
+                        known = known.checked_add(s).ok_or_else(|| {
+                            Error::invalid(format!("split: sizes {sizes:?} are too large"))
+                        })?;
+                    }
+                }
+                let rest = match len {
+                    Some(len) if known > len || (wildcard.is_none() && known != len) => {
+                        return Err(Error::invalid(format!(
+                            "split: sizes {sizes:?} do not add up to the axis length {len}"
+                        )))
+                    }
+                    Some(len) => Some(len - known),
+                    None => None,
+                };
+                let mut offset = Some(0usize);
+                let mut out = Vec::with_capacity(sizes.len());
+                for &s in sizes {
+                    let size = if s == -1 {
+                        rest
+                    } else {
+                        Some(s.unsigned_abs())
+                    };
+                    out.push((offset, size));
+                    offset = offset.zip(size).map(|(o, s)| o + s);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// One piece of a [`split`]: piece `index` of `x` cut along `axis` by `sizes`.
+pub struct Split {
+    /// The axis cut.
+    pub axis: usize,
+    /// How it is cut.
+    pub sizes: SplitSizes,
+    /// Which piece.
+    pub index: usize,
+}
+
+impl Split {
+    fn rule(&self, x: &TensorShape) -> Result<TensorShape> {
+        if self.axis >= x.rank() {
+            return Err(axis_error(self.axis, x.rank()));
+        }
+        let layout = self.sizes.layout(x.dim(self.axis))?;
+        let (_, size) = layout.get(self.index).ok_or_else(|| {
+            Error::OutOfBounds(format!(
+                "split: piece {} of a split into {} pieces",
+                self.index,
+                layout.len()
+            ))
+        })?;
+        let mut dims = x.dims().to_vec();
+        dims[self.axis] = *size;
+        Ok(TensorShape::new(dims))
+    }
+
+    /// The range of the piece along the axis, for a concrete `x`.
+    fn range(&self, x: &[usize]) -> Result<Slice> {
+        let layout = self.sizes.layout(Some(x[self.axis]))?;
+        match layout.get(self.index) {
+            Some(&(Some(o), Some(s))) => Ok(Slice::from(o..o + s)),
+            _ => Err(Error::invalid(
+                "internal: split layout left a piece unknown for a known length",
+            )),
+        }
+    }
+}
+
+impl Op for Split {
+    fn type_name(&self) -> &'static str {
+        "Split"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Split")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Split")?;
+        let x = inputs[0];
+        self.rule(&TensorShape::known(x.shape()))?;
+        let range = self.range(x.shape())?;
+        Ok(x.slice_axis(Axis(self.axis), range)
+            .as_standard_layout()
+            .into_owned())
+    }
+    // dx = zeros(shape(x)) with the piece's range along the axis = g: a
+    // SplitGrad; the pieces' gradients add up
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = build(
+            SplitGrad {
+                axis: self.axis,
+                sizes: self.sizes.clone(),
+                index: self.index,
+            },
+            &[ctx.grad(), ctx.input(0)],
+        )?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of a [`Split`] piece: inputs `(g, x)`; the output has `x`'s
+/// run-time shape (its values are not read), zeros except the piece's range
+/// along `axis`, which holds `g`.
+pub struct SplitGrad {
+    /// The axis cut.
+    pub axis: usize,
+    /// How it is cut.
+    pub sizes: SplitSizes,
+    /// Which piece.
+    pub index: usize,
+}
+
+impl SplitGrad {
+    fn piece(&self) -> Split {
+        Split {
+            axis: self.axis,
+            sizes: self.sizes.clone(),
+            index: self.index,
+        }
+    }
+}
+
+impl Op for SplitGrad {
+    fn type_name(&self) -> &'static str {
+        "SplitGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 2, "SplitGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let piece = self.piece().rule(x)?;
+        if !piece.is_compatible(g) {
+            return Err(Error::ShapeMismatch {
+                what: format!("SplitGrad: the gradient of a piece of {x}"),
+                expected: piece,
+                got: g.clone(),
+            });
+        }
+        Ok(x.clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 2, "SplitGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let op = self.piece();
+        let piece = op.rule(&TensorShape::known(x.shape()))?;
+        if piece != TensorShape::known(g.shape()) {
+            return Err(Error::ShapeMismatch {
+                what: "SplitGrad: the gradient of the piece".into(),
+                expected: piece,
+                got: TensorShape::known(g.shape()),
+            });
+        }
+        let mut dx = Tensor::zeros(x.shape());
+        dx.slice_axis_mut(Axis(self.axis), op.range(x.shape())?)
+            .assign(g);
+        Ok(dx)
+    }
+    // Linear in g: the adjoint of placing g in a range is taking the range.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(build(self.piece(), &[ctx.grad()])?), None])
+    }
+}
+
+/// `x` cut along `axis` into pieces (`tf.split`): `num_or_sizes` is a number
+/// of equal pieces (`3`), or the pieces' lengths (`[2, -1, 1]`, one `-1` for
+/// the rest). Each piece is a node of its own; the gradient of `x` adds up
+/// the pieces' gradients, each a zero tensor of `x`'s shape holding the
+/// piece's gradient in its range.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 6]);
+/// let parts = ad::split(&x, 3, 1).unwrap();
+/// assert_eq!(parts.len(), 3);
+/// assert_eq!(parts[2].shape(), ad::shape![None, 2]);
+/// let parts = ad::split(&x, [1, -1, 2], 1).unwrap();
+/// assert_eq!(parts[1].shape(), ad::shape![None, 3]);
+/// assert!(ad::split(&x, 4, 1).is_err()); // 6 is not a multiple of 4
+/// ```
+///
+/// # Errors
+/// The error of a failed operator node `x`; [`Error::InvalidArgument`] for
+/// no pieces; [`Error::Node`] wrapping
+/// [`Error::Axis`] for an axis out of range, or [`Error::InvalidArgument`]
+/// when the pieces do not fit the axis (at build time when its length is
+/// known, otherwise in forward).
+pub fn split(x: &Node, num_or_sizes: impl Into<SplitSizes>, axis: usize) -> Result<Vec<Node>> {
+    x.clone().check()?;
+    let sizes = num_or_sizes.into();
+    let n = sizes.count();
+    if n == 0 {
+        return Err(Error::invalid(format!(
+            "split of {}: no pieces asked for ({sizes:?})",
+            x.name()
+        )));
+    }
+    (0..n)
+        .map(|index| {
+            build(
+                Split {
+                    axis,
+                    sizes: sizes.clone(),
+                    index,
+                },
+                &[x],
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// tile
+// ---------------------------------------------------------------------------
+
+/// `x` repeated `multiples[i]` times along each dim `i`.
+pub struct Tile {
+    multiples: Vec<usize>,
+}
+
+/// The shape of `x` tiled by `multiples`.
+fn tile_rule(x: &TensorShape, multiples: &[usize], what: &str) -> Result<TensorShape> {
+    if multiples.len() != x.rank() {
+        return Err(Error::Rank {
+            what: format!("{what} input (multiples {multiples:?})"),
+            expected: multiples.len().to_string(),
+            got: x.clone(),
+        });
+    }
+    let dims = x
+        .dims()
+        .iter()
+        .zip(multiples)
+        .enumerate()
+        .map(|(i, (d, &m))| match (d, m) {
+            (_, 0) => Ok(Some(0)),
+            (None, _) => Ok(None),
+            (Some(d), m) => d.checked_mul(m).map(Some).ok_or_else(|| {
+                Error::invalid(format!("{what}: dim {i} ({d}) times {m} is too large"))
+            }),
+        })
+        .collect::<Result<_>>()?;
+    Ok(TensorShape::new(dims))
+}
+
+/// `shape` with each dim `d_i` preceded by `m_i`: `[m_0, d_0, m_1, d_1, ..]`
+/// (`repeated`), or by 1 (`!repeated`), the tiled layout.
+fn interleaved(shape: &[usize], multiples: &[usize], repeated: bool) -> Vec<usize> {
+    shape
+        .iter()
+        .zip(multiples)
+        .flat_map(|(&d, &m)| [if repeated { m } else { 1 }, d])
+        .collect()
+}
+
+impl Op for Tile {
+    fn type_name(&self) -> &'static str {
+        "Tile"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Tile")?;
+        tile_rule(inputs[0], &self.multiples, "tile")
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Tile")?;
+        let x = inputs[0];
+        let dims = concrete(tile_rule(
+            &TensorShape::known(x.shape()),
+            &self.multiples,
+            "tile",
+        )?)?;
+        checked_num_elements(&dims)?;
+        // x as [1, d_0, 1, d_1, ..] repeated to [m_0, d_0, m_1, d_1, ..].
+        let src = x.to_shape(interleaved(x.shape(), &self.multiples, false))?;
+        let big = broadcast_to_shape(
+            &src.into_owned(),
+            &interleaved(x.shape(), &self.multiples, true),
+            1.0,
+        )?;
+        Ok(big.into_shape_with_order(dims)?)
+    }
+    // dx = the sum of g's copies: g seen as [m_0, d_0, m_1, d_1, ..] summed
+    // over the m axes (a TileGrad); nothing to do when every multiple is 1
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        if self.multiples.iter().all(|&m| m == 1) {
+            return Ok(vec![Some(ctx.grad().clone())]);
+        }
+        let dx = build(
+            TileGrad {
+                multiples: self.multiples.clone(),
+            },
+            &[ctx.grad(), ctx.input(0)],
+        )?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// The gradient of a [`tile`]: inputs `(g, x)`; the output has `x`'s
+/// run-time shape (its values are not read) and is the sum of the copies of
+/// `x` in `g`.
+pub struct TileGrad {
+    /// The forward tile's multiples.
+    pub multiples: Vec<usize>,
+}
+
+impl Op for TileGrad {
+    fn type_name(&self) -> &'static str {
+        "TileGrad"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 2, "TileGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let tiled = tile_rule(x, &self.multiples, "TileGrad")?;
+        if !tiled.is_compatible(g) {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "TileGrad: the gradient of {x} tiled by {:?}",
+                    self.multiples
+                ),
+                expected: tiled,
+                got: g.clone(),
+            });
+        }
+        Ok(x.clone())
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 2, "TileGrad")?;
+        let (g, x) = (inputs[0], inputs[1]);
+        let tiled = tile_rule(&TensorShape::known(x.shape()), &self.multiples, "TileGrad")?;
+        if tiled != TensorShape::known(g.shape()) {
+            return Err(Error::ShapeMismatch {
+                what: "TileGrad: the gradient of the tile".into(),
+                expected: tiled,
+                got: TensorShape::known(g.shape()),
+            });
+        }
+        let mut dx = vec![0.0f32; x.len()];
+        if !g.is_empty() {
+            sum_tiles(&row_major(g), g.shape(), x.shape(), &mut dx);
+        }
+        Ok(Tensor::from_shape_vec(x.shape(), dx)?)
+    }
+    // Linear in g: the adjoint of summing the copies is tiling again.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(tile(ctx.grad(), &self.multiples)?), None])
+    }
+}
+
+/// Adds each copy in `g` (row-major, of shape `g_dims`, a tiling of
+/// `x_dims`) into `dx` (row-major, of shape `x_dims`): element `i` along a
+/// dim goes to `i % d`. Rows of the last dim are added as whole slices.
+fn sum_tiles(g: &[f32], g_dims: &[usize], x_dims: &[usize], dx: &mut [f32]) {
+    match (g_dims, x_dims) {
+        ([], _) => dx[0] += g[0],
+        ([_], [d]) => {
+            for copy in g.chunks_exact(*d) {
+                dx.iter_mut().zip(copy).for_each(|(o, &v)| *o += v);
+            }
+        }
+        ([gd, g_rest @ ..], [d, x_rest @ ..]) => {
+            let (g_block, x_block) = (g.len() / gd, dx.len() / d);
+            for i in 0..*gd {
+                let j = i % d;
+                sum_tiles(
+                    &g[i * g_block..(i + 1) * g_block],
+                    g_rest,
+                    x_rest,
+                    &mut dx[j * x_block..(j + 1) * x_block],
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `x` repeated `multiples[i]` times along each dim `i` (`tf.tile`, NumPy's
+/// `tile` with one multiple per dim): dim `i` of the output is
+/// `x.shape[i] * multiples[i]`. The gradient sums the copies.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 2]);
+/// let y = ad::tile(&x, &[1, 3]).unwrap();
+/// assert_eq!(y.shape(), ad::shape![None, 6]);
+/// let feed = ad::feed! { x => [[1.0, 2.0]] }.unwrap();
+/// let mut rt = ad::RunTime::new();
+/// assert_eq!(rt.forward(&y, &feed).unwrap(), &ad::tensor([[1.0, 2.0, 1.0, 2.0, 1.0, 2.0]]));
+/// rt.backward(&y, &feed, None).unwrap();
+/// assert_eq!(rt.grad(&x).unwrap(), &ad::tensor([[3.0, 3.0]]));
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Rank`] when `multiples` has not one entry
+/// per dim of `x`.
+pub fn tile(x: &Node, multiples: &[usize]) -> Result<Node> {
+    build(
+        Tile {
+            multiples: multiples.to_vec(),
+        },
+        &[x],
+    )
+}
+
+// ---------------------------------------------------------------------------
+// expand_dims, squeeze
+// ---------------------------------------------------------------------------
+
+/// Inserts a dim of size 1.
+pub struct ExpandDims {
+    axis: usize,
+}
+
+impl ExpandDims {
+    fn rule(&self, x: &TensorShape) -> Result<TensorShape> {
+        if self.axis > x.rank() {
+            return Err(axis_error(self.axis, x.rank() + 1));
+        }
+        let mut dims = x.dims().to_vec();
+        dims.insert(self.axis, Some(1));
+        Ok(TensorShape::new(dims))
+    }
+}
+
+impl Op for ExpandDims {
+    fn type_name(&self) -> &'static str {
+        "ExpandDims"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "ExpandDims")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "ExpandDims")?;
+        let x = inputs[0];
+        self.rule(&TensorShape::known(x.shape()))?;
+        Ok(x.view()
+            .insert_axis(Axis(self.axis))
+            .as_standard_layout()
+            .into_owned())
+    }
+    // dx = reshape(g, shape(x)): only the dims are renumbered
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(reshape_like(ctx.grad(), ctx.input(0))?)])
+    }
+}
+
+/// `x` with a dim of size 1 inserted at `axis` (`0..=rank`; `tf.expand_dims`).
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 3]);
+/// assert_eq!(ad::expand_dims(&x, 1).unwrap().shape(), ad::shape![None, 1, 3]);
+/// assert_eq!(ad::expand_dims(&x, 2).unwrap().shape(), ad::shape![None, 3, 1]);
+/// assert!(ad::expand_dims(&x, 3).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Axis`] for an axis past the rank.
+pub fn expand_dims(x: &Node, axis: usize) -> Result<Node> {
+    build(ExpandDims { axis }, &[x])
+}
+
+/// Removes dims of size 1.
+pub struct Squeeze {
+    axes: Vec<usize>,
+}
+
+impl Squeeze {
+    fn rule(&self, x: &TensorShape) -> Result<TensorShape> {
+        let rank = x.rank();
+        let mut drop = vec![false; rank];
+        if self.axes.is_empty() {
+            if !x.is_fully_defined() {
+                return Err(Error::invalid(format!(
+                    "squeeze without axes drops every dim of size 1, which needs all dims of \
+                     {x} known; name the axes"
+                )));
+            }
+            for (i, d) in x.dims().iter().enumerate() {
+                drop[i] = *d == Some(1);
+            }
+        }
+        for &a in &self.axes {
+            let slot = drop.get_mut(a).ok_or_else(|| axis_error(a, rank))?;
+            if *slot {
+                return Err(Error::invalid(format!(
+                    "squeeze: axes {:?} name axis {a} twice",
+                    self.axes
+                )));
+            }
+            match x.dim(a) {
+                Some(1) | None => *slot = true,
+                Some(d) => {
+                    return Err(Error::invalid(format!(
+                        "squeeze: dim {a} of {x} has size {d}, not 1"
+                    )))
+                }
+            }
+        }
+        Ok(TensorShape::new(
+            x.dims()
+                .iter()
+                .zip(&drop)
+                .filter(|(_, &dropped)| !dropped)
+                .map(|(&d, _)| d)
+                .collect(),
+        ))
+    }
+}
+
+impl Op for Squeeze {
+    fn type_name(&self) -> &'static str {
+        "Squeeze"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "Squeeze")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "Squeeze")?;
+        let x = inputs[0];
+        let dims = concrete(self.rule(&TensorShape::known(x.shape()))?)?;
+        Ok(x.to_shape(dims)?.into_owned())
+    }
+    // dx = reshape(g, shape(x)): only the dims are renumbered
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![Some(reshape_like(ctx.grad(), ctx.input(0))?)])
+    }
+}
+
+/// `x` without the dims `axes` (any order), each of which must have size 1
+/// (`tf.squeeze`). With no axes, every dim of size 1 is removed, which needs
+/// `x`'s static shape fully known.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder(ad::shape![None, 1, 3, 1]);
+/// assert_eq!(ad::squeeze(&x, &[3, 1]).unwrap().shape(), ad::shape![None, 3]);
+/// assert!(ad::squeeze(&x, &[2]).is_err()); // size 3
+/// assert!(ad::squeeze(&x, &[]).is_err()); // dim 0 unknown
+/// let y = g.placeholder([1, 2, 1]);
+/// assert_eq!(ad::squeeze(&y, &[]).unwrap().shape(), ad::shape![2]);
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Axis`] for an axis out of range, or
+/// [`Error::InvalidArgument`] for an axis named twice, a dim that is not 1
+/// (at build time when known, otherwise in forward), or no axes with unknown dims.
+pub fn squeeze(x: &Node, axes: &[usize]) -> Result<Node> {
+    build(
+        Squeeze {
+            axes: axes.to_vec(),
+        },
+        &[x],
+    )
+}
+
+// ---------------------------------------------------------------------------
+// broadcast_to
+// ---------------------------------------------------------------------------
+
+/// `x` repeated up to a fixed shape (NumPy broadcasting).
+pub struct BroadcastTo {
+    shape: Vec<usize>,
+}
+
+impl BroadcastTo {
+    fn rule(&self, x: &TensorShape) -> Result<TensorShape> {
+        let target = TensorShape::known(&self.shape);
+        let refused = || Error::Broadcast {
+            lhs: x.clone(),
+            rhs: target.clone(),
+        };
+        let lead = self.shape.len().checked_sub(x.rank()).ok_or_else(refused)?;
+        let fits = x
+            .dims()
+            .iter()
+            .zip(&self.shape[lead..])
+            .all(|(d, &t)| matches!(d, None | Some(1)) || *d == Some(t));
+        if !fits {
+            return Err(refused());
+        }
+        Ok(target)
+    }
+}
+
+impl Op for BroadcastTo {
+    fn type_name(&self) -> &'static str {
+        "BroadcastTo"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, 1, "BroadcastTo")?;
+        self.rule(inputs[0])
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        expect_inputs(inputs, 1, "BroadcastTo")?;
+        let x = inputs[0];
+        self.rule(&TensorShape::known(x.shape()))?;
+        if x.shape() == self.shape.as_slice() {
+            return Ok(x.clone());
+        }
+        checked_num_elements(&self.shape)?;
+        broadcast_to_shape(x, &self.shape, 1.0)
+    }
+    // dx = g summed back to x's shape (over the new leading dims and the
+    // dims where x has 1); the output's static shape tells sum_to which
+    // unknown dims of x may have been broadcast
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let dx = crate::sum_to(ctx.grad(), ctx.input(0), &[ctx.output()])?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+/// `x` broadcast to `shape` (`tf.broadcast_to`, NumPy rules): new leading
+/// dims are added and dims of size 1 repeated. The gradient sums back.
+///
+/// ```
+/// use adgraph as ad;
+/// let g = ad::Graph::new();
+/// let x = g.placeholder([3, 1]);
+/// let y = ad::broadcast_to(&x, &[2, 3, 4]).unwrap();
+/// assert_eq!(y.shape(), ad::shape![2, 3, 4]);
+/// assert!(ad::broadcast_to(&x, &[3, 2, 4]).is_err());
+/// let feed = ad::feed! { x => [[1.0], [2.0], [3.0]] }.unwrap();
+/// let mut rt = ad::RunTime::new();
+/// rt.backward(&y, &feed, None).unwrap();
+/// assert_eq!(rt.grad(&x).unwrap(), &ad::tensor([[8.0], [8.0], [8.0]]));
+/// ```
+///
+/// # Errors
+/// [`Error::Node`] wrapping [`Error::Broadcast`] when `x`'s shape does not
+/// broadcast to `shape` (at build time when known, otherwise in forward).
+pub fn broadcast_to(x: &Node, shape: &[usize]) -> Result<Node> {
+    build(
+        BroadcastTo {
+            shape: shape.to_vec(),
+        },
+        &[x],
+    )
 }

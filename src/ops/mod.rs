@@ -10,12 +10,14 @@ pub mod compare;
 pub mod conv;
 pub mod dropout;
 pub mod fill;
+pub mod index;
 pub mod linalg;
 pub mod loss;
 pub mod math;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod scan;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
