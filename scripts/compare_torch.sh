@@ -8,7 +8,12 @@
 # whichever program runs), so each workload runs ROUNDS times on each side,
 # alternating, and the table compares the median of each side's round medians.
 #
-#   scripts/compare_torch.sh [IDS] [PYTHON] [ROUNDS]
+#   scripts/compare_torch.sh [IDS] [PYTHON] [ROUNDS] [BASELINE_BENCH]
+#
+# BASELINE_BENCH, when given, is the bench binary of another build of adgraph
+# (e.g. the last release, built in a worktree): it runs in the same rounds,
+# right after this build's, and the table gains its median and ratio, so a
+# change is measured against its baseline and PyTorch under the same load.
 #
 # IDS defaults to W1,W2,W3,W4,W4inf,W5,W6; PYTHON to /tmp/torch-venv/bin/python
 # (python3 -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install "numpy<2" torch);
@@ -21,6 +26,8 @@ cd "$(dirname "$0")/.."
 ids=${1:-W1,W2,W3,W4,W4inf,W5,W6}
 python=${2:-/tmp/torch-venv/bin/python}
 rounds=${3:-3}
+baseline=${4:-}
+[ -z "$baseline" ] || [ -x "$baseline" ] || { echo "no baseline bench at $baseline" >&2; exit 1; }
 torch_script=../shared/bench/torch_workloads.py
 [ -f "$torch_script" ] || { echo "no $torch_script (../shared beside the repository)" >&2; exit 1; }
 [ -x "$python" ] || { echo "no python with torch at $python" >&2; exit 1; }
@@ -48,7 +55,7 @@ for id in "${list[@]}"; do
     esac
     key=step_ms_median
     [ "$id" = W4inf ] && key=images_per_s
-    tv=() av=()
+    tv=() av=() bv=()
     for ((r = 1; r <= n_rounds; r++)); do
         t=$("$python" "$torch_script" --only "$id" "${steps[@]}" | grep "^$id torch ")
         a=$("$bench" --only "$id" "${steps[@]}" | grep "^$id adgraph ")
@@ -56,18 +63,33 @@ for id in "${list[@]}"; do
         echo "$a"
         tv+=("$(field "$t" $key)")
         av+=("$(field "$a" $key)")
+        if [ -n "$baseline" ]; then
+            b=$("$baseline" --only "$id" "${steps[@]}" | grep "^$id adgraph ")
+            echo "$b (baseline)"
+            bv+=("$(field "$b" $key)")
+        fi
     done
-    rows+=("$id $(median "${tv[@]}") $(median "${av[@]}")")
+    rows+=("$id $(median "${tv[@]}") $(median "${av[@]}") $([ -n "$baseline" ] && median "${bv[@]}")")
 done
 
 echo
-echo "| workload | PyTorch | adgraph | ratio |"
-echo "|---|---:|---:|---:|"
+if [ -n "$baseline" ]; then
+    echo "| workload | PyTorch | adgraph | ratio | baseline | baseline ratio |"
+    echo "|---|---:|---:|---:|---:|---:|"
+else
+    echo "| workload | PyTorch | adgraph | ratio |"
+    echo "|---|---:|---:|---:|"
+fi
 for row in "${rows[@]}"; do
-    read -r id t a <<<"$row"
+    read -r id t a b <<<"$row"
     if [ "$id" = W4inf ]; then
-        echo "| $id | $t img/s | $a img/s | $(awk -v t="$t" -v a="$a" 'BEGIN { printf "%.2f", t / a }') |"
+        unit="img/s"
+        ratio() { awk -v t="$t" -v a="$1" 'BEGIN { printf "%.2f", t / a }'; }
     else
-        echo "| $id | $t ms | $a ms | $(awk -v t="$t" -v a="$a" 'BEGIN { printf "%.2f", a / t }') |"
+        unit="ms"
+        ratio() { awk -v t="$t" -v a="$1" 'BEGIN { printf "%.2f", a / t }'; }
     fi
+    line="| $id | $t $unit | $a $unit | $(ratio "$a") |"
+    [ -n "$baseline" ] && line="$line $b $unit | $(ratio "$b") |"
+    echo "$line"
 done
