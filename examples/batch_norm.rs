@@ -44,21 +44,20 @@
 //! Prints `key=value` lines: `steps`, `batch`, `epochs`, `bn_final_loss` and
 //! `plain_final_loss` (each model's summed loss at the last step), `final_loss`
 //! (their sum, the objective), `bn_test_accuracy`, `plain_test_accuracy`,
-//! `train_seconds`. Draws to `--out` (default `out/batch_norm/`): `loss.png`
-//! (both training losses per example, averaged over blocks of steps) and
-//! `accuracy.png` (both test accuracies every `--eval-every` steps).
+//! `train_seconds` (evaluations excluded). Draws to `--out` (default
+//! `out/batch_norm/`): `loss.png` (both training losses per example, averaged
+//! over blocks of steps) and `accuracy.png` (both test accuracies every
+//! `--eval-every` steps).
 
 mod common;
 
-use std::time::Instant;
-
-use adgraph::data::{one_hot, Batches};
+use adgraph::data::Batches;
 use adgraph::init::{Ones, TruncatedNormal, Zeros};
-use adgraph::optim::{GradientDescent, Optimizer, Schedule};
+use adgraph::optim::GradientDescent;
+use adgraph::train::{plot_lines, report, window_means, Series, StepOutput, Trainer};
 use adgraph::{self as ad, BatchNormConfig, Feed, Graph, Node, RunTime, Tensor};
 use clap::Parser;
-use common::{CommonArgs, Progress, Res, Series, TrainState};
-use ndarray::{Axis, Slice};
+use common::{CommonArgs, Res};
 
 const PIXELS: usize = 784;
 const HIDDEN: usize = 100;
@@ -260,29 +259,13 @@ fn build_models(graph: &Graph, seed: u64) -> ad::Result<Models> {
 /// Test accuracy of the batch-norm MLP (inference mode) and of the plain MLP,
 /// `EVAL_BATCH` examples per forward pass.
 fn evaluate(rt: &mut RunTime, m: &Models, x: &Tensor, y: &Tensor) -> ad::Result<(f64, f64)> {
-    let n = x.shape()[0];
-    let (mut bn_hits, mut plain_hits) = (0.0, 0.0);
-    for start in (0..n).step_by(EVAL_BATCH) {
-        let rows = Slice::from(start..(start + EVAL_BATCH).min(n));
-        let xb = x.slice_axis(Axis(0), rows).to_owned();
-        let yb = y.slice_axis(Axis(0), rows).to_owned();
+    let accuracy = common::batched_accuracy(x, y, EVAL_BATCH, |xb| {
         let feed = Feed::new().with(&m.x, xb)?;
-        let logits = rt.forward_backward_cycle(|rt| {
+        rt.forward_backward_cycle(|rt| {
             rt.evaluate(&[&m.bn_logits_inference, &m.plain_logits], &feed)
-        })?;
-        let rows = yb.shape()[0] as f64;
-        bn_hits += common::accuracy(&logits[0], &yb) * rows;
-        plain_hits += common::accuracy(&logits[1], &yb) * rows;
-    }
-    let n = n.max(1) as f64;
-    Ok((bn_hits / n, plain_hits / n))
-}
-
-/// One training step's measurements.
-struct StepLog {
-    bn_loss: f32,
-    plain_loss: f32,
-    bn_accuracy: f64,
+        })
+    })?;
+    Ok((accuracy[0], accuracy[1]))
 }
 
 fn main() -> std::process::ExitCode {
@@ -290,9 +273,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Res {
-    // This thread joins rayon's pool: no hand-off per parallel kernel.
-    ad::init_thread_pool(None)?;
-    ad::retain_freed_memory();
+    common::init()?;
     let common = &args.common;
     let batch = common.batch.unwrap_or(DEFAULT_BATCH);
     if batch == 0 || args.eval_every == Some(0) {
@@ -300,12 +281,8 @@ fn run(args: &Args) -> Res {
     }
 
     // The data: flattened images in [0, 1] and one-hot labels.
-    let data = common::load_mnist(common)?;
-    let x_train = data.train_images.flat();
-    let y_train = one_hot(&data.train_labels, CLASSES)?;
-    let x_test = data.test_images.flat();
-    let y_test = one_hot(&data.test_labels, CLASSES)?;
-    let n_train = x_train.shape()[0];
+    let data = common::Flat::of(&common::load_mnist(common)?, CLASSES)?;
+    let n_train = data.x_train.shape()[0];
     let steps = common.total_steps(n_train, batch, DEFAULT_EPOCHS);
     let eval_every = args.eval_every.unwrap_or((steps / 50).max(1));
     let epochs = |steps: usize| (steps * batch) as f64 / n_train.max(1) as f64;
@@ -322,122 +299,107 @@ fn run(args: &Args) -> Res {
 
     // One graph holds both models; one optimizer trains all their variables.
     let graph = Graph::with_seed(common.seed);
-    let models = build_models(&graph, common.seed)?;
-    let mut optimizer = GradientDescent::new(LEARNING_RATE);
-    if !args.constant_lr {
-        optimizer = optimizer.schedule(Schedule::Cosine {
-            initial: LEARNING_RATE,
-            minimum: 0.0,
-            total_steps: steps as u64,
-        });
-    }
-    let mut state: TrainState = common::resume(common, &graph, &mut optimizer)?;
-    let mut batches = Batches::new(x_train, y_train, batch, common.seed)?;
-    batches.seek(state.position)?;
+    let m = build_models(&graph, common.seed)?;
+    let schedule = common::lr_schedule(args.constant_lr, LEARNING_RATE, steps);
+    let mut trainer = common.checkpointing(
+        Trainer::new(&graph)
+            .optimizer(GradientDescent::new(LEARNING_RATE).schedule(schedule))
+            .data(Batches::new(
+                data.x_train,
+                data.y_train,
+                batch,
+                common.seed,
+            )?)
+            .steps(steps)
+            .eval_every(eval_every),
+    )?;
 
-    // Training.
-    let mut rt = RunTime::new();
-    state.restore_rng(&mut rt);
-    let mut logs = Vec::new();
-    let (mut bn_test, mut plain_test) = (Vec::new(), Vec::new());
-    let mut progress = Progress::new(steps.saturating_sub(state.step));
-    let started = Instant::now();
-    while state.step < steps {
-        let (xb, yb) = batches
-            .next_batch()
-            .ok_or("the training set yields no batch")?;
-        let feed = Feed::new()
-            .with(&models.x, xb)?
-            .with(&models.labels, yb.clone())?;
-        let log = rt.forward_backward_cycle(|rt| -> ad::Result<StepLog> {
-            optimizer.optimize(rt, &models.objective, &feed, None)?;
-            Ok(StepLog {
-                bn_loss: rt.value(&models.bn_loss)?.sum(),
-                plain_loss: rt.value(&models.plain_loss)?.sum(),
-                bn_accuracy: common::accuracy(rt.value(&models.bn_logits)?, &yb),
-            })
-        })?;
-        state.step += 1;
-        state.position = batches.position();
-        progress.step(
-            f64::from(log.bn_loss) / yb.shape()[0] as f64,
-            Some(log.bn_accuracy),
-        );
-        logs.push((state.step, log));
-        if state.step.is_multiple_of(eval_every) || state.step == steps {
-            let (bn, plain) = evaluate(&mut rt, &models, &x_test, &y_test)?;
-            bn_test.push((state.step as f64, bn));
-            plain_test.push((state.step as f64, plain));
-            progress.println(format!(
+    // Training; both test accuracies every --eval-every steps and at the end.
+    let summary = trainer.run_with_eval(
+        |s| {
+            let (xb, yb) = s.next_batch()?;
+            let feed = Feed::new().with(&m.x, xb)?.with(&m.labels, yb.clone())?;
+            let (_, (bn_loss, plain_loss, bn_accuracy)) =
+                s.minimize_with(&m.objective, &feed, |rt| {
+                    Ok((
+                        rt.value(&m.bn_loss)?.sum(),
+                        rt.value(&m.plain_loss)?.sum(),
+                        common::accuracy(rt.value(&m.bn_logits)?, &yb),
+                    ))
+                })?;
+            // The bar shows the batch-norm model's loss per example.
+            Ok(StepOutput::new(bn_loss / yb.shape()[0] as f32)
+                .metric("bn_loss", f64::from(bn_loss))
+                .metric("plain_loss", f64::from(plain_loss))
+                .show("acc", bn_accuracy))
+        },
+        |e| {
+            let (bn, plain) = evaluate(e.rt, &m, &data.x_test, &data.y_test)?;
+            e.record("bn", bn);
+            e.record("plain", plain);
+            e.println(format!(
                 "step {}: test accuracy with batch norm {bn:.4}, without {plain:.4}",
-                state.step
+                e.step()
             ));
-        }
-        common::maybe_save(common, &graph, &optimizer, &rt, state, steps)?;
-    }
-    let train_seconds = started.elapsed().as_secs_f64();
-    progress.finish();
+            Ok(())
+        },
+    )?;
 
-    // Evaluation (the batch-norm model in inference mode).
-    let (bn_accuracy, plain_accuracy) = evaluate(&mut rt, &models, &x_test, &y_test)?;
-    let (bn_final, plain_final) = logs
-        .last()
-        .map_or((f32::NAN, f32::NAN), |(_, l)| (l.bn_loss, l.plain_loss));
-    common::report(&[
-        ("steps", state.step.to_string()),
+    // Results: the last evaluation is the trained models' (batch norm in inference mode).
+    let history = &summary.history;
+    let last = |curve: &[(f64, f64)]| curve.last().map_or(f64::NAN, |p| p.1);
+    let loss = |name| summary.last.as_ref().and_then(|o| o.get(name));
+    let bn_final = loss("bn_loss").map_or(f32::NAN, |v| v as f32);
+    let plain_final = loss("plain_loss").map_or(f32::NAN, |v| v as f32);
+    report(&[
+        ("steps", summary.step.to_string()),
         ("batch", batch.to_string()),
-        ("epochs", format!("{:.2}", epochs(state.step))),
+        ("epochs", format!("{:.2}", epochs(summary.step))),
         ("bn_final_loss", bn_final.to_string()),
         ("plain_final_loss", plain_final.to_string()),
         ("final_loss", (bn_final + plain_final).to_string()),
-        ("bn_test_accuracy", format!("{bn_accuracy:.4}")),
-        ("plain_test_accuracy", format!("{plain_accuracy:.4}")),
-        ("train_seconds", format!("{train_seconds:.2}")),
+        (
+            "bn_test_accuracy",
+            format!("{:.4}", last(history.eval("bn"))),
+        ),
+        (
+            "plain_test_accuracy",
+            format!("{:.4}", last(history.eval("plain"))),
+        ),
+        ("train_seconds", format!("{:.2}", summary.train_seconds)),
     ]);
 
     // Pictures.
     let out = common.out_dir("batch_norm")?;
-    let block = (logs.len() / 200).max(1);
-    let per_example = |f: fn(&StepLog) -> f32| {
-        block_means(
-            logs.iter()
-                .map(|(s, l)| (*s as f64, f64::from(f(l)) / batch as f64)),
-            block,
-        )
+    let block = (history.loss().len() / 200).max(1);
+    let per_example = |name| {
+        let points: Vec<(f64, f64)> = history
+            .metric(name)
+            .iter()
+            .map(|&(step, loss)| (step, loss / batch as f64))
+            .collect();
+        window_means(&points, block)
     };
-    common::plot_lines(
+    plot_lines(
         &out.join("loss.png"),
         &format!("training loss per example (mean of each {block} steps)"),
         "step",
         "softmax cross-entropy",
         &[
-            Series::new("with batch norm", per_example(|l| l.bn_loss)),
-            Series::new("without batch norm", per_example(|l| l.plain_loss)),
+            Series::new("with batch norm", per_example("bn_loss")),
+            Series::new("without batch norm", per_example("plain_loss")),
         ],
     )?;
-    common::plot_lines(
+    plot_lines(
         &out.join("accuracy.png"),
         "test accuracy (batch norm in inference mode)",
         "step",
         "test accuracy",
         &[
-            Series::new("with batch norm", bn_test),
-            Series::new("without batch norm", plain_test),
+            Series::new("with batch norm", history.eval("bn").to_vec()),
+            Series::new("without batch norm", history.eval("plain").to_vec()),
         ],
     )?;
     println!("pictures: {}", out.display());
     Ok(())
-}
-
-/// The mean of each block of `block` consecutive points, placed at the block's last x.
-fn block_means(points: impl Iterator<Item = (f64, f64)>, block: usize) -> Vec<(f64, f64)> {
-    let points: Vec<(f64, f64)> = points.collect();
-    points
-        .chunks(block.max(1))
-        .map(|chunk| {
-            let x = chunk.last().map_or(0.0, |p| p.0);
-            let y = chunk.iter().map(|p| p.1).sum::<f64>() / chunk.len() as f64;
-            (x, y)
-        })
-        .collect()
 }

@@ -45,18 +45,20 @@
 
 mod common;
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use adgraph::data::{one_hot, Batches, Mnist, FASHION_MNIST_CLASSES};
 use adgraph::init::{Ones, TruncatedNormal, Zeros};
-use adgraph::optim::{Adam, Optimizer, Schedule};
+use adgraph::optim::Adam;
+use adgraph::train::{
+    plot_lines, register_font, report, window_means, Series, StepOutput, Trainer,
+};
 use adgraph::{
     self as ad, BatchNormActivation, BatchNormConfig, Feed, Graph, Node, Padding, RunTime, Tensor,
 };
 use clap::Parser;
-use common::{CommonArgs, Progress, Res, Series};
+use common::{CommonArgs, Res};
 use ndarray::{s, Axis};
 use plotters::prelude::*;
 
@@ -174,25 +176,6 @@ fn model(x: &Node, training: bool, p: &Params, bn_decay: f32) -> Res<Node> {
     Ok(ad::add(&ad::matmul(&pooled, &p.dense_w)?, &p.dense_b)?)
 }
 
-/// The arg-max of each row of `[N, C]` logits.
-fn predictions(logits: &Tensor) -> Vec<usize> {
-    logits
-        .outer_iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i, v)
-                    } else {
-                        best
-                    }
-                })
-                .0
-        })
-        .collect()
-}
-
 /// Runs the inference network on all test images, `batch` at a time; returns
 /// the predicted class of each.
 fn predict(
@@ -201,14 +184,14 @@ fn predict(
     logits: &Node,
     images: &Tensor,
     batch: usize,
-) -> Res<Vec<usize>> {
+) -> ad::Result<Vec<usize>> {
     let n = images.shape()[0];
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch) {
         let chunk = images.slice_axis(Axis(0), (start..(start + batch).min(n)).into());
         let feed = Feed::new().with(x, chunk.to_owned())?;
         let values = rt.forward_backward_cycle(|rt| rt.infer(&[logits], &feed))?;
-        out.extend(predictions(&values[0]));
+        out.extend(common::argmax_rows(&values[0]));
     }
     Ok(out)
 }
@@ -234,9 +217,7 @@ fn main() -> std::process::ExitCode {
 
 /// Builds the graph, trains, evaluates, reports and draws.
 fn run(args: Args) -> Res {
-    // This thread joins rayon's pool: no hand-off per parallel kernel.
-    ad::init_thread_pool(None)?;
-    ad::retain_freed_memory();
+    common::init()?;
     if args.eval_batch == 0 {
         return Err("--eval-batch must be at least 1".into());
     }
@@ -261,7 +242,7 @@ fn run(args: Args) -> Res {
     )?;
     let test_logits = model(&x, false, &p, args.bn_decay)?;
 
-    let mut batches = Batches::new(
+    let batches = Batches::new(
         data.train_images.nhwc(),
         one_hot(&data.train_labels, CLASSES)?,
         batch,
@@ -270,113 +251,92 @@ fn run(args: Args) -> Res {
     let total = args
         .common
         .total_steps(batches.len(), batch, DEFAULT_EPOCHS);
+    let eval_every = args.eval_every.unwrap_or(batches.batches_per_epoch());
     // The step size decays along a cosine: the last steps, taken with small
     // rates, settle the weights (+2-4 points of test accuracy over a constant rate).
-    let mut optimizer = Adam::new(args.lr);
-    if !args.constant_lr {
-        optimizer = optimizer.schedule(Schedule::Cosine {
-            initial: args.lr,
-            minimum: 0.0,
-            total_steps: total as u64,
-        });
-    }
-    let mut state = common::resume(&args.common, &graph, &mut optimizer)?;
-    batches.seek(state.position)?;
-    let eval_every = args.eval_every.unwrap_or(batches.batches_per_epoch());
+    let schedule = common::lr_schedule(args.constant_lr, args.lr, total);
+    let mut trainer = args.common.checkpointing(
+        Trainer::new(&graph)
+            .run_time(RunTime::with_seed(args.common.seed))
+            .optimizer(Adam::new(args.lr).schedule(schedule))
+            .data(batches)
+            .steps(total)
+            .eval_every(eval_every)
+            .lines_to_stderr(true),
+    )?;
     let test_images = data.test_images.nhwc();
-
-    // Training.
-    let mut rt = RunTime::with_seed(args.common.seed);
+    let rt = trainer.rt_mut();
     rt.set_check_numerics(args.check_numerics);
-    state.restore_rng(&mut rt);
     if let Some(n) = args.infer_batch {
-        return infer_once(&mut rt, &x, &test_logits, &test_images, n);
+        return infer_once(rt, &x, &test_logits, &test_images, n);
     }
     // The images and labels are data: no gradient is needed for them.
     rt.stop_gradients_at(&[&x, &y]);
-    let mut progress = Progress::new(total.saturating_sub(state.step));
-    let (mut losses, mut running, mut train_acc, mut test_acc) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut window = Vec::new();
-    let (mut t_forward, mut t_backward, mut t_update, mut t_eval) = (
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
-    let mut final_loss = f32::NAN;
-    let mut rss_step_100 = None;
-    let first_step = state.step;
-    let started = Instant::now();
-    while state.step < total {
-        let (xb, yb) = batches
-            .next_batch()
-            .ok_or("the training set holds no batch")?;
-        let feed = Feed::new().with(&x, xb)?.with(&y, yb)?;
-        let (step_loss, step_acc) = rt.forward_backward_cycle(|rt| -> Res<(f32, f64)> {
-            let t0 = Instant::now();
-            rt.forward(&loss, &feed)?;
-            let t1 = Instant::now();
-            let grads = optimizer.compute_gradients(rt, &loss, &feed, None)?;
-            let t2 = Instant::now();
-            optimizer.apply_gradients(&grads)?;
-            let t3 = Instant::now();
-            t_forward += t1 - t0;
-            t_backward += t2 - t1;
-            t_update += t3 - t2;
-            let labels = feed.get(&y).ok_or("labels missing from the feed")?;
-            let value = rt.value(&loss)?.first().copied().unwrap_or(f32::NAN);
-            Ok((value, common::accuracy(rt.value(&logits)?, labels)))
-        })?;
-        if !step_loss.is_finite() {
-            return Err(format!("the loss is {step_loss} at step {}", state.step).into());
-        }
-        state.step += 1;
-        state.position = batches.position();
-        final_loss = step_loss;
-        let smooth = progress.step(f64::from(step_loss), Some(step_acc));
-        losses.push((state.step as f64, f64::from(step_loss)));
-        running.push((state.step as f64, smooth));
-        window.push(step_acc);
-        if window.len() == ACC_WINDOW || state.step == total {
-            let mean = window.iter().sum::<f64>() / window.len() as f64;
-            train_acc.push((state.step as f64, mean));
-            window.clear();
-        }
-        if state.step == first_step + 100 {
-            rss_step_100 = common::memory_use().map(|m| m.rss_mib);
-        }
-        common::maybe_save(&args.common, &graph, &optimizer, &rt, state, total)?;
-        if state.step % eval_every == 0 && state.step < total {
-            let t0 = Instant::now();
-            let predicted = predict(&mut rt, &x, &test_logits, &test_images, args.eval_batch)?;
-            let acc = accuracy(&predicted, &data.test_labels);
-            t_eval += t0.elapsed();
-            test_acc.push((state.step as f64, acc));
-            let line = format!("step {}: test accuracy {acc:.4}", state.step);
-            if std::io::stderr().is_terminal() {
-                progress.println(line);
-            } else {
-                eprintln!("{line}");
+
+    // Training: forward, backward and update timed apart; the test set every
+    // --eval-every steps and at the end.
+    let (mut t_forward, mut t_backward, mut t_update) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut rss_step_100, mut rss_end, mut predicted) = (None, None, Vec::new());
+    let summary = trainer.run_with_eval(
+        |s| {
+            let (xb, yb) = s.next_batch()?;
+            let feed = Feed::new().with(&x, xb)?.with(&y, yb)?;
+            let optimizer = &mut s.optimizers[0];
+            let (step_loss, step_acc) = s.rt.forward_backward_cycle(|rt| -> ad::Result<_> {
+                let t0 = Instant::now();
+                rt.forward(&loss, &feed)?;
+                let t1 = Instant::now();
+                let grads = optimizer.compute_gradients(rt, &loss, &feed, None)?;
+                let t2 = Instant::now();
+                optimizer.apply_gradients(&grads)?;
+                let t3 = Instant::now();
+                t_forward += t1 - t0;
+                t_backward += t2 - t1;
+                t_update += t3 - t2;
+                let labels = feed
+                    .get(&y)
+                    .ok_or_else(|| ad::Error::invalid("labels missing from the feed"))?;
+                let value = rt.value(&loss)?.first().copied().unwrap_or(f32::NAN);
+                Ok((value, common::accuracy(rt.value(&logits)?, labels)))
+            })?;
+            if !step_loss.is_finite() {
+                let at = s.index();
+                return Err(ad::Error::invalid(format!(
+                    "the loss is {step_loss} at step {at}"
+                )));
             }
-        }
-    }
-    let train_seconds = (started.elapsed() - t_eval).as_secs_f64();
-    let rss_end = common::memory_use().map(|m| m.rss_mib);
-    progress.finish();
+            if s.index() + 1 == s.start() + 100 {
+                rss_step_100 = common::memory_use().map(|m| m.rss_mib);
+            }
+            Ok(StepOutput::new(step_loss)
+                .metric("accuracy", step_acc)
+                .show("acc", step_acc))
+        },
+        |e| {
+            if e.is_end() {
+                rss_end = common::memory_use().map(|m| m.rss_mib);
+            }
+            predicted = predict(e.rt, &x, &test_logits, &test_images, args.eval_batch)?;
+            let acc = accuracy(&predicted, &data.test_labels);
+            e.record("accuracy", acc);
+            if !e.is_end() {
+                e.println(format!("step {}: test accuracy {acc:.4}", e.step()));
+            }
+            Ok(())
+        },
+    )?;
 
-    // Final evaluation.
-    let t0 = Instant::now();
-    let predicted = predict(&mut rt, &x, &test_logits, &test_images, args.eval_batch)?;
-    let test_accuracy = accuracy(&predicted, &data.test_labels);
-    t_eval += t0.elapsed();
-    test_acc.push((state.step as f64, test_accuracy));
-
-    let steps_run = state.step - first_step;
-    common::report(&[
+    let history = &summary.history;
+    let test_accuracy = history.eval("accuracy").last().map_or(f64::NAN, |p| p.1);
+    let (steps_run, train_seconds) = (summary.steps_run(), summary.train_seconds);
+    report(&[
         ("test_accuracy", format!("{test_accuracy:.4}")),
-        ("final_loss", format!("{final_loss}")),
-        ("steps", state.step.to_string()),
+        (
+            "final_loss",
+            format!("{}", summary.final_loss().unwrap_or(f32::NAN)),
+        ),
+        ("steps", summary.step.to_string()),
         ("train_seconds", format!("{train_seconds:.1}")),
         (
             "images_per_s",
@@ -385,7 +345,7 @@ fn run(args: Args) -> Res {
                 (steps_run * batch) as f64 / train_seconds.max(1e-9)
             ),
         ),
-        ("eval_seconds", format!("{:.1}", t_eval.as_secs_f64())),
+        ("eval_seconds", format!("{:.1}", summary.eval_seconds)),
         ("forward_ms", mean_ms(t_forward, steps_run)),
         ("backward_ms", mean_ms(t_backward, steps_run)),
         ("update_ms", mean_ms(t_update, steps_run)),
@@ -398,17 +358,17 @@ fn run(args: Args) -> Res {
     ]);
 
     // Pictures.
-    common::plot_lines(
+    plot_lines(
         &out_dir.join("loss.png"),
         "Conv net: training loss",
         "step",
         "softmax cross-entropy",
         &[
-            Series::new("loss of the step's batch", losses),
-            Series::new("running mean", running),
+            Series::new("loss of the step's batch", history.loss().to_vec()),
+            Series::new("running mean", history.running_loss().to_vec()),
         ],
     )?;
-    common::plot_lines(
+    plot_lines(
         &out_dir.join("accuracy.png"),
         "Conv net: accuracy",
         "step",
@@ -416,9 +376,12 @@ fn run(args: Args) -> Res {
         &[
             Series::new(
                 format!("training batches (mean of {ACC_WINDOW} steps)"),
-                train_acc,
+                window_means(history.metric("accuracy"), ACC_WINDOW),
             ),
-            Series::new("test set (inference mode)", test_acc),
+            Series::new(
+                "test set (inference mode)",
+                history.eval("accuracy").to_vec(),
+            ),
         ],
     )?;
     save_predictions(&out_dir.join("predictions.png"), &data, &predicted, 40)?;
@@ -440,8 +403,8 @@ fn infer_once(rt: &mut RunTime, x: &Node, logits: &Node, images: &Tensor, n: usi
     let t0 = Instant::now();
     let values = rt.forward_backward_cycle(|rt| rt.infer(&[logits], &feed))?;
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let predicted = predictions(&values[0]);
-    common::report(&[
+    let predicted = common::argmax_rows(&values[0]);
+    report(&[
         ("infer_batch", n.to_string()),
         ("infer_ms", format!("{infer_ms:.1}")),
         ("predicted", predicted.len().to_string()),
@@ -467,12 +430,8 @@ fn class_name(i: usize) -> String {
 /// Draws the first `n` test images in a grid, each captioned with its predicted
 /// class: green when right, red followed by the true class when wrong.
 fn save_predictions(path: &Path, data: &Mnist, predicted: &[usize], n: usize) -> Res {
-    // The font the shared plots use, registered here for the captions.
-    let _ = plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        include_bytes!("common/DejaVuSans.ttf"),
-    );
+    // The font the curves use, for the captions.
+    register_font();
     let images = data.test_images.images();
     let n = n.min(images.shape()[0]);
     let (cols, scale, caption) = (8usize, 4i32, 30i32);

@@ -52,14 +52,12 @@ use std::time::Instant;
 
 use adgraph::data::Batches;
 use adgraph::init::{GlorotUniform, Zeros};
-use adgraph::optim::{Adam, Optimizer};
+use adgraph::optim::Adam;
+use adgraph::train::{plot_lines, report, window_means, Series, Trainer};
 use adgraph::{self as ad, shape, Axes, Feed, Graph, Node, Padding, RunTime, Tensor};
 use clap::Parser;
-use common::{CommonArgs, Progress, Res, Series};
+use common::{CommonArgs, Res};
 use ndarray::{s, Array4, Axis};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 /// Size of the latent code.
 const LATENT: usize = 2;
@@ -168,25 +166,8 @@ impl Decoder {
 
 /// `n` × `LATENT` standard-normal numbers from stream `stream` of the seed's
 /// generator, so that a step's `eps` does not depend on the steps before it.
-fn normal(seed: u64, stream: u64, n: usize) -> Res<Tensor> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    let values: Vec<f32> = (0..n * LATENT)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect();
-    Ok(Tensor::from_shape_vec(vec![n, LATENT], values)?)
-}
-
-/// The points averaged over consecutive windows of `window` points (each at its
-/// window's last x), so that a curve of thousands of noisy steps stays readable.
-fn window_means(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
-    points
-        .chunks(window.max(1))
-        .filter_map(|c| {
-            let (x, _) = *c.last()?;
-            Some((x, c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64))
-        })
-        .collect()
+fn normal(seed: u64, stream: u64, n: usize) -> ad::Result<Tensor> {
+    common::standard_normal(seed, stream, n, LATENT)
 }
 
 /// The test set's mean negative ELBO, in batches.
@@ -196,7 +177,7 @@ fn test_neg_elbo(
     test: &Tensor,
     test_eps: &Tensor,
     batch: usize,
-) -> Res<f64> {
+) -> ad::Result<f64> {
     let n = test.shape()[0];
     let mut total = 0.0f64;
     for start in (0..n).step_by(batch) {
@@ -274,7 +255,7 @@ fn draw_reconstructions(
     nodes: &VaeNodes,
     test: &Tensor,
     path: &std::path::Path,
-) -> Res {
+) -> ad::Result<()> {
     let n = SHOWN.min(test.shape()[0]);
     let shown = test.slice_axis(Axis(0), (0..n).into()).to_owned();
     let feed = Feed::new()
@@ -295,7 +276,12 @@ fn draw_reconstructions(
 
 /// The decoder's images for a `MANIFOLD` × `MANIFOLD` grid of codes over
 /// `[-range, range]²`, tiled into one image.
-fn draw_manifold(rt: &mut RunTime, nodes: &VaeNodes, range: f32, path: &std::path::Path) -> Res {
+fn draw_manifold(
+    rt: &mut RunTime,
+    nodes: &VaeNodes,
+    range: f32,
+    path: &std::path::Path,
+) -> ad::Result<()> {
     let step = |i: usize| -range + 2.0 * range * i as f32 / (MANIFOLD - 1) as f32;
     let mut codes = Vec::with_capacity(MANIFOLD * MANIFOLD * LATENT);
     for row in 0..MANIFOLD {
@@ -320,16 +306,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> Res {
-    // This thread joins rayon's pool: no hand-off per parallel kernel.
-    ad::init_thread_pool(None)?;
-    ad::retain_freed_memory();
+    common::init()?;
     let seed = args.common.seed;
     let out = args.common.out_dir("conv_vae")?;
     let mnist = common::load_mnist(&args.common)?;
-    let batch = args.common.batch.unwrap_or(DEFAULT_BATCH);
-    if batch == 0 {
-        return Err("--batch must be at least 1".into());
-    }
+    let batch = args.common.batch_or(DEFAULT_BATCH)?;
     if !(args.manifold_range.is_finite() && args.manifold_range > 0.0) {
         return Err(format!(
             "--manifold-range must be a positive number, got {}",
@@ -343,11 +324,8 @@ fn run(args: Args) -> Res {
     let train = binarise(mnist.train_images.nhwc());
     let test = binarise(mnist.test_images.nhwc());
     let n_train = train.shape()[0];
-    let mut batches = Batches::new(train, Tensor::zeros(vec![n_train, 1]), batch, seed)?;
-    let total = match (args.common.steps, args.common.epochs) {
-        (None, None) => DEFAULT_STEPS,
-        _ => args.common.total_steps(n_train, batch, 1.0),
-    };
+    let batches = Batches::new(train, Tensor::zeros(vec![n_train, 1]), batch, seed)?;
+    let total = args.common.steps_or(DEFAULT_STEPS, n_train, batch);
     println!(
         "conv_vae: batch {batch}, {total} steps, Adam lr {}, latent size {LATENT}",
         args.lr
@@ -355,83 +333,63 @@ fn run(args: Args) -> Res {
 
     let graph = Graph::with_seed(seed);
     let nodes = build(&graph)?;
-    let mut optimizer = Adam::new(args.lr).beta1(0.9).beta2(0.999).epsilon(1e-7);
-    let mut state = common::resume(&args.common, &graph, &mut optimizer)?;
-    batches.seek(state.position)?;
+    let mut trainer = args.common.checkpointing(
+        Trainer::new(&graph)
+            .run_time(RunTime::with_seed(seed))
+            .optimizer(Adam::new(args.lr).beta1(0.9).beta2(0.999).epsilon(1e-7))
+            .data(batches)
+            .steps(total)
+            .eval_at_start(true)
+            .eval_every(args.eval_every)
+            .stop_on_non_finite(true),
+    )?;
 
+    // Training; the test set's negative ELBO before, every --eval-every steps and after.
     let test_eps = normal(seed, TEST_EPS_STREAM, test.shape()[0])?;
-    let mut rt = RunTime::with_seed(seed);
-    state.restore_rng(&mut rt);
-    let mut evals = vec![(
-        state.step as f64,
-        test_neg_elbo(&mut rt, &nodes, &test, &test_eps, 256)?,
-    )];
-    let mut progress = Progress::new(total.saturating_sub(state.step));
-    progress.println(format!(
-        "step {}: test negative ELBO {:.2}",
-        state.step, evals[0].1
-    ));
-
-    let mut curve = Vec::new();
-    let mut last_loss = f32::NAN;
-    let start_step = state.step;
-    let start = Instant::now();
     let mut eval_seconds = 0.0;
-    while state.step < total {
-        let (x, _) = batches
-            .next_batch()
-            .ok_or("the training set yields no batch")?;
-        let eps = normal(seed, state.step as u64, x.shape()[0])?;
-        let feed = Feed::new().with(&nodes.images, x)?.with(&nodes.eps, eps)?;
-        let loss = rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
-            optimizer.optimize(rt, &nodes.loss, &feed, None)?;
-            Ok(rt.value(&nodes.loss)?.sum())
-        })?;
-        if !loss.is_finite() {
-            progress.finish();
-            return Err(format!("step {}: the loss is not finite ({loss})", state.step + 1).into());
-        }
-        state.step += 1;
-        state.position = batches.position();
-        last_loss = loss;
-        curve.push((state.step as f64, f64::from(loss)));
-        progress.step(f64::from(loss), None);
-        if (args.eval_every > 0 && state.step % args.eval_every == 0) || state.step == total {
+    let summary = trainer.run_with_eval(
+        |s| {
+            let (x, _) = s.next_batch()?;
+            let eps = normal(seed, s.index() as u64, x.shape()[0])?;
+            let feed = Feed::new().with(&nodes.images, x)?.with(&nodes.eps, eps)?;
+            s.minimize(&nodes.loss, &feed)
+        },
+        |e| {
             let t = Instant::now();
-            let v = test_neg_elbo(&mut rt, &nodes, &test, &test_eps, 256)?;
-            eval_seconds += t.elapsed().as_secs_f64();
-            evals.push((state.step as f64, v));
-            progress.println(format!("step {}: test negative ELBO {v:.2}", state.step));
-        }
-        common::maybe_save(&args.common, &graph, &optimizer, &rt, state, total)?;
-    }
-    let train_seconds = start.elapsed().as_secs_f64() - eval_seconds;
-    progress.finish();
+            let v = test_neg_elbo(e.rt, &nodes, &test, &test_eps, 256)?;
+            if !e.is_start() {
+                // The evaluations during and after training.
+                eval_seconds += t.elapsed().as_secs_f64();
+            }
+            e.record("neg_elbo", v);
+            e.println(format!("step {}: test negative ELBO {v:.2}", e.step()));
+            Ok(())
+        },
+    )?;
 
     // ---- results ----
+    let history = &summary.history;
+    let evals = history.eval("neg_elbo");
     let first = evals.first().map_or(f64::NAN, |e| e.1);
     let last = evals.last().map_or(f64::NAN, |e| e.1);
     // Training loss: mean over windows of steps, about 200 points whatever the run's length.
+    let curve = history.loss();
     let window = curve.len().div_ceil(200).max(1);
-    common::plot_lines(
+    plot_lines(
         &out.join("losses.png"),
         &format!("Conv VAE: negative ELBO (train: mean of every {window} steps)"),
         "step",
         "negative ELBO (nats per image)",
         &[
-            Series::new("train", window_means(&curve, window)),
-            Series::new("test", evals.clone()),
+            Series::new("train", window_means(curve, window)),
+            Series::new("test", evals.to_vec()),
         ],
     )?;
-    draw_reconstructions(&mut rt, &nodes, &test, &out.join("reconstructions.png"))?;
-    draw_manifold(
-        &mut rt,
-        &nodes,
-        args.manifold_range,
-        &out.join("manifold.png"),
-    )?;
-    let steps_run = total.saturating_sub(start_step);
-    common::report(&[
+    let rt = trainer.rt_mut();
+    draw_reconstructions(rt, &nodes, &test, &out.join("reconstructions.png"))?;
+    draw_manifold(rt, &nodes, args.manifold_range, &out.join("manifold.png"))?;
+    let train_seconds = summary.train_seconds;
+    report(&[
         ("first_test_neg_elbo", format!("{first:.4}")),
         ("last_test_neg_elbo", format!("{last:.4}")),
         ("neg_elbo_drop", format!("{:.4}", (first - last) / first)),
@@ -443,12 +401,15 @@ fn run(args: Args) -> Res {
                 .collect::<Vec<_>>()
                 .join(","),
         ),
-        ("final_loss", format!("{last_loss}")),
+        (
+            "final_loss",
+            format!("{}", summary.final_loss().unwrap_or(f32::NAN)),
+        ),
         ("train_seconds", format!("{train_seconds:.1}")),
         ("eval_seconds", format!("{eval_seconds:.1}")),
         (
             "step_seconds",
-            format!("{:.4}", train_seconds / steps_run.max(1) as f64),
+            format!("{:.4}", train_seconds / summary.steps_run().max(1) as f64),
         ),
         ("steps", total.to_string()),
         ("batch", batch.to_string()),

@@ -46,13 +46,13 @@
 //! cargo run --release --example dcgan -- --steps 400 --load gan.safetensors --save gan.safetensors
 //! ```
 //!
-//! It prints `d_loss=` and `g_loss=` (the last step's), `train_seconds=`,
-//! `step_seconds=` and `steps=`, and writes to `--out` (default `out/dcgan/`):
-//! `losses.png` (D's and G's loss, averaged over windows of steps), `real.png`
-//! (64 training images), `samples_step_NNNNN.png` every `--sample-every` steps
-//! and `samples.png` at the end (an 8×8 grid of G's images from 64 fixed noise
-//! vectors, G in inference mode: batch norm with its moving statistics). Images
-//! are drawn dark on white.
+//! It prints `d_loss=` and `g_loss=` (the last step's), `train_seconds=`
+//! (sample grids excluded), `step_seconds=` and `steps=`, and writes to `--out`
+//! (default `out/dcgan/`): `losses.png` (D's and G's loss, averaged over
+//! windows of steps), `real.png` (64 training images), `samples_step_NNNNN.png`
+//! every `--sample-every` steps and `samples.png` at the end (an 8×8 grid of
+//! G's images from 64 fixed noise vectors, G in inference mode: batch norm with
+//! its moving statistics). Images are drawn dark on white.
 //!
 //! `--loss wgan-gp` trains a Wasserstein GAN with gradient penalty (Gulrajani
 //! et al., 2017) instead: the discriminator becomes a critic (the same network
@@ -69,30 +69,27 @@
 //!
 //! `--save`/`--load` keep the variables and *both* optimizers' states in one
 //! safetensors file (the optimizers' under `optimizer/d/` and `optimizer/g/`),
-//! with the step and data position. The noise of step `s` depends only on the
-//! seed and `s`, so a resumed run sees the same batches and noise as an
-//! uninterrupted one (only the dropout masks differ).
+//! with the step, the data position and the run time's random generator
+//! (dropout masks). The noise of step `s` depends only on the seed and `s`, so
+//! a resumed run sees the same batches, noise and masks as an uninterrupted one.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
-use adgraph::checkpoint::{Checkpoint, RestoreMode, OPTIMIZER_PREFIX};
-use adgraph::data::{Batches, Position};
+use adgraph::data::Batches;
 use adgraph::init::{GlorotUniform, Ones, RandomUniform, Zeros};
-use adgraph::optim::{Adam, GradsAndVars, Optimizer};
+use adgraph::optim::{Adam, GradsAndVars};
+use adgraph::train::{plot_lines, report, window_means, Series, StepOutput, Trainer};
 use adgraph::{
     self as ad, shape, BatchNormActivation, BatchNormConfig, Feed, Graph, Node, Padding, RunTime,
     Tensor,
 };
 use clap::Parser;
-use common::{CommonArgs, Progress, Res, Series, TrainState};
+use common::{CommonArgs, Res};
 use ndarray::{concatenate, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 /// Length of the noise vector.
 const NOISE_DIM: usize = 100;
@@ -102,9 +99,9 @@ const LEAK: f32 = 0.3;
 const DROPOUT: f32 = 0.3;
 /// Images in a sample grid (8 × 8).
 const SAMPLES: usize = 64;
-/// Prefixes of the two optimizers' states in a checkpoint.
-const D_PREFIX: &str = "d/";
-const G_PREFIX: &str = "g/";
+/// The trainer's optimizers: the discriminator's (or critic's) and the generator's.
+const D: usize = 0;
+const G: usize = 1;
 
 /// Trains a DCGAN on Fashion-MNIST and draws its samples.
 #[derive(Parser, Debug)]
@@ -342,13 +339,8 @@ impl Discriminator {
 
 /// `n` standard-normal noise vectors. Stream `stream` of the seed's generator,
 /// so the noise of a step does not depend on the steps before it.
-fn noise(seed: u64, stream: u64, n: usize) -> Res<Tensor> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    let values: Vec<f32> = (0..n * NOISE_DIM)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect();
-    Ok(Tensor::from_shape_vec(vec![n, NOISE_DIM], values)?)
+fn noise(seed: u64, stream: u64, n: usize) -> ad::Result<Tensor> {
+    common::standard_normal(seed, stream, n, NOISE_DIM)
 }
 
 /// The WGAN-GP penalty `λ · mean_i (|∇ D(x̂)_i| - 1)²` (one-sided: only norms
@@ -380,7 +372,7 @@ fn gradient_penalty(
 
 /// `ε·real + (1-ε)·fake` with one ε per image, uniform in [0, 1), drawn from
 /// stream `stream` of the seed (so a resumed run draws the same).
-fn interpolate(real: &Tensor, fake: &Tensor, seed: u64, stream: u64) -> Res<Tensor> {
+fn interpolate(real: &Tensor, fake: &Tensor, seed: u64, stream: u64) -> ad::Result<Tensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9);
     rng.set_stream(stream);
     let mut out = fake.clone();
@@ -396,129 +388,14 @@ fn to_unit(images: &Tensor) -> Tensor {
     images.mapv(|v| (v + 1.0) * 0.5)
 }
 
-/// The whole training state as one checkpoint: all variables, each optimizer's
-/// state under `optimizer/d/` and `optimizer/g/`, the step, data position and
-/// the run time's random generator.
-fn training_checkpoint(
-    graph: &Graph,
-    d_opt: &Adam,
-    g_opt: &Adam,
-    rt: &RunTime,
-    state: TrainState,
-) -> Res<Checkpoint> {
-    let mut ckpt = graph.variables_checkpoint(false)?;
-    for (prefix, opt) in [(D_PREFIX, d_opt), (G_PREFIX, g_opt)] {
-        for (name, value) in opt.state() {
-            ckpt.insert(format!("{OPTIMIZER_PREFIX}{prefix}{name}"), value)?;
-        }
-    }
-    ckpt.metadata = BTreeMap::from([
-        ("example".to_string(), "dcgan".to_string()),
-        ("step".to_string(), state.step.to_string()),
-        ("epoch".to_string(), state.position.epoch.to_string()),
-        ("batch".to_string(), state.position.batch.to_string()),
-        (common::RNG_KEY.to_string(), rt.rng_state().to_string()),
-    ]);
-    Ok(ckpt)
-}
-
-/// The entries of `ckpt` under `optimizer/<prefix>`, with that prefix taken off.
-fn optimizer_state(ckpt: &Checkpoint, prefix: &str) -> Vec<(String, Tensor)> {
-    let full = format!("{OPTIMIZER_PREFIX}{prefix}");
-    ckpt.tensors
-        .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix(&full)
-                .map(|rest| (rest.to_string(), v.clone()))
-        })
-        .collect()
-}
-
-/// Restores `--load`: a checkpoint written by this example resumes variables,
-/// both optimizers, step and data position; any other checkpoint of this
-/// graph's variables restores just the variables (from step 0).
-fn resume(args: &CommonArgs, graph: &Graph, d_opt: &mut Adam, g_opt: &mut Adam) -> Res<TrainState> {
-    let Some(path) = &args.load else {
-        return Ok(TrainState::default());
-    };
-    let ckpt = Checkpoint::load(path)?;
-    let d_state = optimizer_state(&ckpt, D_PREFIX);
-    let g_state = optimizer_state(&ckpt, G_PREFIX);
-    if d_state.is_empty() && g_state.is_empty() {
-        graph
-            .restore_checkpoint(&ckpt, RestoreMode::Strict)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        println!("loaded: variables from {}", path.display());
-        return Ok(TrainState::default());
-    }
-    // Everything is checked before the graph changes: each optimizer validates
-    // its whole state first, and a strict restore checks every variable first.
-    let mut d_new = d_opt.clone();
-    let mut g_new = g_opt.clone();
-    d_new
-        .load_state(&d_state, graph)
-        .map_err(|e| format!("{}: discriminator optimizer state: {e}", path.display()))?;
-    g_new
-        .load_state(&g_state, graph)
-        .map_err(|e| format!("{}: generator optimizer state: {e}", path.display()))?;
-    let get = |k: &str| -> Res<usize> {
-        Ok(ckpt
-            .metadata
-            .get(k)
-            .ok_or_else(|| format!("{}: metadata has no {k}", path.display()))?
-            .parse()?)
-    };
-    let state = TrainState {
-        step: get("step")?,
-        position: Position {
-            epoch: get("epoch")?,
-            batch: get("batch")?,
-        },
-        rng: common::rng_from_metadata(&ckpt.metadata, path)?,
-    };
-    graph
-        .restore_checkpoint(&ckpt, RestoreMode::Strict)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    *d_opt = d_new;
-    *g_opt = g_new;
-    println!(
-        "loaded: training state from {} at step {}",
-        path.display(),
-        state.step
-    );
-    Ok(state)
-}
-
-/// Saves to `--save` when `state.step` is a multiple of `--save-every` or the last step.
-fn maybe_save(
-    args: &CommonArgs,
-    graph: &Graph,
-    d_opt: &Adam,
-    g_opt: &Adam,
-    rt: &RunTime,
-    state: TrainState,
-    last: usize,
-) -> Res {
-    if let Some(path) = args.save_due(state.step, last) {
-        training_checkpoint(graph, d_opt, g_opt, rt, state)?.save(path)?;
-    }
-    Ok(())
-}
-
-/// The points averaged over consecutive windows of `window` points (each at its
-/// window's last x), so that a curve of thousands of noisy steps stays readable.
-fn window_means(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
-    points
-        .chunks(window.max(1))
-        .filter_map(|c| {
-            let (x, _) = *c.last()?;
-            Some((x, c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64))
-        })
-        .collect()
-}
-
 /// Runs the inference-mode generator on the fixed noise and writes the grid.
-fn draw_samples(rt: &mut RunTime, samples: &Node, z: &Node, fixed: &Tensor, path: &Path) -> Res {
+fn draw_samples(
+    rt: &mut RunTime,
+    samples: &Node,
+    z: &Node,
+    fixed: &Tensor,
+    path: &Path,
+) -> ad::Result<()> {
     let feed = Feed::new().with(z, fixed.clone())?;
     let images = rt.forward_backward_cycle(|rt| rt.forward(samples, &feed).cloned())?;
     common::save_image_grid(path, &to_unit(&images), 8, 2)
@@ -529,16 +406,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> Res {
-    // This thread joins rayon's pool: no hand-off per parallel kernel.
-    ad::init_thread_pool(None)?;
-    ad::retain_freed_memory();
+    common::init()?;
     let seed = args.common.seed;
     let out = args.common.out_dir("dcgan")?;
     let mnist = common::load_mnist(&args.common)?;
-    let batch = args.common.batch.unwrap_or(DEFAULT_BATCH);
-    if batch == 0 {
-        return Err("--batch must be at least 1".into());
-    }
+    let batch = args.common.batch_or(DEFAULT_BATCH)?;
 
     // Real images in [-1, 1], NHWC; the labels are not used.
     let real = mnist.train_images.nhwc().mapv(|v| v * 2.0 - 1.0);
@@ -546,12 +418,9 @@ fn run(args: Args) -> Res {
     if n_train < batch {
         return Err(format!("--batch {batch} is larger than the {n_train} training images").into());
     }
-    let mut batches =
+    let batches =
         Batches::new(real.clone(), Tensor::zeros(vec![n_train, 1]), batch, seed)?.drop_last(true);
-    let total = match (args.common.steps, args.common.epochs) {
-        (None, None) => DEFAULT_STEPS,
-        _ => args.common.total_steps(n_train, batch, 1.0),
-    };
+    let total = args.common.steps_or(DEFAULT_STEPS, n_train, batch);
     let wgan = args.loss == Loss::WganGp;
     let lr = args.lr.unwrap_or(if wgan { 1e-4 } else { 2e-4 });
     let beta1 = args.beta1.unwrap_or(0.5);
@@ -625,11 +494,20 @@ fn run(args: Args) -> Res {
     // Samples: the generator in inference mode (batch norm with its moving statistics).
     let samples = gen.build(&z, args.sample_bn == SampleBn::Batch)?;
 
+    // Two optimizers, each over its network's variables; their states are saved
+    // under optimizer/d/ and optimizer/g/.
     let adam = || Adam::new(lr).beta1(beta1).beta2(beta2).epsilon(1e-8);
-    let mut d_opt = adam();
-    let mut g_opt = adam();
-    let mut state = resume(&args.common, &graph, &mut d_opt, &mut g_opt)?;
-    batches.seek(state.position)?;
+    let mut trainer = args.common.checkpointing(
+        Trainer::new(&graph)
+            .run_time(RunTime::with_seed(seed))
+            .named_optimizer("d", adam())
+            .named_optimizer("g", adam())
+            .data(batches)
+            .steps(total)
+            .eval_every(args.sample_every)
+            .eval_at_end(false)
+            .metadata("example", "dcgan"),
+    )?;
 
     let fixed_noise = noise(seed, u64::MAX, SAMPLES)?;
     let first_real = real
@@ -650,120 +528,111 @@ fn run(args: Args) -> Res {
     let d_var_refs: Vec<&Node> = d_vars.iter().collect();
 
     // ---- training ----
-    let mut rt = RunTime::with_seed(seed);
-    state.restore_rng(&mut rt);
-    let mut progress = Progress::new(total.saturating_sub(state.step));
-    let (mut d_curve, mut g_curve) = (Vec::new(), Vec::new());
-    let (mut d_last, mut g_last) = (f32::NAN, f32::NAN);
-    let start_step = state.step;
-    let start = Instant::now();
-    while state.step < total {
-        let (d_loss_val, g_loss_val) = if let Some(x_hat) = &x_hat {
-            // The critic's steps, each on a new real batch and new noise.
-            let mut d_loss_val = f32::NAN;
-            for k in 0..args.critic_steps {
-                let (real_batch, _) = batches
-                    .next_batch()
-                    .ok_or("the training set yields no batch")?;
-                let stream = (state.step * (args.critic_steps + 1) + k) as u64;
-                let z_feed = Feed::new().with(&z, noise(seed, stream, batch)?)?;
-                let fake_val =
-                    rt.forward_backward_cycle(|rt| rt.forward(&fake, &z_feed).cloned())?;
-                let hat = interpolate(&real_batch, &fake_val, seed, stream)?;
+    let summary = trainer.run_with_eval(
+        |s| {
+            let step = s.index();
+            let (d_loss_val, g_loss_val) = if let Some(x_hat) = &x_hat {
+                // The critic's steps, each on a new real batch and new noise.
+                let mut d_loss_val = f32::NAN;
+                for k in 0..args.critic_steps {
+                    let (real_batch, _) = s.next_batch()?;
+                    let stream = (step * (args.critic_steps + 1) + k) as u64;
+                    let z_feed = Feed::new().with(&z, noise(seed, stream, batch)?)?;
+                    let fake_val =
+                        s.rt.forward_backward_cycle(|rt| rt.forward(&fake, &z_feed).cloned())?;
+                    let hat = interpolate(&real_batch, &fake_val, seed, stream)?;
+                    let d_feed = Feed::new()
+                        .with(&d_images, concatenate![Axis(0), real_batch, fake_val])?
+                        .with(x_hat, hat)?;
+                    let d_opt = &mut s.optimizers[D];
+                    d_loss_val = s.rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
+                        d_opt.optimize(rt, &d_loss, &d_feed, Some(&d_vars))?;
+                        Ok(rt.value(&d_loss)?.sum())
+                    })?;
+                }
+                // The generator's step against the updated critic.
+                let stream = (step * (args.critic_steps + 1) + args.critic_steps) as u64;
+                let g_feed = Feed::new().with(&z, noise(seed, stream, batch)?)?;
+                let g_opt = &mut s.optimizers[G];
+                s.rt.stop_gradients_at(&d_var_refs);
+                let g_loss_val = s.rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
+                    g_opt.optimize(rt, &g_loss, &g_feed, Some(&g_vars))?;
+                    Ok(rt.value(&g_loss)?.sum())
+                });
+                s.rt.clear_stop_gradients();
+                (d_loss_val, g_loss_val?)
+            } else {
+                let missing = || ad::Error::invalid("no labels");
+                let real_labels = real_labels.as_ref().ok_or_else(missing)?;
+                let d_labels = d_labels.as_ref().ok_or_else(missing)?;
+                let (real_batch, _) = s.next_batch()?;
+                let z_val = noise(seed, step as u64, batch)?;
+
+                // G's gradient (D's variables take none: they are not G's to update).
+                let g_feed = Feed::new()
+                    .with(&z, z_val)?
+                    .with(real_labels, ones.clone())?;
+                let (d_opt, g_opt) = (&s.optimizers[D], &s.optimizers[G]);
+                s.rt.stop_gradients_at(&d_var_refs);
+                let g_pass =
+                    s.rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32, Tensor)> {
+                        let grads = g_opt.compute_gradients(rt, &g_loss, &g_feed, Some(&g_vars))?;
+                        Ok((grads, rt.value(&g_loss)?.sum(), rt.value(&fake)?.clone()))
+                    });
+                s.rt.clear_stop_gradients();
+                let (g_grads, g_loss_val, fake_val) = g_pass?;
+
+                // D's gradient at the same parameters, on the real batch and those images.
+                let both = concatenate![Axis(0), real_batch, fake_val];
                 let d_feed = Feed::new()
-                    .with(&d_images, concatenate![Axis(0), real_batch, fake_val])?
-                    .with(x_hat, hat)?;
-                d_loss_val = rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
-                    d_opt.optimize(rt, &d_loss, &d_feed, Some(&d_vars))?;
-                    Ok(rt.value(&d_loss)?.sum())
-                })?;
+                    .with(&d_images, both)?
+                    .with(d_labels, d_targets.clone())?;
+                let (d_grads, d_loss_val) =
+                    s.rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32)> {
+                        let grads = d_opt.compute_gradients(rt, &d_loss, &d_feed, Some(&d_vars))?;
+                        Ok((grads, rt.value(&d_loss)?.sum()))
+                    })?;
+
+                s.optimizers[D].apply_gradients(&d_grads)?;
+                s.optimizers[G].apply_gradients(&g_grads)?;
+                (d_loss_val, g_loss_val)
+            };
+            if !(d_loss_val.is_finite() && g_loss_val.is_finite()) {
+                return Err(ad::Error::invalid(format!(
+                    "step {}: a loss is not finite (d_loss {d_loss_val}, g_loss {g_loss_val})",
+                    step + 1
+                )));
             }
-            // The generator's step against the updated critic.
-            let stream = (state.step * (args.critic_steps + 1) + args.critic_steps) as u64;
-            let g_feed = Feed::new().with(&z, noise(seed, stream, batch)?)?;
-            rt.stop_gradients_at(&d_var_refs);
-            let g_loss_val = rt.forward_backward_cycle(|rt| -> ad::Result<f32> {
-                g_opt.optimize(rt, &g_loss, &g_feed, Some(&g_vars))?;
-                Ok(rt.value(&g_loss)?.sum())
-            });
-            rt.clear_stop_gradients();
-            (d_loss_val, g_loss_val?)
-        } else {
-            let (real_labels, d_labels) = (
-                real_labels.as_ref().ok_or("no labels")?,
-                d_labels.as_ref().ok_or("no labels")?,
-            );
-            let (real_batch, _) = batches
-                .next_batch()
-                .ok_or("the training set yields no batch")?;
-            let z_val = noise(seed, state.step as u64, batch)?;
-
-            // G's gradient (D's variables take none: they are not G's to update).
-            let g_feed = Feed::new()
-                .with(&z, z_val)?
-                .with(real_labels, ones.clone())?;
-            rt.stop_gradients_at(&d_var_refs);
-            let (g_grads, g_loss_val, fake_val) =
-                rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32, Tensor)> {
-                    let grads = g_opt.compute_gradients(rt, &g_loss, &g_feed, Some(&g_vars))?;
-                    Ok((grads, rt.value(&g_loss)?.sum(), rt.value(&fake)?.clone()))
-                })?;
-            rt.clear_stop_gradients();
-
-            // D's gradient at the same parameters, on the real batch and those images.
-            let both = concatenate![Axis(0), real_batch, fake_val];
-            let d_feed = Feed::new()
-                .with(&d_images, both)?
-                .with(d_labels, d_targets.clone())?;
-            let (d_grads, d_loss_val) =
-                rt.forward_backward_cycle(|rt| -> ad::Result<(GradsAndVars, f32)> {
-                    let grads = d_opt.compute_gradients(rt, &d_loss, &d_feed, Some(&d_vars))?;
-                    Ok((grads, rt.value(&d_loss)?.sum()))
-                })?;
-
-            d_opt.apply_gradients(&d_grads)?;
-            g_opt.apply_gradients(&g_grads)?;
-            (d_loss_val, g_loss_val)
-        };
-        state.step += 1;
-        state.position = batches.position();
-
-        if !(d_loss_val.is_finite() && g_loss_val.is_finite()) {
-            progress.finish();
-            return Err(format!(
-                "step {}: a loss is not finite (d_loss {d_loss_val}, g_loss {g_loss_val})",
-                state.step
-            )
-            .into());
-        }
-        (d_last, g_last) = (d_loss_val, g_loss_val);
-        d_curve.push((state.step as f64, f64::from(d_loss_val)));
-        g_curve.push((state.step as f64, f64::from(g_loss_val)));
-        // The bar shows the running sum of the two losses.
-        progress.step(f64::from(d_loss_val + g_loss_val), None);
-        if args.sample_every > 0 && state.step % args.sample_every == 0 && state.step < total {
-            progress.println(format!(
-                "step {}: d_loss {d_loss_val:.4} g_loss {g_loss_val:.4}",
-                state.step
+            // The bar shows the running sum of the two losses.
+            Ok(StepOutput::new(d_loss_val + g_loss_val)
+                .metric("d_loss", f64::from(d_loss_val))
+                .metric("g_loss", f64::from(g_loss_val)))
+        },
+        // A sample grid every --sample-every steps.
+        |e| {
+            let last = |name| e.last().and_then(|o| o.get(name)).unwrap_or(f64::NAN);
+            e.println(format!(
+                "step {}: d_loss {:.4} g_loss {:.4}",
+                e.step(),
+                last("d_loss"),
+                last("g_loss")
             ));
-            let path = out.join(format!("samples_step_{:05}.png", state.step));
-            draw_samples(&mut rt, &samples, &z, &fixed_noise, &path)?;
-        }
-        maybe_save(&args.common, &graph, &d_opt, &g_opt, &rt, state, total)?;
-    }
-    let train_seconds = start.elapsed().as_secs_f64();
-    progress.finish();
+            let path = out.join(format!("samples_step_{:05}.png", e.step()));
+            draw_samples(e.rt, &samples, &z, &fixed_noise, &path)
+        },
+    )?;
 
     // ---- results ----
     draw_samples(
-        &mut rt,
+        trainer.rt_mut(),
         &samples,
         &z,
         &fixed_noise,
         &out.join("samples.png"),
     )?;
     // Mean over windows of steps: about 200 points whatever the run's length.
-    let window = d_curve.len().div_ceil(200).max(1);
+    let history = &summary.history;
+    let window = history.loss().len().div_ceil(200).max(1);
     let (title, d_name) = if wgan {
         (
             "WGAN-GP losses (critic: W-distance estimate + penalty)",
@@ -772,24 +641,29 @@ fn run(args: Args) -> Res {
     } else {
         ("DCGAN losses (sigmoid cross-entropy)", "discriminator")
     };
-    common::plot_lines(
+    plot_lines(
         &out.join("losses.png"),
         &format!("{title}; mean of every {window} steps"),
         "step",
         "loss",
         &[
-            Series::new(d_name, window_means(&d_curve, window)),
-            Series::new("generator", window_means(&g_curve, window)),
+            Series::new(d_name, window_means(history.metric("d_loss"), window)),
+            Series::new("generator", window_means(history.metric("g_loss"), window)),
         ],
     )?;
-    let steps_run = total.saturating_sub(start_step);
-    common::report(&[
+    let last = |name| summary.last.as_ref().and_then(|o| o.get(name));
+    let (d_last, g_last) = (
+        last("d_loss").map_or(f32::NAN, |v| v as f32),
+        last("g_loss").map_or(f32::NAN, |v| v as f32),
+    );
+    let train_seconds = summary.train_seconds;
+    report(&[
         ("d_loss", format!("{d_last}")),
         ("g_loss", format!("{g_last}")),
         ("train_seconds", format!("{train_seconds:.1}")),
         (
             "step_seconds",
-            format!("{:.3}", train_seconds / steps_run.max(1) as f64),
+            format!("{:.3}", train_seconds / summary.steps_run().max(1) as f64),
         ),
         ("steps", total.to_string()),
         ("batch", batch.to_string()),

@@ -26,23 +26,22 @@
 //! ```
 //!
 //! Prints `key=value` lines: `steps`, `batch`, `epochs`, `final_loss` (the last
-//! step's training loss), `test_accuracy`, `train_seconds`. Draws to `--out`
-//! (default `out/logistic_regression/`): `loss.png`, `accuracy.png` (accuracy of
-//! each training batch and of the test set every `--eval-every` steps) and
-//! `weights.png`, the ten learned weight templates (one column of `W` per class,
-//! as a 28 × 28 image scaled to its own range: dark = large weight).
+//! step's training loss), `test_accuracy`, `train_seconds` (evaluations
+//! excluded). Draws to `--out` (default `out/logistic_regression/`):
+//! `loss.png`, `accuracy.png` (accuracy of each training batch and of the test
+//! set every `--eval-every` steps) and `weights.png`, the ten learned weight
+//! templates (one column of `W` per class, as a 28 × 28 image scaled to its own
+//! range: dark = large weight).
 
 mod common;
 
-use std::time::Instant;
-
-use adgraph::data::{one_hot, Batches, FASHION_MNIST_CLASSES};
+use adgraph::data::{Batches, FASHION_MNIST_CLASSES};
 use adgraph::init::{TruncatedNormal, Zeros};
-use adgraph::optim::{GradientDescent, Optimizer, Schedule};
+use adgraph::optim::GradientDescent;
+use adgraph::train::{report, Trainer};
 use adgraph::{self as ad, Feed, Graph, Node, RunTime, Tensor};
 use clap::Parser;
-use common::{CommonArgs, Progress, Res, Series, TrainState};
-use ndarray::{Axis, Slice};
+use common::{CommonArgs, Res};
 
 const PIXELS: usize = 784;
 const CLASSES: usize = 10;
@@ -108,17 +107,12 @@ fn build_model(graph: &Graph) -> ad::Result<Model> {
 
 /// Accuracy of the model on `(x, y)`, `EVAL_BATCH` examples per forward pass.
 fn evaluate(rt: &mut RunTime, model: &Model, x: &Tensor, y: &Tensor) -> ad::Result<f64> {
-    let n = x.shape()[0];
-    let mut hits = 0.0;
-    for start in (0..n).step_by(EVAL_BATCH) {
-        let rows = Slice::from(start..(start + EVAL_BATCH).min(n));
-        let xb = x.slice_axis(Axis(0), rows).to_owned();
-        let yb = y.slice_axis(Axis(0), rows).to_owned();
+    let accuracy = common::batched_accuracy(x, y, EVAL_BATCH, |xb| {
         let feed = Feed::new().with(&model.x, xb)?;
         let logits = rt.forward_backward_cycle(|rt| rt.forward(&model.logits, &feed).cloned())?;
-        hits += common::accuracy(&logits, &yb) * yb.shape()[0] as f64;
-    }
-    Ok(hits / n.max(1) as f64)
+        Ok(vec![logits])
+    })?;
+    Ok(accuracy[0])
 }
 
 fn main() -> std::process::ExitCode {
@@ -126,9 +120,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Res {
-    // This thread joins rayon's pool: no hand-off per parallel kernel.
-    ad::init_thread_pool(None)?;
-    ad::retain_freed_memory();
+    common::init()?;
     let common = &args.common;
     let batch = common.batch.unwrap_or(DEFAULT_BATCH);
     if batch == 0 || args.eval_every == Some(0) {
@@ -136,20 +128,14 @@ fn run(args: &Args) -> Res {
     }
 
     // The data: flattened images in [0, 1] and one-hot labels.
-    let data = common::load_mnist(common)?;
-    let x_train = data.train_images.flat();
-    let y_train = one_hot(&data.train_labels, CLASSES)?;
-    let x_test = data.test_images.flat();
-    let y_test = one_hot(&data.test_labels, CLASSES)?;
-    let n_train = x_train.shape()[0];
-    let steps = match (common.steps, common.epochs) {
-        (None, None) => DEFAULT_STEPS,
-        _ => common.total_steps(n_train, batch, 0.0),
-    };
+    let data = common::Flat::of(&common::load_mnist(common)?, CLASSES)?;
+    let n_train = data.x_train.shape()[0];
+    let steps = common.steps_or(DEFAULT_STEPS, n_train, batch);
     let eval_every = args.eval_every.unwrap_or((steps / 50).max(1));
+    let epochs = |steps: usize| (steps * batch) as f64 / n_train.max(1) as f64;
     println!(
         "training: {steps} steps ({:.2} epochs), batch {batch}, gradient descent lr {LEARNING_RATE}{}",
-        (steps * batch) as f64 / n_train.max(1) as f64,
+        epochs(steps),
         if args.constant_lr {
             ""
         } else {
@@ -157,89 +143,56 @@ fn run(args: &Args) -> Res {
         }
     );
 
-    // The graph, the optimizer, and a resumed state if --load was given.
+    // The graph and the trainer, resumed if --load was given.
     let graph = Graph::with_seed(common.seed);
     let model = build_model(&graph)?;
-    let mut optimizer = GradientDescent::new(LEARNING_RATE);
-    if !args.constant_lr {
-        optimizer = optimizer.schedule(Schedule::Cosine {
-            initial: LEARNING_RATE,
-            minimum: 0.0,
-            total_steps: steps as u64,
-        });
-    }
-    let mut state: TrainState = common::resume(common, &graph, &mut optimizer)?;
-    let mut batches = Batches::new(x_train, y_train, batch, common.seed)?;
-    batches.seek(state.position)?;
+    let schedule = common::lr_schedule(args.constant_lr, LEARNING_RATE, steps);
+    let mut trainer = common.checkpointing(
+        Trainer::new(&graph)
+            .optimizer(GradientDescent::new(LEARNING_RATE).schedule(schedule))
+            .data(Batches::new(
+                data.x_train,
+                data.y_train,
+                batch,
+                common.seed,
+            )?)
+            .steps(steps)
+            .eval_every(eval_every),
+    )?;
 
-    // Training.
-    let mut rt = RunTime::new();
-    state.restore_rng(&mut rt);
-    let mut losses = Vec::new();
-    let mut train_acc = Vec::new();
-    let mut test_acc = Vec::new();
-    let mut final_loss = f32::NAN;
-    let mut progress = Progress::new(steps.saturating_sub(state.step));
-    let started = Instant::now();
-    while state.step < steps {
-        let (xb, yb) = batches
-            .next_batch()
-            .ok_or("the training set yields no batch")?;
-        let feed = Feed::new()
-            .with(&model.x, xb)?
-            .with(&model.labels, yb.clone())?;
-        let (loss, acc) = rt.forward_backward_cycle(|rt| -> ad::Result<(f32, f64)> {
-            optimizer.optimize(rt, &model.loss, &feed, None)?;
-            let loss = rt.value(&model.loss)?.sum();
-            Ok((loss, common::accuracy(rt.value(&model.logits)?, &yb)))
-        })?;
-        final_loss = loss;
-        state.step += 1;
-        state.position = batches.position();
-        losses.push((state.step as f64, f64::from(loss)));
-        train_acc.push((state.step as f64, acc));
-        progress.step(f64::from(loss), Some(acc));
-        if state.step.is_multiple_of(eval_every) || state.step == steps {
-            let acc = evaluate(&mut rt, &model, &x_test, &y_test)?;
-            test_acc.push((state.step as f64, acc));
-        }
-        common::maybe_save(common, &graph, &optimizer, &rt, state, steps)?;
-    }
-    let train_seconds = started.elapsed().as_secs_f64();
-    progress.finish();
+    // Training; the test accuracy every --eval-every steps and at the end.
+    let summary = trainer.run_with_eval(
+        common::classifier_step(&model.x, &model.labels, &model.logits, &model.loss),
+        |e| {
+            let acc = evaluate(e.rt, &model, &data.x_test, &data.y_test)?;
+            e.record("accuracy", acc);
+            Ok(())
+        },
+    )?;
 
-    // Evaluation.
-    let test_accuracy = evaluate(&mut rt, &model, &x_test, &y_test)?;
-    common::report(&[
-        ("steps", state.step.to_string()),
+    // Results: the last evaluation is the trained model's.
+    let history = &summary.history;
+    let test_accuracy = history.eval("accuracy").last().map_or(f64::NAN, |p| p.1);
+    report(&[
+        ("steps", summary.step.to_string()),
         ("batch", batch.to_string()),
+        ("epochs", format!("{:.2}", epochs(summary.step))),
         (
-            "epochs",
-            format!("{:.2}", (state.step * batch) as f64 / n_train.max(1) as f64),
+            "final_loss",
+            summary.final_loss().unwrap_or(f32::NAN).to_string(),
         ),
-        ("final_loss", final_loss.to_string()),
         ("test_accuracy", format!("{test_accuracy:.4}")),
-        ("train_seconds", format!("{train_seconds:.2}")),
+        ("train_seconds", format!("{:.2}", summary.train_seconds)),
     ]);
 
     // Pictures.
     let out = common.out_dir("logistic_regression")?;
-    common::plot_lines(
-        &out.join("loss.png"),
-        "logistic regression: training loss",
-        "step",
+    common::plot_loss_and_accuracy(
+        &out,
+        "logistic regression",
         "loss (mean cross-entropy + L2)",
-        &[Series::new("training batch", losses)],
-    )?;
-    common::plot_lines(
-        &out.join("accuracy.png"),
-        "logistic regression: accuracy",
-        "step",
-        "accuracy",
-        &[
-            Series::new("training batch", train_acc),
-            Series::new("test set", test_acc),
-        ],
+        "training batch",
+        history,
     )?;
     let templates = weight_templates(&graph.variable_value(&model.weight)?)?;
     common::save_image_grid(&out.join("weights.png"), &templates, 5, 6)?;

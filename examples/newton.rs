@@ -37,9 +37,10 @@ use std::time::Instant;
 use adgraph::data::{one_hot, Batches};
 use adgraph::init::{TruncatedNormal, Zeros};
 use adgraph::optim::{GradientDescent, Optimizer, Schedule};
+use adgraph::train::{plot_lines, report, Series};
 use adgraph::{self as ad, Feed, Graph, Node, RunTime, Tensor};
 use clap::Parser;
-use common::{CommonArgs, Res, Series};
+use common::{CommonArgs, Res};
 use ndarray::{Axis, Slice};
 
 const PIXELS: usize = 784;
@@ -328,7 +329,7 @@ fn run(args: &Args) -> Res {
     }
     let newton_seconds = newton_started.elapsed().as_secs_f64();
 
-    common::report(&[
+    report(&[
         ("gd_test_accuracy", format!("{gd_accuracy:.4}")),
         ("test_accuracy", format!("{accuracy:.4}")),
         ("newton_steps", steps_taken.to_string()),
@@ -339,7 +340,7 @@ fn run(args: &Args) -> Res {
     ]);
     let out = common.out_dir("newton")?;
     let last = accuracy_curve.last().map_or(1.0, |p| p.0).max(1.0);
-    common::plot_lines(
+    plot_lines(
         &out.join("accuracy.png"),
         "softmax regression: Newton-CG test accuracy",
         "Newton step",

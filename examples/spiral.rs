@@ -23,23 +23,24 @@
 //! ```
 //!
 //! Prints `key=value` lines: `steps`, `batch`, `final_loss` (the last step's
-//! training loss), `train_accuracy`, `test_accuracy`, `train_seconds`. Draws to
-//! `--out` (default `out/spiral/`): `loss.png`, `accuracy.png` (training
-//! accuracy each step, test accuracy every 100 steps) and `decision_regions.png`
-//! (the class the network predicts at each point of the plane, with the
-//! training points as dots and the test points as rings).
+//! training loss), `train_accuracy`, `test_accuracy`, `train_seconds` (the
+//! steps, test evaluations excluded). Draws to `--out` (default `out/spiral/`):
+//! `loss.png`, `accuracy.png` (training accuracy each step, test accuracy every
+//! 100 steps) and `decision_regions.png` (the class the network predicts at
+//! each point of the plane, with the training points as dots and the test
+//! points as rings).
 
 mod common;
 
 use std::path::Path;
-use std::time::Instant;
 
 use adgraph::data::{spiral, train_test_split, Batches};
 use adgraph::init::{TruncatedNormal, Zeros};
-use adgraph::optim::{GradientDescent, Optimizer};
+use adgraph::optim::GradientDescent;
+use adgraph::train::{register_font, report, Trainer};
 use adgraph::{self as ad, Feed, Graph, Node, RunTime, Tensor};
 use clap::Parser;
-use common::{CommonArgs, Progress, Res, Series, TrainState};
+use common::{CommonArgs, Res};
 use plotters::prelude::*;
 
 /// Points in each spiral arm.
@@ -121,9 +122,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Res {
-    // This thread joins rayon's pool: no hand-off per parallel kernel.
-    ad::init_thread_pool(None)?;
-    ad::retain_freed_memory();
+    common::init()?;
     let common = &args.common;
     if let Some(dir) = &common.data {
         println!(
@@ -141,99 +140,62 @@ fn run(args: &Args) -> Res {
         n_train,
         split.x_test.shape()[0]
     );
-    let batch = common.batch.unwrap_or(n_train);
-    if batch == 0 {
-        return Err("--batch must be at least 1".into());
-    }
-    let steps = match (common.steps, common.epochs) {
-        (None, None) => DEFAULT_STEPS,
-        _ => common.total_steps(n_train, batch, 0.0),
-    };
+    let batch = common.batch_or(n_train)?;
+    let steps = common.steps_or(DEFAULT_STEPS, n_train, batch);
     println!("training: {steps} steps, batch {batch}, gradient descent lr {LEARNING_RATE}");
 
-    // The graph, the optimizer, and a resumed state if --load was given.
+    // The graph and the trainer, resumed if --load was given.
     let graph = Graph::with_seed(common.seed);
     let model = build_model(&graph)?;
-    let mut optimizer = GradientDescent::new(LEARNING_RATE);
-    let mut state: TrainState = common::resume(common, &graph, &mut optimizer)?;
-    let mut batches = Batches::new(
+    let batches = Batches::new(
         split.x_train.clone(),
         split.y_train.clone(),
         batch,
         common.seed,
     )?;
-    batches.seek(state.position)?;
+    let mut trainer = common.checkpointing(
+        Trainer::new(&graph)
+            .optimizer(GradientDescent::new(LEARNING_RATE))
+            .data(batches)
+            .steps(steps)
+            .eval_every(EVAL_EVERY),
+    )?;
 
-    // Training.
-    let mut rt = RunTime::new();
-    state.restore_rng(&mut rt);
-    let mut losses = Vec::new();
-    let mut train_acc = Vec::new();
-    let mut test_acc = Vec::new();
-    let mut final_loss = f32::NAN;
-    let mut progress = Progress::new(steps.saturating_sub(state.step));
-    let started = Instant::now();
-    while state.step < steps {
-        let (xb, yb) = batches
-            .next_batch()
-            .ok_or("the training set yields no batch")?;
-        let feed = Feed::new()
-            .with(&model.x, xb)?
-            .with(&model.labels, yb.clone())?;
-        let (loss, acc) = rt.forward_backward_cycle(|rt| -> ad::Result<(f32, f64)> {
-            optimizer.optimize(rt, &model.loss, &feed, None)?;
-            let loss = rt.value(&model.loss)?.sum();
-            Ok((loss, common::accuracy(rt.value(&model.logits)?, &yb)))
-        })?;
-        final_loss = loss;
-        state.step += 1;
-        state.position = batches.position();
-        losses.push((state.step as f64, f64::from(loss)));
-        train_acc.push((state.step as f64, acc));
-        progress.step(f64::from(loss), Some(acc));
-        if state.step.is_multiple_of(EVAL_EVERY) || state.step == steps {
-            let logits = predict(&mut rt, &model, &split.x_test)?;
-            test_acc.push((state.step as f64, common::accuracy(&logits, &split.y_test)));
-        }
-        common::maybe_save(common, &graph, &optimizer, &rt, state, steps)?;
-    }
-    let train_seconds = started.elapsed().as_secs_f64();
-    progress.finish();
+    // Training; the test accuracy every 100 steps and at the end.
+    let summary = trainer.run_with_eval(
+        common::classifier_step(&model.x, &model.labels, &model.logits, &model.loss),
+        |e| {
+            let logits = predict(e.rt, &model, &split.x_test)?;
+            e.record("accuracy", common::accuracy(&logits, &split.y_test));
+            Ok(())
+        },
+    )?;
 
     // Evaluation.
-    let train_accuracy =
-        common::accuracy(&predict(&mut rt, &model, &split.x_train)?, &split.y_train);
-    let test_accuracy = common::accuracy(&predict(&mut rt, &model, &split.x_test)?, &split.y_test);
-    common::report(&[
-        ("steps", state.step.to_string()),
+    let rt = trainer.rt_mut();
+    let train_accuracy = common::accuracy(&predict(rt, &model, &split.x_train)?, &split.y_train);
+    let test_accuracy = common::accuracy(&predict(rt, &model, &split.x_test)?, &split.y_test);
+    let final_loss = summary.final_loss().unwrap_or(f32::NAN);
+    report(&[
+        ("steps", summary.step.to_string()),
         ("batch", batch.to_string()),
         ("final_loss", final_loss.to_string()),
         ("train_accuracy", format!("{train_accuracy:.4}")),
         ("test_accuracy", format!("{test_accuracy:.4}")),
-        ("train_seconds", format!("{train_seconds:.2}")),
+        ("train_seconds", format!("{:.2}", summary.train_seconds)),
     ]);
 
     // Pictures.
     let out = common.out_dir("spiral")?;
-    common::plot_lines(
-        &out.join("loss.png"),
-        "spiral MLP: training loss",
-        "step",
+    common::plot_loss_and_accuracy(
+        &out,
+        "spiral MLP",
         "loss",
-        &[Series::new("training loss", losses)],
-    )?;
-    common::plot_lines(
-        &out.join("accuracy.png"),
-        "spiral MLP: accuracy",
-        "step",
-        "accuracy",
-        &[
-            Series::new("training batch", train_acc),
-            Series::new("test set", test_acc),
-        ],
+        "training loss",
+        &summary.history,
     )?;
     let regions = out.join("decision_regions.png");
-    plot_decision_regions(&regions, &mut rt, &model, &split)?;
+    plot_decision_regions(&regions, trainer.rt_mut(), &model, &split)?;
     println!("pictures: {}", out.display());
     Ok(())
 }
@@ -254,24 +216,6 @@ const POINT_COLOURS: [RGBColor; CLASSES] = [
     RGBColor(30, 60, 210),
 ];
 
-/// The index of the largest entry of each row of a `[n, k]` tensor.
-fn argmax_rows(t: &Tensor) -> Vec<usize> {
-    t.outer_iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i, v)
-                    } else {
-                        best
-                    }
-                })
-                .0
-        })
-        .collect()
-}
-
 /// Classifies a dense grid over the plane, colours each cell by the predicted
 /// class and draws the training points (dots) and test points (rings) on top.
 fn plot_decision_regions(
@@ -291,7 +235,7 @@ fn plot_decision_regions(
         }
     }
     let grid = Tensor::from_shape_vec(ndarray::IxDyn(&[GRID * GRID, 2]), grid)?;
-    let classes = argmax_rows(&predict(rt, model, &grid)?);
+    let classes = common::argmax_rows(&predict(rt, model, &grid)?);
 
     register_font();
     let root = BitMapBackend::new(path, (760, 760)).into_drawing_area();
@@ -319,7 +263,7 @@ fn plot_decision_regions(
         (&split.x_train, &split.y_train, true),
         (&split.x_test, &split.y_test, false),
     ] {
-        let classes = argmax_rows(labels);
+        let classes = common::argmax_rows(labels);
         chart.draw_series(points.outer_iter().zip(classes).map(|(p, class)| {
             let colour = POINT_COLOURS[class % CLASSES];
             let style = if filled {
@@ -332,14 +276,4 @@ fn plot_decision_regions(
     }
     root.present()?;
     Ok(())
-}
-
-/// Registers the font shipped with the examples, so the caption and axis
-/// labels render the same on any machine.
-fn register_font() {
-    let _ = plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        include_bytes!("common/DejaVuSans.ttf"),
-    );
 }

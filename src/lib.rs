@@ -53,6 +53,7 @@ pub mod runtime;
 pub mod shape;
 pub mod tensor;
 pub mod threads;
+pub mod train;
 
 pub use checkpoint::{Checkpoint, RestoreMode, RestoreReport};
 pub use error::{Error, Phase, Result};

@@ -1,20 +1,20 @@
-//! What the demos share: command-line flags, data loading, a progress bar, result
-//! lines and PNG plots. Everything here uses adgraph's public API only.
+//! What the demos share beyond `adgraph::train`: command-line flags, data
+//! loading, accuracy and image grids. Everything here uses adgraph's public API only.
 
 #![allow(dead_code)] // each example uses a different part
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use std::collections::BTreeMap;
-
-use adgraph::checkpoint::{Checkpoint, RestoreMode, OPTIMIZER_PREFIX};
-use adgraph::data::{Mnist, Position};
-use adgraph::optim::Optimizer;
-use adgraph::{Graph, RngState, RunTime, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
+use adgraph::data::{one_hot, Mnist};
+use adgraph::optim::Schedule;
+use adgraph::train::{plot_lines, History, Length, Series, Step, StepOutput, Trainer};
+use adgraph::{Feed, Node, Tensor};
+use ndarray::{Axis, Slice};
 use plotters::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
 
 /// Result type of the examples' `main`.
 pub type Res<T = ()> = Result<T, Box<dyn Error>>;
@@ -54,14 +54,35 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// `--save`'s path when a checkpoint is due after `step`: at a multiple of
-    /// `--save-every` and at the last step.
-    pub fn save_due(&self, step: usize, last_step: usize) -> Option<&Path> {
-        let due = step == last_step
-            || self
-                .save_every
-                .is_some_and(|n| n > 0 && step.is_multiple_of(n));
-        self.save.as_deref().filter(|_| due)
+    /// `trainer` with `--save` (every `--save-every` steps and at the end),
+    /// then resumed from `--load` if given (saying what it loaded). Call it
+    /// once the trainer's run time, optimizers and data are set.
+    pub fn checkpointing(&self, trainer: Trainer) -> Res<Trainer> {
+        let mut trainer = match &self.save {
+            Some(path) => trainer.checkpoint(path, self.save_every),
+            None => trainer,
+        };
+        if let Some(path) = &self.load {
+            println!("loaded: {}", trainer.resume(path)?);
+        }
+        Ok(trainer)
+    }
+
+    /// `--steps`, else `--epochs` over `train_len` examples in batches of
+    /// `batch`, else `default` steps.
+    pub fn steps_or(&self, default: usize, train_len: usize, batch: usize) -> usize {
+        match (self.steps, self.epochs) {
+            (None, None) => default,
+            _ => self.total_steps(train_len, batch, 0.0),
+        }
+    }
+
+    /// `--batch`, else `default`; an error for 0.
+    pub fn batch_or(&self, default: usize) -> Res<usize> {
+        match self.batch.unwrap_or(default) {
+            0 => Err("--batch must be at least 1".into()),
+            batch => Ok(batch),
+        }
     }
 
     /// The output folder, created if needed.
@@ -77,13 +98,11 @@ impl CommonArgs {
 
     /// Total steps: `--steps`, else `--epochs` (or `default_epochs`) over `train_len` examples.
     pub fn total_steps(&self, train_len: usize, batch: usize, default_epochs: f64) -> usize {
-        match self.steps {
-            Some(s) => s,
-            None => {
-                let epochs = self.epochs.unwrap_or(default_epochs);
-                ((epochs * train_len as f64) / batch as f64).ceil().max(1.0) as usize
-            }
-        }
+        let length = match self.steps {
+            Some(s) => Length::Steps(s),
+            None => Length::Epochs(self.epochs.unwrap_or(default_epochs)),
+        };
+        length.steps(train_len, batch)
     }
 }
 
@@ -116,53 +135,23 @@ pub fn load_mnist(args: &CommonArgs) -> Res<Mnist> {
     Ok(mnist)
 }
 
-/// A progress bar on stderr showing the running loss (and accuracy).
-pub struct Progress {
-    bar: ProgressBar,
-    smoothed_loss: Option<f64>,
+/// Images flattened to rows of 784 pixels in [0, 1], and one-hot labels.
+pub struct Flat {
+    pub x_train: Tensor,
+    pub y_train: Tensor,
+    pub x_test: Tensor,
+    pub y_test: Tensor,
 }
 
-impl Progress {
-    /// A bar for `total` steps.
-    pub fn new(total: usize) -> Self {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(250));
-        Progress {
-            bar,
-            smoothed_loss: None,
-        }
-    }
-
-    /// Records one step's loss (and accuracy, if any); returns the running loss.
-    pub fn step(&mut self, loss: f64, accuracy: Option<f64>) -> f64 {
-        let running = match self.smoothed_loss {
-            None => loss,
-            Some(s) => 0.95 * s + 0.05 * loss,
-        };
-        self.smoothed_loss = Some(running);
-        let msg = match accuracy {
-            Some(a) => format!("loss {running:.4} acc {a:.3}"),
-            None => format!("loss {running:.4}"),
-        };
-        self.bar.set_message(msg);
-        self.bar.inc(1);
-        running
-    }
-
-    /// Prints a line above the bar.
-    pub fn println(&self, line: impl AsRef<str>) {
-        self.bar.println(line.as_ref());
-    }
-
-    /// Removes the bar.
-    pub fn finish(&self) {
-        self.bar.finish_and_clear();
+impl Flat {
+    /// The training and test sets of `data`, labels one-hot over `classes`.
+    pub fn of(data: &Mnist, classes: usize) -> Res<Flat> {
+        Ok(Flat {
+            x_train: data.train_images.flat(),
+            y_train: one_hot(&data.train_labels, classes)?,
+            x_test: data.test_images.flat(),
+            y_test: one_hot(&data.test_labels, classes)?,
+        })
     }
 }
 
@@ -177,27 +166,30 @@ pub fn exit_code(result: Res) -> std::process::ExitCode {
     }
 }
 
-/// Prints the results as `key=value` lines on stdout.
-pub fn report(results: &[(&str, String)]) {
-    for (k, v) in results {
-        println!("{k}={v}");
-    }
+/// The index of the largest entry of a row (the first of equal ones; 0 for an
+/// empty row or one of NaNs).
+fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// The arg-max of each row of a `[n, k]` tensor (of axis 0's subviews' first axis).
+pub fn argmax_rows(t: &Tensor) -> Vec<usize> {
+    t.outer_iter()
+        .map(|row| row.into_dimensionality().map_or(0, argmax))
+        .collect()
 }
 
 /// Fraction of rows whose arg-max of `logits` equals that of the one-hot `labels`.
 pub fn accuracy(logits: &Tensor, labels: &Tensor) -> f64 {
-    let argmax = |row: ndarray::ArrayView1<f32>| {
-        row.iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                if v > best.1 {
-                    (i, v)
-                } else {
-                    best
-                }
-            })
-            .0
-    };
     let (Ok(l), Ok(y)) = (
         logits.view().into_dimensionality::<ndarray::Ix2>(),
         labels.view().into_dimensionality::<ndarray::Ix2>(),
@@ -213,99 +205,134 @@ pub fn accuracy(logits: &Tensor, labels: &Tensor) -> f64 {
     hits as f64 / l.nrows().max(1) as f64
 }
 
-fn register_font() {
-    static FONT: std::sync::Once = std::sync::Once::new();
-    FONT.call_once(|| {
-        // Plots carry their own font so they render the same on any machine.
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            include_bytes!("DejaVuSans.ttf"),
-        );
-    });
+/// The accuracy on `(x, y)` of each classifier whose logits `logits` gives
+/// for a chunk of `x`, `batch` rows at a time.
+pub fn batched_accuracy(
+    x: &Tensor,
+    y: &Tensor,
+    batch: usize,
+    mut logits: impl FnMut(Tensor) -> adgraph::Result<Vec<Tensor>>,
+) -> adgraph::Result<Vec<f64>> {
+    let n = x.shape()[0];
+    let mut hits = Vec::new();
+    for start in (0..n).step_by(batch.max(1)) {
+        let rows = Slice::from(start..(start + batch).min(n));
+        let yb = y.slice_axis(Axis(0), rows);
+        let outputs = logits(x.slice_axis(Axis(0), rows).to_owned())?;
+        hits.resize(outputs.len(), 0.0);
+        for (h, l) in hits.iter_mut().zip(&outputs) {
+            *h += accuracy(l, &yb.to_owned()) * yb.shape()[0] as f64;
+        }
+    }
+    Ok(hits.into_iter().map(|h| h / n.max(1) as f64).collect())
 }
 
-/// One named line of a plot.
-pub struct Series {
-    /// The legend label.
-    pub name: String,
-    /// The points `(x, y)`.
-    pub points: Vec<(f64, f64)>,
+/// A classifier's training step: one update on `loss` with the next batch fed
+/// to `x` and `labels`; the batch's accuracy (the arg-max of `logits` against
+/// the one-hot labels) is the step's metric `accuracy`, shown in the bar.
+pub fn classifier_step<'n>(
+    x: &'n Node,
+    labels: &'n Node,
+    logits: &'n Node,
+    loss: &'n Node,
+) -> impl FnMut(&mut Step<'_>) -> adgraph::Result<StepOutput> + 'n {
+    move |s| {
+        let (xb, yb) = s.next_batch()?;
+        let feed = Feed::new().with(x, xb)?.with(labels, yb.clone())?;
+        let (loss, acc) =
+            s.minimize_with(loss, &feed, |rt| Ok(accuracy(rt.value(logits)?, &yb)))?;
+        Ok(StepOutput::new(loss)
+            .metric("accuracy", acc)
+            .show("acc", acc))
+    }
 }
 
-impl Series {
-    /// A series from a label and points.
-    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Series {
-            name: name.into(),
-            points,
+/// `loss.png` (`loss_series`: the loss of each step, on a `loss_axis`) and
+/// `accuracy.png` (the training batches' accuracy at each step and the test
+/// set's at each evaluation) in `out`, captioned `<model>: ...`.
+pub fn plot_loss_and_accuracy(
+    out: &Path,
+    model: &str,
+    loss_axis: &str,
+    loss_series: &str,
+    history: &History,
+) -> adgraph::Result<()> {
+    plot_lines(
+        &out.join("loss.png"),
+        &format!("{model}: training loss"),
+        "step",
+        loss_axis,
+        &[Series::new(loss_series, history.loss().to_vec())],
+    )?;
+    plot_lines(
+        &out.join("accuracy.png"),
+        &format!("{model}: accuracy"),
+        "step",
+        "accuracy",
+        &[
+            Series::new("training batch", history.metric("accuracy").to_vec()),
+            Series::new("test set", history.eval("accuracy").to_vec()),
+        ],
+    )
+}
+
+/// The learning rate `lr` at every step (`constant`), or decaying from `lr` to
+/// 0 along a half cosine over `steps` steps.
+pub fn lr_schedule(constant: bool, lr: f32, steps: usize) -> Schedule {
+    if constant {
+        Schedule::Constant(lr)
+    } else {
+        Schedule::Cosine {
+            initial: lr,
+            minimum: 0.0,
+            total_steps: steps as u64,
         }
     }
 }
 
-/// Draws line series on one chart and writes it as a PNG.
-pub fn plot_lines(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-) -> Res {
-    register_font();
-    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let finite = series
-        .iter()
-        .flat_map(|s| s.points.iter())
-        .filter(|p| p.1.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in finite {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1.max(x0 + 1e-9), (y0 - pad)..(y1 + pad))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .label_style(("sans-serif", 14))
-        .draw()?;
-    for (i, s) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(
-                s.points.iter().copied().filter(|p| p.1.is_finite()),
-                color.stroke_width(2),
-            ))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
-    root.present()?;
+/// `rows × cols` standard-normal numbers from stream `stream` of the seed's
+/// generator, so that a step's noise depends on the seed and its stream only
+/// (a resumed run draws the same).
+pub fn standard_normal(
+    seed: u64,
+    stream: u64,
+    rows: usize,
+    cols: usize,
+) -> adgraph::Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    Ok(Tensor::from_shape_vec(vec![rows, cols], values)?)
+}
+
+/// Joins rayon's pool with this thread (no hand-off per parallel kernel) and
+/// keeps freed memory for the next step: what every demo does first.
+pub fn init() -> Res {
+    adgraph::init_thread_pool(None)?;
+    adgraph::retain_freed_memory();
     Ok(())
 }
 
 /// Writes images (`[n, h, w]` or `[n, h, w, 1]`, values in [0, 1]) as a grid PNG,
 /// `cols` images a row, each pixel `scale` × `scale`.
-pub fn save_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) -> Res {
+///
+/// # Errors
+/// [`adgraph::Error::Io`] when the picture cannot be drawn or written.
+pub fn save_image_grid(
+    path: &Path,
+    images: &Tensor,
+    cols: usize,
+    scale: u32,
+) -> adgraph::Result<()> {
+    draw_image_grid(path, images, cols, scale).map_err(|e| adgraph::Error::Io {
+        path: path.display().to_string(),
+        message: format!("cannot draw the picture: {e}"),
+    })
+}
+
+fn draw_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) -> Res {
     let shape = images.shape();
     if shape.len() < 3 {
         return Err(format!("image grid needs [n, h, w(, 1)], got {shape:?}").into());
@@ -345,104 +372,6 @@ pub fn save_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) ->
         }
     }
     root.present()?;
-    Ok(())
-}
-
-/// The checkpoint metadata key of the run time's random generator state.
-pub const RNG_KEY: &str = "rng";
-
-/// Where training stands: the next step to run and the data position.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrainState {
-    /// Steps already taken.
-    pub step: usize,
-    /// Position of the mini-batch iterator.
-    pub position: Position,
-    /// The run time's random generator (dropout masks) as saved in a training
-    /// checkpoint: give it to [`RunTime::set_rng_state`] on resuming. `None`
-    /// when starting afresh.
-    pub rng: Option<RngState>,
-}
-
-impl TrainState {
-    /// Puts `rt`'s random generator where the checkpoint left it (nothing when
-    /// starting afresh or from a checkpoint without a generator state).
-    pub fn restore_rng(&self, rt: &mut RunTime) {
-        if let Some(rng) = &self.rng {
-            rt.set_rng_state(rng);
-        }
-    }
-}
-
-/// The generator state in a checkpoint's metadata, `None` when it holds none
-/// (a checkpoint written before generator states were saved).
-pub fn rng_from_metadata(meta: &BTreeMap<String, String>, path: &Path) -> Res<Option<RngState>> {
-    meta.get(RNG_KEY)
-        .map(|text| {
-            text.parse::<RngState>()
-                .map_err(|e| format!("{}: metadata {RNG_KEY}: {e}", path.display()).into())
-        })
-        .transpose()
-}
-
-/// Restores `--load` (if given) into `graph` and `optimizer`: a training
-/// checkpoint resumes variables, optimizer state, step and data position; a
-/// checkpoint of variables only restores the variables (and starts at step 0).
-pub fn resume(args: &CommonArgs, graph: &Graph, optimizer: &mut dyn Optimizer) -> Res<TrainState> {
-    let Some(path) = &args.load else {
-        return Ok(TrainState::default());
-    };
-    let ckpt = Checkpoint::load(path)?;
-    let has_optimizer = ckpt.tensors.keys().any(|k| k.starts_with(OPTIMIZER_PREFIX));
-    if !has_optimizer {
-        graph.restore_checkpoint(&ckpt, RestoreMode::Strict)?;
-        println!("loaded: variables from {}", path.display());
-        return Ok(TrainState::default());
-    }
-    let meta = graph.restore_training_checkpoint(&ckpt, optimizer)?;
-    let get = |k: &str| -> Res<usize> {
-        Ok(meta
-            .get(k)
-            .ok_or_else(|| format!("{}: metadata has no {k}", path.display()))?
-            .parse()?)
-    };
-    let state = TrainState {
-        step: get("step")?,
-        position: Position {
-            epoch: get("epoch")?,
-            batch: get("batch")?,
-        },
-        rng: rng_from_metadata(&meta, path)?,
-    };
-    println!(
-        "loaded: training state from {} at step {}",
-        path.display(),
-        state.step
-    );
-    Ok(state)
-}
-
-/// Saves the training state to `--save` when `step` is a multiple of
-/// `--save-every` or the last step; atomically, so an interrupted save leaves the
-/// previous checkpoint intact. The state holds the variables, the optimizer's
-/// state, the step, the data position and `rt`'s random generator.
-pub fn maybe_save(
-    args: &CommonArgs,
-    graph: &Graph,
-    optimizer: &dyn Optimizer,
-    rt: &RunTime,
-    state: TrainState,
-    last_step: usize,
-) -> Res {
-    if let Some(path) = args.save_due(state.step, last_step) {
-        let meta = BTreeMap::from([
-            ("step".to_string(), state.step.to_string()),
-            ("epoch".to_string(), state.position.epoch.to_string()),
-            ("batch".to_string(), state.position.batch.to_string()),
-            (RNG_KEY.to_string(), rt.rng_state().to_string()),
-        ]);
-        graph.save_training_state(path, optimizer, &meta)?;
-    }
     Ok(())
 }
 
