@@ -500,7 +500,7 @@ impl Op for NumericGradient {
         let bctx = BackwardContext {
             inputs: inputs[..n].to_vec(),
             output: inputs[n],
-            saved: ctx.input_saved.get(n).copied().flatten(),
+            saved: ctx.input_saved_any(n),
             needs_grad: (0..n).map(|k| k == self.input).collect(),
         };
         let mut grads = self.op.backward(inputs[n + 1], &bctx)?;

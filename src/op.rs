@@ -67,7 +67,7 @@ use std::rc::Rc;
 use rand::RngCore;
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Node};
+use crate::graph::{Graph, Node, NodeId};
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
@@ -180,21 +180,26 @@ pub struct ForwardContext<'a> {
     pub(crate) rng: &'a mut dyn RngCore,
     pub(crate) assignments: Vec<(usize, Tensor)>,
     pub(crate) inference: bool,
-    pub(crate) input_saved: Vec<Option<&'a dyn Any>>,
+    /// What each node saved this cycle, by node id, and this node's inputs:
+    /// read through [`input_saved`](ForwardContext::input_saved) (no per-node copy).
+    pub(crate) saved_by_node: &'a [Option<Box<dyn Any>>],
+    pub(crate) input_ids: &'a [NodeId],
 }
 
 impl<'a> ForwardContext<'a> {
     pub(crate) fn new(
         rng: &'a mut dyn RngCore,
         inference: bool,
-        input_saved: Vec<Option<&'a dyn Any>>,
+        saved_by_node: &'a [Option<Box<dyn Any>>],
+        input_ids: &'a [NodeId],
     ) -> Self {
         ForwardContext {
             saved: None,
             rng,
             assignments: Vec::new(),
             inference,
-            input_saved,
+            saved_by_node,
+            input_ids,
         }
     }
 
@@ -209,11 +214,13 @@ impl<'a> ForwardContext<'a> {
     /// gradient op's inputs (which also orders the two). Optional caches may be
     /// missing (an inference pass keeps none): recompute them then.
     pub fn input_saved<T: Any>(&self, i: usize) -> Option<&'a T> {
-        self.input_saved
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(|s| s.downcast_ref::<T>())
+        self.input_saved_any(i).and_then(|s| s.downcast_ref::<T>())
+    }
+
+    /// What input `i`'s node saved, of whatever type.
+    pub(crate) fn input_saved_any(&self, i: usize) -> Option<&'a dyn Any> {
+        let id = self.input_ids.get(i)?;
+        self.saved_by_node.get(id.index())?.as_deref()
     }
 
     /// Whether this is an inference pass ([`RunTime::infer`](crate::RunTime::infer)),

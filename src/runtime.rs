@@ -516,12 +516,8 @@ impl RunTime {
                     .iter()
                     .map(|&i| stored_value(&self.values, g, i))
                     .collect::<Result<_>>()?;
-                let input_saved: Vec<Option<&dyn Any>> = data
-                    .inputs
-                    .iter()
-                    .map(|&i| self.saved[i.index()].as_deref())
-                    .collect();
-                let mut ctx = ForwardContext::new(&mut self.rng, inference, input_saved);
+                let mut ctx =
+                    ForwardContext::new(&mut self.rng, inference, &self.saved, &data.inputs);
                 let started = self.profile.is_some().then(Instant::now);
                 let out = op
                     .forward(&inputs, &mut ctx)

@@ -22,7 +22,10 @@ fn the_embedded_list_splits_as_the_benchmark_defines() {
     assert_eq!(words.len(), 63_612);
     let (train, val) = words.split(0);
     assert_eq!((train.len(), val.len()), (57_251, 6_361));
-    assert_eq!(&train[..5], ["powerless", "tick", "suggests", "rankle", "strict"]);
+    assert_eq!(
+        &train[..5],
+        ["powerless", "tick", "suggests", "rankle", "strict"]
+    );
     assert_eq!(&val[..3], ["yokes", "paltriness", "industriously"]);
     assert_eq!(
         sha256_lines(&train),
@@ -63,7 +66,9 @@ fn loading_filters_and_reports_bad_files() {
     std::fs::write(&empty, "A\nB\n").unwrap();
     let err = Words::load(&empty).unwrap_err().to_string();
     assert!(err.contains("empty.txt"), "{err}");
-    let missing = Words::load(dir.join("missing.txt")).unwrap_err().to_string();
+    let missing = Words::load(dir.join("missing.txt"))
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("missing.txt"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

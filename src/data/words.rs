@@ -103,7 +103,9 @@ impl Words {
         let mut words: Vec<String> = lines
             .into_iter()
             .map(|l| l.trim_end_matches('\r'))
-            .filter(|w| WORD_LENGTHS.contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase()))
+            .filter(|w| {
+                WORD_LENGTHS.contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase())
+            })
             .map(str::to_string)
             .collect();
         words.sort_unstable();
