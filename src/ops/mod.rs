@@ -10,6 +10,7 @@ pub mod compare;
 pub mod conv;
 pub mod dropout;
 pub mod fill;
+pub mod layer_norm;
 pub mod linalg;
 pub mod loss;
 pub mod math;
