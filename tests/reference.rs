@@ -7,8 +7,11 @@
 //!
 //! The folder comes from `ADGRAPH_REFERENCE_DIR` (default `../shared/reference`
 //! beside the crate). When the variable is set, a missing folder or file fails the
-//! test. Ops this crate does not have are reported as skipped, by name. The last
-//! line is `reference: N passed, M failed, K skipped`, counting cases.
+//! test. Ops this crate does not have are reported as skipped, by name. Integer
+//! inputs (`int_inputs`: labels, conditions) are fed as the whole-number floats
+//! they are stored as, and are checked to take no gradient, as is every input
+//! of a forward-only op (the comparisons). The last line is
+//! `reference: N passed, M failed, K skipped`, counting cases.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +63,26 @@ const SUPPORTED_OPS: &[&str] = &[
     "pow",
     "transpose",
     "softmax",
+    "log_softmax",
+    "maximum",
+    "minimum",
+    "abs",
+    "clip_by_value",
+    "where",
+    "greater",
+    "less",
+    "equal",
+    "sin",
+    "cos",
+    "rsqrt",
+    "log1p",
+    "softplus",
+    "elu",
+    "gelu",
+    "silu",
+    "erf",
+    "sparse_softmax_cross_entropy_loss",
+    "layer_norm",
 ];
 
 fn tensor(v: &Value) -> Result<Tensor, String> {
@@ -115,6 +138,13 @@ fn f32_attr(attrs: &Value, key: &str) -> Result<f32, String> {
         .ok_or_else(|| format!("attribute {key} missing"))
 }
 
+fn usize_attr(attrs: &Value, key: &str) -> Result<usize, String> {
+    attrs[key]
+        .as_u64()
+        .map(|x| x as usize)
+        .ok_or_else(|| format!("attribute {key} missing or not a non-negative integer"))
+}
+
 fn padding(attrs: &Value) -> Result<Padding, String> {
     match attrs["padding"].as_str() {
         Some("SAME") => Ok(Padding::Same),
@@ -145,15 +175,37 @@ fn build(op: &str, args: &[Node], attrs: &Value) -> Result<Node, String> {
         "square" => ad::square(a(0)?),
         "pow" => ad::pow(a(0)?, f32_attr(attrs, "exponent")?),
         "transpose" => ad::transpose(a(0)?, &usizes(&attrs["perm"])?),
-        "softmax" => {
-            // adgraph's softmax runs over the last axis; single-op cases over
-            // another axis are skipped (`unsupported_attrs`).
-            let rank = a(0)?.shape().rank();
-            match attrs["axis"].as_u64() {
-                Some(axis) if axis as usize + 1 == rank => ad::softmax(a(0)?),
-                axis => return Err(format!("softmax over axis {axis:?} of a rank-{rank} input")),
-            }
-        }
+        "softmax" => ad::softmax_axis(a(0)?, usize_attr(attrs, "axis")?),
+        "log_softmax" => ad::log_softmax(a(0)?, usize_attr(attrs, "axis")?),
+        "maximum" => ad::maximum(a(0)?, a(1)?),
+        "minimum" => ad::minimum(a(0)?, a(1)?),
+        "abs" => ad::abs(a(0)?),
+        "clip_by_value" => ad::clip_by_value(
+            a(0)?,
+            f32_attr(attrs, "clip_value_min")?,
+            f32_attr(attrs, "clip_value_max")?,
+        ),
+        "where" => ad::where_(a(0)?, a(1)?, a(2)?),
+        "greater" => ad::greater(a(0)?, a(1)?),
+        "less" => ad::less(a(0)?, a(1)?),
+        "equal" => ad::equal(a(0)?, a(1)?),
+        "sin" => ad::sin(a(0)?),
+        "cos" => ad::cos(a(0)?),
+        "rsqrt" => ad::rsqrt(a(0)?),
+        "log1p" => ad::log1p(a(0)?),
+        "softplus" => ad::softplus(a(0)?),
+        "elu" => ad::elu(a(0)?, f32_attr(attrs, "alpha")?),
+        "gelu" => ad::gelu(a(0)?, attrs["approximate"].as_bool().ok_or("approximate")?),
+        "silu" => ad::silu(a(0)?),
+        "erf" => ad::erf(a(0)?),
+        "sparse_softmax_cross_entropy_loss" => ad::sparse_softmax_cross_entropy_loss(a(0)?, a(1)?),
+        "layer_norm" => ad::layer_norm(
+            a(0)?,
+            a(1)?,
+            a(2)?,
+            usize_attr(attrs, "begin_norm_axis")?,
+            f32_attr(attrs, "epsilon")?,
+        ),
         "batch_matmul" => ad::matmul_transposed(
             a(0)?,
             a(1)?,
@@ -247,6 +299,24 @@ fn compare(what: &str, got: &Tensor, want: &Tensor) -> Result<(), String> {
     Ok(())
 }
 
+/// The names a case lists in `int_inputs` (labels, indices, conditions:
+/// whole-number floats, fed as they are; never differentiable).
+fn int_inputs(case: &Value) -> Result<Vec<String>, String> {
+    match &case["int_inputs"] {
+        Value::Null => Ok(Vec::new()),
+        list => list
+            .as_array()
+            .ok_or("int_inputs is not a list")?
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("bad name {n}"))
+            })
+            .collect(),
+    }
+}
+
 /// Inputs that are batch-norm moving statistics become non-trainable variables;
 /// every other input is a placeholder.
 fn is_moving_stat(name: &str) -> bool {
@@ -277,16 +347,6 @@ fn make_inputs(inputs: &serde_json::Map<String, Value>) -> Result<Built, String>
     Ok(Built { graph, nodes, feed })
 }
 
-/// Why a single-op case cannot be built by adgraph, if it cannot.
-fn unsupported_case(op: &str, case: &Value) -> Option<String> {
-    let ranks: Vec<usize> = case["inputs"]
-        .as_object()?
-        .values()
-        .filter_map(|t| t["shape"].as_array().map(Vec::len))
-        .collect();
-    unsupported_attrs(op, &case["attrs"], &ranks)
-}
-
 /// Runs one single-op case: forward, backward with the case's upstream, and the
 /// batch-norm moving statistics where present.
 fn run_op_case(op: &str, case: &Value) -> Result<(), String> {
@@ -302,6 +362,27 @@ fn run_op_case(op: &str, case: &Value) -> Result<(), String> {
     let mut rt = RunTime::new();
     let value = rt.forward(&out, &built.feed).map_err(|e| e.to_string())?;
     compare("output", value, &tensor(&case["output"])?)?;
+    // Integer inputs (labels, conditions) take no gradient; neither does any
+    // input of a forward-only op (comparisons: no `upstream`, no `grads`).
+    let forward_only = case["upstream"].is_null();
+    let no_grad: Vec<String> = if forward_only {
+        names.iter().map(|n| n.to_string()).collect()
+    } else {
+        int_inputs(case)?
+    };
+    for name in &no_grad {
+        let node = built
+            .nodes
+            .get(name)
+            .ok_or_else(|| format!("no input {name}"))?;
+        let found = ad::gradients(&[&out], &[node], None).map_err(|e| e.to_string())?;
+        if found[0].is_some() {
+            return Err(format!("{op} gives {name} a gradient; TF gives none"));
+        }
+    }
+    if forward_only {
+        return Ok(());
+    }
     rt.backward(&out, &built.feed, Some(tensor(&case["upstream"])?))
         .map_err(|e| e.to_string())?;
     // Batch norm in inference mode: the contract is forward only, but TF's
@@ -345,24 +426,6 @@ fn unsupported_steps(case: &Value) -> Vec<String> {
         }
     }
     missing
-}
-
-/// Why adgraph cannot build op `op` with these attributes on inputs of these
-/// ranks, if it cannot: an attribute it has no form of.
-fn unsupported_attrs(op: &str, attrs: &Value, ranks: &[usize]) -> Option<String> {
-    match op {
-        "softmax" => {
-            let axis = attrs["axis"].as_u64()? as usize;
-            let last = ranks.first()?.checked_sub(1)?;
-            (axis != last).then(|| {
-                format!(
-                    "softmax over axis {axis} of a rank-{} input (adgraph's runs over the last)",
-                    last + 1
-                )
-            })
-        }
-        _ => None,
-    }
 }
 
 /// Applies the `steps` of a composite graph to `built`, naming each result
@@ -691,7 +754,7 @@ fn main() -> ExitCode {
         {
             Ok(d) => d,
             Err(e) => {
-                println!("{family:<28} cannot read {}: {e}", path.display());
+                println!("{family:<34} cannot read {}: {e}", path.display());
                 failed += 1;
                 continue;
             }
@@ -703,7 +766,7 @@ fn main() -> ExitCode {
             || SUPPORTED_OPS.contains(&family.as_str());
         if !known {
             println!(
-                "{family:<28} {} skipped (adgraph has no op {family})",
+                "{family:<34} {} skipped (adgraph has no op {family})",
                 cases.len()
             );
             skipped += cases.len();
@@ -727,14 +790,7 @@ fn main() -> ExitCode {
                     }
                 }
                 "optimizers" => run_optimizer_case(case),
-                op => {
-                    if let Some(why) = unsupported_case(op, case) {
-                        println!("  SKIP {family}/{name}: {why}");
-                        skip += 1;
-                        continue;
-                    }
-                    run_op_case(op, case)
-                }
+                op => run_op_case(op, case),
             };
             match result {
                 Ok(()) => ok += 1,
@@ -744,7 +800,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        println!("{family:<28} {ok} passed, {bad} failed, {skip} skipped");
+        println!("{family:<34} {ok} passed, {bad} failed, {skip} skipped");
         passed += ok;
         failed += bad;
         skipped += skip;

@@ -11,6 +11,7 @@ pub mod conv;
 pub mod dropout;
 pub mod fill;
 pub mod index;
+pub mod layer_norm;
 pub mod linalg;
 pub mod loss;
 pub mod math;
