@@ -374,7 +374,9 @@ def test_static_shapes(graph):
   assert ad.reduce_sum(x).shape._raw_shape == ()
   assert ad.pad(x, [[1, 2], [0, 3]]).shape._raw_shape == (5, 9)
   assert ad.concat([x, x], axis=1).shape._raw_shape == (2, 12)
-  assert ad.slice(x, [0, 1], [-1, 2]).shape._raw_shape == (None, 2)
+  # -1 runs to the end: known when x's size is (the original left it None).
+  assert ad.slice(x, [0, 1], [-1, 2]).shape._raw_shape == (2, 2)
+  assert ad.slice(ad.placeholder((None, 6)), [1, 1], [-1, 2]).shape._raw_shape == (None, 2)
   img = ad.placeholder((None, 28, 28, 1))
   k = ad.placeholder((3, 3, 1, 8))
   assert ad.conv2d(img, k, [2, 2], 'SAME').shape._raw_shape == (None, 14, 14, 8)

@@ -280,8 +280,9 @@ class RunTime(object):
     self._bwval = _ValueView(self, False)
     self._cache_data = collections.defaultdict(dict)
     self._nodes_stop_grad = set()
-    self._fw_arrays = {}
-    self._bw_arrays = {}
+    self._node_arrays = {}  # (graph id, node index) -> value handed out this cycle
+    self._fw_arrays = {}    # name -> value, for _fwval
+    self._bw_arrays = {}    # name -> gradient, for _bwval
     self._frames = []       # custom nodes being run by the engine
     self._feed = None       # the feed_dict of the engine call in progress
 
@@ -306,16 +307,17 @@ class RunTime(object):
   def _forward(self, node, feed_dict):
     if self._frames:
       return self._frames[-1].value_of(node)
-    name = node._name
-    value = self._fw_arrays.get(name)
+    native = node._native
+    key = (native.graph_id, native.index)
+    value = self._node_arrays.get(key)
     if value is not None:
       return value
     node._graph._check_initialized(node)
     feed = self._feed_arg(feed_dict)
-    value = self._call(feed_dict, self._native.forward, node._native, feed)
+    value = self._call(feed_dict, self._native.forward, native, feed)
     if value.ndim == 0:
       value = value[()]
-    self._fw_arrays[name] = value
+    self._node_arrays[key] = value
     return value
 
   def _backward(self, node, feed_dict, bwval):
@@ -347,6 +349,7 @@ class RunTime(object):
     """Clears the values, gradients, scratch data and stopped nodes."""
     self._native.reset()
     self._native.clear_stop_gradients()
+    self._node_arrays = {}
     self._fw_arrays = {}
     self._bw_arrays = {}
     self._cache_data = collections.defaultdict(dict)
