@@ -21,9 +21,9 @@ pub fn to_tensor(value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
             let converted = py
                 .import("numpy")?
                 .call_method1("asarray", (value, "float32"))?;
-            converted.cast_into::<PyArrayDyn<f32>>().map_err(|e| {
-                PyValueError::new_err(format!("cannot make a float32 array: {e}"))
-            })?
+            converted
+                .cast_into::<PyArrayDyn<f32>>()
+                .map_err(|e| PyValueError::new_err(format!("cannot make a float32 array: {e}")))?
         }
     };
     let readonly = array

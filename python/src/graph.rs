@@ -66,7 +66,12 @@ impl NativeNode {
 
     /// Its inputs, in order.
     fn inputs(&self) -> PyResult<Vec<NativeNode>> {
-        Ok(self.get()?.inputs().into_iter().map(NativeNode::new).collect())
+        Ok(self
+            .get()?
+            .inputs()
+            .into_iter()
+            .map(NativeNode::new)
+            .collect())
     }
 
     /// Whether it is a trainable variable.
@@ -177,7 +182,9 @@ impl NativeGraph {
             .into_iter()
             .nth(index)
             .map(NativeNode::new)
-            .ok_or_else(|| PyValueError::new_err(format!("no node {index} in a graph of {}", g.len())))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("no node {index} in a graph of {}", g.len()))
+            })
     }
 
     /// A copy of a variable's value.

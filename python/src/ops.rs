@@ -4,9 +4,9 @@
 //! engine checks shapes and reports them.
 
 use adgraph::ops::activation::{LeakyRelu, Relu};
+use adgraph::BackwardContext;
 use adgraph::{Axes, BatchNormActivation, BatchNormConfig, Padding, SplitSizes};
 use adgraph::{ForwardContext, GradientContext, Node, Op, Result, Tensor, TensorShape};
-use adgraph::BackwardContext;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -78,7 +78,15 @@ impl<T: Op> Op for Named<T> {
 #[pyfunction]
 pub fn unary(op: &str, x: &NativeNode) -> PyResult<NativeNode> {
     let f: fn(&Node) -> Result<Node> = match op {
-        "relu" => |x| x.graph().add_op(Named { name: "ReLU", op: Relu }, &[x]),
+        "relu" => |x| {
+            x.graph().add_op(
+                Named {
+                    name: "ReLU",
+                    op: Relu,
+                },
+                &[x],
+            )
+        },
         "sigmoid" => adgraph::sigmoid,
         "tanh" => adgraph::tanh,
         "exp" => adgraph::exp,
@@ -302,8 +310,15 @@ pub fn gather(params: &NativeNode, indices: &NativeNode, axis: usize) -> PyResul
 }
 
 #[pyfunction]
-pub fn one_hot(indices: &NativeNode, depth: usize, on_value: f32, off_value: f32) -> PyResult<NativeNode> {
-    build(&[indices], |n| adgraph::one_hot(n[0], depth, on_value, off_value))
+pub fn one_hot(
+    indices: &NativeNode,
+    depth: usize,
+    on_value: f32,
+    off_value: f32,
+) -> PyResult<NativeNode> {
+    build(&[indices], |n| {
+        adgraph::one_hot(n[0], depth, on_value, off_value)
+    })
 }
 
 #[pyfunction]

@@ -135,7 +135,11 @@ impl NativeOptimizer {
     }
 
     /// Replaces the state with one read by `state`, finding variables by name in `graph`.
-    fn load_state(&self, state: Vec<(String, Bound<'_, PyAny>)>, graph: &NativeGraph) -> PyResult<()> {
+    fn load_state(
+        &self,
+        state: Vec<(String, Bound<'_, PyAny>)>,
+        graph: &NativeGraph,
+    ) -> PyResult<()> {
         let state = state
             .iter()
             .map(|(k, v)| Ok((k.clone(), to_tensor(v)?)))

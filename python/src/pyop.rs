@@ -25,7 +25,12 @@ pub struct PyOp {
 }
 
 impl PyOp {
-    pub fn new(type_name: &str, node_ref: Py<PyAny>, shape: TensorShape, has_backward: bool) -> Self {
+    pub fn new(
+        type_name: &str,
+        node_ref: Py<PyAny>,
+        shape: TensorShape,
+        has_backward: bool,
+    ) -> Self {
         PyOp {
             type_name: intern(type_name),
             node_ref,
@@ -91,11 +96,13 @@ impl Op for PyOp {
 
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         Python::attach(|py| {
-            let values =
-                arrays(py, inputs).map_err(|e| Error::invalid(format!("inputs: {e}")))?;
+            let values = arrays(py, inputs).map_err(|e| Error::invalid(format!("inputs: {e}")))?;
             let out = self.call(py, "_adgraph_forward", vec![values.into_any()])?;
             to_tensor(&out).map_err(|e| {
-                let msg = format!("{}._forward returned a value that is not an array: {e}", self.type_name);
+                let msg = format!(
+                    "{}._forward returned a value that is not an array: {e}",
+                    self.type_name
+                );
                 set_pending(e);
                 Error::invalid(msg)
             })
@@ -113,13 +120,20 @@ impl Op for PyOp {
 
     fn backward(&self, grad: &Tensor, ctx: &BackwardContext) -> Result<Vec<Option<Tensor>>> {
         Python::attach(|py| {
-            let values = arrays(py, ctx.inputs())
-                .map_err(|e| Error::invalid(format!("inputs: {e}")))?;
+            let values =
+                arrays(py, ctx.inputs()).map_err(|e| Error::invalid(format!("inputs: {e}")))?;
             let output = to_numpy(py, ctx.output().clone()).into_any();
             let grad = to_numpy(py, grad.clone()).into_any();
-            let out = self.call(py, "_adgraph_backward", vec![values.into_any(), output, grad])?;
+            let out = self.call(
+                py,
+                "_adgraph_backward",
+                vec![values.into_any(), output, grad],
+            )?;
             let list = out.cast::<PyList>().map_err(|_| {
-                Error::invalid(format!("{}: _adgraph_backward must return a list", self.type_name))
+                Error::invalid(format!(
+                    "{}: _adgraph_backward must return a list",
+                    self.type_name
+                ))
             })?;
             let mut grads = Vec::with_capacity(list.len());
             for item in list.iter() {

@@ -73,7 +73,10 @@ pub fn build_feed(feed: Option<&Bound<'_, PyDict>>, graph: &Graph) -> PyResult<F
         let native = key.getattr(intern!(py, "_native")).map_err(|_| {
             PyTypeError::new_err(format!(
                 "feed_dict keys must be nodes, got {}",
-                key.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                key.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
         let native = native.cast::<NativeNode>().map_err(|_| {
@@ -210,7 +213,11 @@ impl NativeRunTime {
         node: &NativeNode,
     ) -> PyResult<Option<Bound<'py, PyArrayDyn<f32>>>> {
         let st = self.state_ref()?;
-        Ok(st.rt.grad(node.get()?).ok().map(|t| to_numpy(py, t.clone())))
+        Ok(st
+            .rt
+            .grad(node.get()?)
+            .ok()
+            .map(|t| to_numpy(py, t.clone())))
     }
 
     /// The forward value of the node called `name` in this cycle.
