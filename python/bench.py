@@ -6,6 +6,11 @@ Python API, one line per workload in the bench's format:
 
 One step is a forward-backward cycle with the optimizer's update (W4inf:
 forward only), timed after warm-up; the median of the steps' times.
+`python_ms` is the median over the steps of a step's time minus the time the
+engine spent in it (forward, backward, update, resets: what the Rust bench's
+step does too), i.e. what the Python layer adds per step (the interpreter,
+argument conversion, the feed's copy into the engine, the arrays handed back);
+`python_share` is that as a share of the step.
 
   python python/bench.py [--only W1,W4] [--steps 50] [--warmup 10]
   python python/bench.py --only W4 --rust target/release/examples/bench --rounds 3
@@ -27,7 +32,7 @@ import time
 import numpy as np
 
 import adgraph as ad
-from adgraph import initializers, optimizers
+from adgraph import _native, initializers, optimizers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEED = 0
@@ -333,12 +338,16 @@ def run_workload(wid, data, steps, warmup, budget):
   except OSError:
     cpu = None
   times = []
+  outside = []   # per step: its time minus the engine's (the Python layer's cost)
   timed_start = time.perf_counter()
   last = 0.
   while len(times) < steps:
+    e0 = _native.engine_seconds()
     t0 = time.perf_counter()
     last = step()
-    times.append(time.perf_counter() - t0)
+    t = time.perf_counter() - t0
+    times.append(t)
+    outside.append(t - (_native.engine_seconds() - e0))
     if len(times) >= 20 and time.perf_counter() - timed_start > budget:
       break
   if not np.isfinite(last):
@@ -350,6 +359,8 @@ def run_workload(wid, data, steps, warmup, budget):
       wid, median * 1e3, 1 / median, GFLOP[wid] / median, len(times), times[0] * 1e3)
   if wid == 'W4inf':
     line += ' images_per_s=%.1f' % (256 / median)
+  python_ms = float(np.median(outside)) * 1e3
+  line += ' python_ms=%.3f python_share=%.2f%%' % (python_ms, 100 * python_ms / (median * 1e3))
   if foreign is not None:
     line += ' foreign_cpu=%.0f%%' % foreign
   line += ' %s threads=%s' % (note, ad.num_threads)

@@ -60,5 +60,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::jacobian, m)?)?;
     m.add_function(wrap_pyfunction!(ops::init_thread_pool, m)?)?;
     m.add_function(wrap_pyfunction!(ops::retain_freed_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(local::engine_seconds, m)?)?;
     Ok(())
 }

@@ -90,6 +90,9 @@ impl<T> SendBox<T> {
 }
 
 thread_local! {
+    /// Seconds this thread has spent in engine calls ([`engine`], and the
+    /// run times' resets), for measuring the Python layer's own overhead.
+    static ENGINE_SECONDS: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
     /// Ids of the graphs an engine call is running on (this thread).
     static RUNNING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// The first Python exception raised by a callback during an engine call.
@@ -163,12 +166,14 @@ where
     let _running = Running::enter(graph_id);
     let outer = take_pending();
     let job = SendBox(f);
+    let started = std::time::Instant::now();
     let out = py
         .detach(move || {
             let f = job.into_inner();
             SendBox(std::panic::catch_unwind(AssertUnwindSafe(f)))
         })
         .into_inner();
+    add_engine_time(started);
     let raised = take_pending();
     if let Some(e) = outer {
         set_pending(e);
@@ -178,6 +183,20 @@ where
         Ok(Err(e)) => Err(raised.unwrap_or_else(|| to_pyerr(&e))),
         Err(panic) => Err(raised.unwrap_or_else(|| internal_error(panic.as_ref()))),
     }
+}
+
+/// Adds the time since `started` to this thread's engine time.
+pub fn add_engine_time(started: std::time::Instant) {
+    let spent = started.elapsed().as_secs_f64();
+    ENGINE_SECONDS.with(|s| s.set(s.get() + spent));
+}
+
+/// Seconds this thread has spent in the engine (forward, backward, optimizer
+/// updates, resets) since it started: a step's time minus the engine's time
+/// over the step is what the Python layer costs (`python/bench.py`).
+#[pyfunction]
+pub fn engine_seconds() -> f64 {
+    ENGINE_SECONDS.with(|s| s.get())
 }
 
 /// Runs `f` (graph building that may fail), turning a panic into a `RuntimeError`.

@@ -13,7 +13,7 @@ use pyo3::types::PyDict;
 
 use crate::convert::{to_numpy, to_tensor_no_nan};
 use crate::graph::{nodes_of, NativeNode};
-use crate::local::{engine, guarded, Local};
+use crate::local::{add_engine_time, engine, guarded, Local};
 
 /// A run time and the graph it is bound to in the current cycle.
 pub struct RtState {
@@ -257,8 +257,10 @@ impl NativeRunTime {
     /// Clears the cycle's values and gradients (stopped nodes stay).
     fn reset(&self) -> PyResult<()> {
         let mut st = self.state()?;
+        let started = std::time::Instant::now();
         st.rt.reset();
         st.graph = None;
+        add_engine_time(started);
         Ok(())
     }
 
