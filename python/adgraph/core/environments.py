@@ -91,12 +91,26 @@ class Graph(object):
     return self._register(node, native)
 
   def _node_for(self, native):
-    """The one Python node of an engine node."""
+    """The one Python node of an engine node (made, with those of its
+    inputs, for nodes the engine built: gradients)."""
     node = self._by_index.get(native.index)
-    if node is None:
-      node = self._wrap(native, {'input_%d' % i: self._node_for(n)
-                                 for i, n in enumerate(native.inputs())})
-    return node
+    if node is not None:
+      return node
+    # Inputs come before their consumers: wrap the missing ones in index order
+    # (no recursion: a gradient graph can be deep).
+    missing = {}
+    stack = [native]
+    while stack:
+      n = stack.pop()
+      if n.index in missing or n.index in self._by_index:
+        continue
+      missing[n.index] = n
+      stack.extend(n.inputs())
+    for index in sorted(missing):
+      n = missing[index]
+      self._wrap(n, {'input_%d' % i: self._by_index[m.index]
+                     for i, m in enumerate(n.inputs())})
+    return self._by_index[native.index]
 
   def _constant(self, value):
     from adgraph.nodes.origin_nodes import Constant
