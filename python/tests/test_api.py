@@ -777,3 +777,16 @@ def test_values_print_like_numpy(graph, capsys):
   assert isinstance(val, np.ndarray) and val.dtype == np.float32
   print(val)
   assert capsys.readouterr().out == '[[1. 2. 3.]\n [3. 4. 5.]]\n'
+
+
+def test_gradient_nodes_do_not_shift_names(graph):
+  a = ad.placeholder((2,))
+  b = ad.exp(a)
+  with graph.get_runtime().forward_backward_cycle():
+    b.backward({a: [0., 1.]})
+  deep = a
+  for _ in range(300):
+    deep = ad.tanh(deep)
+  grad = ad.gradients(ad.reduce_sum(deep), a)
+  assert grad.name.startswith('gradients/')
+  assert ad.exp(a).name == 'Exp_0'
