@@ -27,6 +27,7 @@ from adgraph import exports
 from adgraph import initializers
 from adgraph import nodes
 from adgraph import optimizers
+from adgraph import train
 from adgraph import type_utils
 from adgraph.core.base_node import Node, TensorShape
 from adgraph.core.environments import Graph, RunTime, get_default_graph

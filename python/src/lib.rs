@@ -16,6 +16,7 @@ mod ops;
 mod optim;
 mod pyop;
 mod runtime;
+mod train;
 
 use pyo3::prelude::*;
 
@@ -25,6 +26,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<graph::NativeNode>()?;
     m.add_class::<runtime::NativeRunTime>()?;
     m.add_class::<optim::NativeOptimizer>()?;
+    m.add_class::<train::NativeTrainer>()?;
+    m.add_class::<train::PyStep>()?;
+    m.add_class::<train::PyEval>()?;
     m.add_function(wrap_pyfunction!(ops::unary, m)?)?;
     m.add_function(wrap_pyfunction!(ops::binary, m)?)?;
     m.add_function(wrap_pyfunction!(ops::unary_attr, m)?)?;

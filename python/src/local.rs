@@ -146,7 +146,8 @@ pub fn set_pending(err: PyErr) {
     });
 }
 
-fn take_pending() -> Option<PyErr> {
+/// The Python exception kept by a callback, if any.
+pub fn take_pending() -> Option<PyErr> {
     PENDING.with(|p| p.borrow_mut().take())
 }
 

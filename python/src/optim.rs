@@ -2,9 +2,10 @@
 //! momentum, Adam, AdamW, RMSProp) for the Python optimizer classes.
 
 use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
 
 use adgraph::optim::{Adam, AdamW, GradientDescent, Momentum, Optimizer, RmsProp};
-use adgraph::{Node, Tensor};
+use adgraph::{Feed, Graph, Node, RunTime, Tensor};
 use numpy::PyArrayDyn;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -18,14 +19,14 @@ use crate::runtime::{build_feed, NativeRunTime};
 /// An optimizer and its state (moments, step count), keyed by variable.
 #[pyclass(frozen, name = "Optimizer", module = "adgraph._native")]
 pub struct NativeOptimizer {
-    opt: Local<RefCell<Box<dyn Optimizer>>>,
+    opt: Local<Rc<RefCell<Box<dyn Optimizer>>>>,
 }
 
 impl NativeOptimizer {
     fn wrap(opt: impl Optimizer + 'static) -> Self {
         let opt: Box<dyn Optimizer> = Box::new(opt);
         NativeOptimizer {
-            opt: Local::new(RefCell::new(opt)),
+            opt: Local::new(Rc::new(RefCell::new(opt))),
         }
     }
 
@@ -34,6 +35,47 @@ impl NativeOptimizer {
             .get()?
             .try_borrow_mut()
             .map_err(|_| PyRuntimeError::new_err("this optimizer is already in use (re-entered)"))
+    }
+
+    /// The same optimizer (same state) as an [`Optimizer`] a trainer can own.
+    pub fn shared(&self) -> PyResult<SharedOptimizer> {
+        Ok(SharedOptimizer(self.opt.get()?.clone()))
+    }
+}
+
+/// An optimizer shared between its Python object and a trainer: both see
+/// one state.
+pub struct SharedOptimizer(Rc<RefCell<Box<dyn Optimizer>>>);
+
+impl Optimizer for SharedOptimizer {
+    fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> adgraph::Result<()> {
+        self.0.borrow_mut().apply_gradients(grads_and_vars)
+    }
+    fn compute_gradients(
+        &self,
+        rt: &mut RunTime,
+        objective: &Node,
+        feed: &Feed,
+        var_list: Option<&[Node]>,
+    ) -> adgraph::Result<adgraph::optim::GradsAndVars> {
+        self.0
+            .borrow()
+            .compute_gradients(rt, objective, feed, var_list)
+    }
+    fn optimize(
+        &mut self,
+        rt: &mut RunTime,
+        objective: &Node,
+        feed: &Feed,
+        var_list: Option<&[Node]>,
+    ) -> adgraph::Result<()> {
+        self.0.borrow_mut().optimize(rt, objective, feed, var_list)
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.0.borrow().state()
+    }
+    fn load_state(&mut self, state: &[(String, Tensor)], graph: &Graph) -> adgraph::Result<()> {
+        self.0.borrow_mut().load_state(state, graph)
     }
 }
 
