@@ -21,6 +21,9 @@ use crate::local::{engine, guarded, set_pending, take_pending, Local};
 use crate::optim::NativeOptimizer;
 use crate::runtime::build_feed;
 
+/// A mini-batch `(x, y)` as NumPy arrays.
+type Batch<'py> = (Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyArrayDyn<f32>>);
+
 /// A training loop over a graph's variables.
 #[pyclass(frozen, name = "Trainer", module = "adgraph._native")]
 pub struct NativeTrainer {
@@ -67,10 +70,7 @@ impl PyStep {
     }
 
     /// The next mini-batch `(x, y)` of the trainer's data.
-    fn next_batch<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyArrayDyn<f32>>)> {
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Batch<'py>> {
         self.with(|s| {
             let (x, y) = guarded(|| s.next_batch())?;
             Ok((to_numpy(py, x), to_numpy(py, y)))
