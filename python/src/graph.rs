@@ -23,6 +23,7 @@ pub struct NativeNode {
 }
 
 impl NativeNode {
+    /// A handle on `node`, usable from this thread.
     pub fn new(node: Node) -> Self {
         NativeNode {
             graph_id: node.graph().id(),
@@ -32,6 +33,9 @@ impl NativeNode {
     }
 
     /// The engine node (on its own thread only).
+    ///
+    /// # Errors
+    /// `RuntimeError` on another thread.
     pub fn get(&self) -> PyResult<&Node> {
         self.node.get()
     }
@@ -104,6 +108,7 @@ pub struct NativeGraph {
 }
 
 impl NativeGraph {
+    /// A handle on `graph`, usable from this thread.
     pub fn new(graph: Graph) -> Self {
         NativeGraph {
             id: graph.id(),
@@ -111,6 +116,10 @@ impl NativeGraph {
         }
     }
 
+    /// The engine graph (on its own thread only).
+    ///
+    /// # Errors
+    /// `RuntimeError` on another thread.
     pub fn get(&self) -> PyResult<&Graph> {
         self.graph.get()
     }

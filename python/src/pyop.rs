@@ -25,6 +25,9 @@ pub struct PyOp {
 }
 
 impl PyOp {
+    /// The op of a node of Python class `type_name` whose static shape is
+    /// `shape`; `node_ref` is a weak reference to the Python node object;
+    /// without `has_backward` the node passes no gradient to its inputs.
     pub fn new(
         type_name: &str,
         node_ref: Py<PyAny>,
