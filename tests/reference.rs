@@ -83,6 +83,17 @@ const SUPPORTED_OPS: &[&str] = &[
     "erf",
     "sparse_softmax_cross_entropy_loss",
     "layer_norm",
+    "gather",
+    "one_hot",
+    "reduce_max",
+    "reduce_min",
+    "argmax",
+    "stack",
+    "tile",
+    "expand_dims",
+    "squeeze",
+    "broadcast_to",
+    "cumsum",
 ];
 
 fn tensor(v: &Value) -> Result<Tensor, String> {
@@ -153,6 +164,21 @@ fn padding(attrs: &Value) -> Result<Padding, String> {
     }
 }
 
+fn bool_attr(attrs: &Value, key: &str) -> Result<bool, String> {
+    attrs[key]
+        .as_bool()
+        .ok_or_else(|| format!("attribute {key} missing"))
+}
+
+/// The `axis` attribute of a reduction: none (all axes), one, or a list.
+fn axes(attrs: &Value) -> Result<Axes, String> {
+    Ok(match &attrs["axis"] {
+        Value::Null => Axes::All,
+        Value::Number(n) => Axes::from(n.as_u64().ok_or("bad axis")? as usize),
+        list => Axes::from(usizes(list)?),
+    })
+}
+
 /// Builds op `op` on `args` with `attrs`.
 fn build(op: &str, args: &[Node], attrs: &Value) -> Result<Node, String> {
     let a = |i: usize| {
@@ -213,18 +239,33 @@ fn build(op: &str, args: &[Node], attrs: &Value) -> Result<Node, String> {
             attrs["adj_y"].as_bool().ok_or("adj_y")?,
         ),
         "reshape" => ad::reshape(a(0)?, &isizes(&attrs["shape"])?),
-        "reduce_sum" | "reduce_mean" => {
-            let axes = match &attrs["axis"] {
-                Value::Null => Axes::All,
-                Value::Number(n) => Axes::from(n.as_u64().ok_or("bad axis")? as usize),
-                list => Axes::from(usizes(list)?),
-            };
-            if op == "reduce_sum" {
-                ad::reduce_sum(a(0)?, axes, false)
-            } else {
-                ad::reduce_mean(a(0)?, axes, false)
-            }
+        // `keepdims` is absent (false) in the first batch's files.
+        "reduce_sum" => ad::reduce_sum(a(0)?, axes(attrs)?, attrs["keepdims"] == true),
+        "reduce_mean" => ad::reduce_mean(a(0)?, axes(attrs)?, attrs["keepdims"] == true),
+        "reduce_max" => ad::reduce_max(a(0)?, axes(attrs)?, bool_attr(attrs, "keepdims")?),
+        "reduce_min" => ad::reduce_min(a(0)?, axes(attrs)?, bool_attr(attrs, "keepdims")?),
+        "argmax" => ad::argmax(a(0)?, usize_attr(attrs, "axis")?),
+        "gather" => ad::gather(a(0)?, a(1)?, usize_attr(attrs, "axis")?),
+        "one_hot" => ad::one_hot(
+            a(0)?,
+            usize_attr(attrs, "depth")?,
+            f32_attr(attrs, "on_value")?,
+            f32_attr(attrs, "off_value")?,
+        ),
+        "stack" => {
+            let refs: Vec<&Node> = args.iter().collect();
+            ad::stack(&refs, usize_attr(attrs, "axis")?)
         }
+        "tile" => ad::tile(a(0)?, &usizes(&attrs["multiples"])?),
+        "expand_dims" => ad::expand_dims(a(0)?, usize_attr(attrs, "axis")?),
+        "squeeze" => ad::squeeze(a(0)?, &usizes(&attrs["axis"])?),
+        "broadcast_to" => ad::broadcast_to(a(0)?, &usizes(&attrs["shape"])?),
+        "cumsum" => ad::cumsum(
+            a(0)?,
+            usize_attr(attrs, "axis")?,
+            bool_attr(attrs, "exclusive")?,
+            bool_attr(attrs, "reverse")?,
+        ),
         "pad" => {
             let paddings: Vec<[usize; 2]> = attrs["paddings"]
                 .as_array()
@@ -352,9 +393,10 @@ fn make_inputs(inputs: &serde_json::Map<String, Value>) -> Result<Built, String>
 fn run_op_case(op: &str, case: &Value) -> Result<(), String> {
     let inputs = case["inputs"].as_object().ok_or("inputs")?;
     let built = make_inputs(inputs)?;
-    // Argument order: the file's key order (x, y / labels, logits / x0, x1, ...).
+    // Argument order: the file's key order (x, y / labels, logits), numbered
+    // for concat and stack (x0, x1, ..., x10).
     let mut names: Vec<&String> = inputs.keys().collect();
-    if op == "concat" {
+    if op == "concat" || op == "stack" {
         names.sort_by_key(|n| n[1..].parse::<usize>().unwrap_or(usize::MAX));
     }
     let args: Vec<Node> = names.iter().map(|n| built.nodes[*n].clone()).collect();

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each example uses a different part
 
+pub mod char_lm;
+
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
