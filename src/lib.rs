@@ -69,6 +69,7 @@ pub use ops::activation::{leaky_relu, relu, sigmoid, softmax, tanh};
 pub use ops::arithmetic::{add, add_n, divide, multiply, negate, subtract};
 pub use ops::array::{broadcast_to, expand_dims, split, squeeze, stack, tile, unstack, SplitSizes};
 pub use ops::array::{concat, pad, reshape, slice, stop_gradient, transpose};
+pub use ops::attention::{self_attention, self_attention_weights};
 pub use ops::broadcast::{broadcast_like, sum_to};
 pub use ops::compare::{clip_by_value, maximum, minimum, where_};
 pub use ops::compare::{equal, greater, greater_equal, less, less_equal};

@@ -751,3 +751,37 @@ fn a_small_transformer_block_trains() {
     }
     assert!(last < 0.5 * first, "loss {first} -> {last}");
 }
+
+#[test]
+fn attention_on_rows_equals_attention_on_sequences() {
+    let g = Graph::with_seed(6);
+    let (t, d) = (4, 8);
+    let x3 = g.placeholder(shape![None, t, d]);
+    let x2 = g.placeholder(shape![None, d]);
+    let mha = MultiHeadAttention::new(2).causal(true).sequence_length(t);
+    let a3 = mha.apply_with_weights(&x3).unwrap();
+    let a2 = mha.apply_with_weights(&x2).unwrap();
+    assert_eq!(a2.output.shape(), shape![None, d]);
+    assert_eq!(a2.weights.shape(), shape![None, 2, t, t]);
+    let xv = random(&[3, t, d], 40);
+    let rows = xv.clone().into_shape_with_order(vec![3 * t, d]).unwrap();
+    let y3 = run(&a3.output, &Feed::new().with(&x3, xv).unwrap());
+    let y2 = run(&a2.output, &Feed::new().with(&x2, rows).unwrap());
+    assert_close(
+        &y3.into_shape_with_order(vec![3 * t, d]).unwrap(),
+        &y2,
+        0.0,
+        "rows",
+    );
+    // Rows need the sequence length; a sequence of another length is refused.
+    let err = err_text(MultiHeadAttention::new(2).apply(&x2));
+    assert!(
+        err.contains("sequence_length") && err.contains("(None, 8)"),
+        "{err}"
+    );
+    let err = err_text(mha.apply(&g.placeholder(shape![None, 5, d])));
+    assert!(
+        err.contains("(None, 5, 8)") && err.contains("sequence_length is 4"),
+        "{err}"
+    );
+}

@@ -82,7 +82,11 @@ pub fn build(g: &Graph, c: Config) -> ad::Result<Transformer> {
         normal(0.02),
         true,
     )?;
-    let mut h = ad::add(&tokens.apply(&x)?, &positions)?; // [B, T, d]
+    // The residual stream is kept as rows [B*T, d]: the dense layers and
+    // layer norms work on rows as they are, and the attention takes rows of
+    // sequences of `context` steps, so no reshape copies it back and forth.
+    let h0 = ad::add(&tokens.apply(&x)?, &positions)?; // [B, T, d]
+    let mut h = ad::reshape(&h0, &[-1, c.dim as isize])?;
 
     let mut attention = Vec::with_capacity(c.layers);
     for block in 0..c.layers {
@@ -90,6 +94,7 @@ pub fn build(g: &Graph, c: Config) -> ad::Result<Transformer> {
             let ln1 = LayerNorm::new().epsilon(1e-5).name("ln1");
             let att = MultiHeadAttention::new(c.heads)
                 .causal(true)
+                .sequence_length(c.context)
                 .qkv_initializer(normal(0.02))
                 .output_initializer(normal(residual_std))
                 .apply_with_weights(&ln1.apply(&h)?)?;
@@ -112,12 +117,14 @@ pub fn build(g: &Graph, c: Config) -> ad::Result<Transformer> {
     let head = Dense::new(c.vocab)
         .kernel_initializer(normal(0.02))
         .name("head");
-    let logits = head.apply(&ln_f.apply(&h)?)?;
+    let logit_rows = head.apply(&ln_f.apply(&h)?)?; // [B*T, vocab]
+    let targets = ad::reshape(&y, &[-1])?;
     let loss = ad::reduce_mean(
-        &ad::sparse_softmax_cross_entropy_loss(&y, &logits)?,
+        &ad::sparse_softmax_cross_entropy_loss(&targets, &logit_rows)?,
         ad::Axes::All,
         false,
     )?;
+    let logits = ad::reshape(&logit_rows, &[-1, c.context as isize, c.vocab as isize])?;
     Ok(Transformer {
         x,
         y,

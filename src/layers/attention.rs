@@ -10,11 +10,8 @@ use super::{display_name, input_dim, refit_error, InitRef, Layer, LayerScope};
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::init::{GlorotUniform, Initializer, Zeros};
-use crate::ops::activation::softmax_axis;
-use crate::ops::arithmetic::{add, multiply};
-use crate::ops::array::{reshape, transpose, unstack};
-use crate::ops::linalg::{matmul, matmul_transposed};
-use crate::tensor::Tensor;
+use crate::ops::array::reshape;
+use crate::ops::attention::{self_attention, self_attention_weights};
 
 /// What [`MultiHeadAttention::apply_with_weights`] returns.
 #[derive(Debug, Clone)]
@@ -44,9 +41,12 @@ pub struct Attention {
 /// kernels, zero biases; GPT-2's initialisation is
 /// `.qkv_initializer(RandomNormal::new(0.0, 0.02))` and a smaller normal for
 /// the output). Default scope `multi_head_attention`. `T` and `d` must be
-/// known when the graph is built (`B` may be `None`). The mask is a
-/// constant: −1e9 added before the softmax gives exactly 0 after it in
-/// `f32`, as −∞ would, without infinities in the gradient.
+/// known when the graph is built (`B` may be `None`). The attention itself
+/// is the fused [`self_attention`](crate::self_attention) op on the
+/// projected rows (one pass per sequence, no copies of q, k and v); the
+/// weights node is the same math written with simple ops
+/// ([`self_attention_weights`](crate::self_attention_weights)), run only
+/// when asked for.
 ///
 /// ```
 /// use adgraph::{self as ad, layers::{Layer, MultiHeadAttention}};
@@ -65,6 +65,7 @@ pub struct Attention {
 pub struct MultiHeadAttention {
     num_heads: usize,
     causal: bool,
+    sequence_length: Option<usize>,
     use_bias: bool,
     qkv_initializer: InitRef,
     output_initializer: InitRef,
@@ -85,6 +86,7 @@ impl MultiHeadAttention {
         MultiHeadAttention {
             num_heads,
             causal: false,
+            sequence_length: None,
             use_bias: true,
             qkv_initializer: Rc::new(GlorotUniform::new()),
             output_initializer: Rc::new(GlorotUniform::new()),
@@ -99,6 +101,16 @@ impl MultiHeadAttention {
     #[must_use]
     pub fn causal(mut self, causal: bool) -> Self {
         self.causal = causal;
+        self
+    }
+
+    /// The sequences' length `t`. With it, `apply` also takes rows
+    /// `[B * t, d]` (B sequences of `t` steps, one after the other, as a
+    /// model that keeps its residual stream as rows has them) and then
+    /// returns rows; a `[B, T, d]` input must then have `T == t`.
+    #[must_use]
+    pub fn sequence_length(mut self, t: usize) -> Self {
+        self.sequence_length = Some(t);
         self
     }
 
@@ -152,10 +164,14 @@ impl MultiHeadAttention {
 
     /// The attention's output and its weights `[B, heads, T, T]`. The first
     /// call makes the variables from the static `d` of `x`, later calls share them.
+    /// `x` is `[B, T, d]`, or rows `[B * t, d]` with
+    /// [`sequence_length`](MultiHeadAttention::sequence_length) `t` (the
+    /// output has the input's shape).
     ///
     /// # Errors
-    /// [`Error::Rank`] when `x` is not rank 3; [`Error::InvalidArgument`]
-    /// when `T` or `d` is unknown, `d` is not a multiple of the number of
+    /// [`Error::Rank`] when `x` is not rank 3 (or 2 with a sequence length);
+    /// [`Error::InvalidArgument`] when `T` or `d` is unknown, `T` differs from
+    /// the sequence length, `d` is not a multiple of the number of
     /// heads (or that is 0), or `d` differs from the variables' (each naming
     /// the layer, `x` and its shape); [`Error::GraphMismatch`].
     pub fn apply_with_weights(&self, x: &Node) -> Result<Attention> {
@@ -165,18 +181,40 @@ impl MultiHeadAttention {
             "MultiHeadAttention",
         );
         let shape = x.shape();
-        if shape.rank() != 3 {
+        let rows = shape.rank() == 2 && self.sequence_length.is_some();
+        if shape.rank() != 3 && !rows {
             return Err(Error::Rank {
                 what: format!(
-                    "input {} of layer {label} ([batch, time, features])",
+                    "input {} of layer {label} ([batch, time, features], or rows \
+                     [batch * time, features] with .sequence_length(time))",
                     x.name()
                 ),
-                expected: "3".into(),
+                expected: if self.sequence_length.is_some() {
+                    "2 or 3".into()
+                } else {
+                    "3".into()
+                },
                 got: shape,
             });
         }
-        let d = input_dim(x, -1, 3, &label)?;
-        let t = input_dim(x, 1, 3, &label)?;
+        let d = input_dim(x, -1, 2, &label)?;
+        let t = match self.sequence_length {
+            Some(t) if rows => t,
+            _ => input_dim(x, 1, 3, &label)?,
+        };
+        if t == 0 {
+            return Err(Error::invalid(format!(
+                "layer {label}: input {} has shape {shape}: sequences of 0 steps",
+                x.name()
+            )));
+        }
+        if let Some(s) = self.sequence_length.filter(|&s| s != t) {
+            return Err(Error::invalid(format!(
+                "layer {label}: input {} has shape {shape}, sequences of {t} steps, but the \
+                 layer's sequence_length is {s}",
+                x.name()
+            )));
+        }
         let heads = self.num_heads;
         if heads == 0 || d % heads != 0 {
             return Err(Error::invalid(format!(
@@ -215,37 +253,28 @@ impl MultiHeadAttention {
         if v.dim != d {
             return Err(refit_error(scope, x, "features", v.dim, d));
         }
-        scope.enter(|| self.attend(x, v, t, d))
+        scope.enter(|| self.attend(x, v, t, d, rows))
     }
 
-    /// The attention itself, in the layer's scope.
-    fn attend(&self, x: &Node, v: &MhaVars, t: usize, d: usize) -> Result<Attention> {
+    /// The attention itself, in the layer's scope: the fused
+    /// [`self_attention`] on the projected rows for the output, and the
+    /// weights from simple ops ([`self_attention_weights`], computed only when asked for).
+    fn attend(&self, x: &Node, v: &MhaVars, t: usize, d: usize, rows: bool) -> Result<Attention> {
+        let x_rows = if rows {
+            x.clone()
+        } else {
+            reshape(x, &[-1, d as isize])?
+        };
+        let qkv = v.qkv.apply(&x_rows)?; // [B*T, 3d]
         let heads = self.num_heads;
-        let dh = d / heads;
-        let (ti, di, hi, dhi) = (t as isize, d as isize, heads as isize, dh as isize);
-        // [B*T, d] rows -> [B*T, 3d] -> [B, T, 3, heads, dh] -> [3, B, heads, T, dh]
-        let rows = reshape(x, &[-1, di])?;
-        let qkv = v.qkv.apply(&rows)?;
-        let qkv = reshape(&qkv, &[-1, ti, 3, hi, dhi])?;
-        let qkv = transpose(&qkv, &[2, 0, 3, 1, 4])?;
-        let parts = unstack(&qkv, 0)?;
-        let [q, k, val] = <[Node; 3]>::try_from(parts)
-            .map_err(|_| Error::invalid("internal: q/k/v unstack did not give 3 parts"))?;
-        // softmax(q kᵀ / sqrt(dh) + mask): the scale folded into q.
-        let g = x.graph();
-        let scale = g.constant(Tensor::from_elem(vec![], 1.0 / (dh as f32).sqrt()))?;
-        let q = multiply(&q, &scale)?;
-        let mut scores = matmul_transposed(&q, &k, false, true)?;
-        if self.causal {
-            scores = add(&scores, &g.constant(causal_mask(t))?)?;
-        }
-        let weights = softmax_axis(&scores, 3)?;
-        // [B, heads, T, dh] -> [B, T, heads, dh] -> [B*T, d] -> projection -> [B, T, d]
-        let y = matmul(&weights, &val)?;
-        let y = transpose(&y, &[0, 2, 1, 3])?;
-        let y = reshape(&y, &[-1, di])?;
+        let y = self_attention(&qkv, heads, t, self.causal)?; // [B*T, d]
+        let weights = self_attention_weights(&qkv, heads, t, self.causal)?;
         let y = v.output.apply(&y)?;
-        let output = reshape(&y, &[-1, ti, di])?;
+        let output = if rows {
+            y
+        } else {
+            reshape(&y, &[-1, t as isize, d as isize])?
+        };
         Ok(Attention { output, weights })
     }
 
@@ -258,11 +287,6 @@ impl MultiHeadAttention {
     pub fn output_projection(&self) -> Option<&Dense> {
         self.built.get().map(|(_, v)| &v.output)
     }
-}
-
-/// The additive causal mask `[t, t]`: 0 where `s <= t`, −1e9 where `s > t`.
-pub fn causal_mask(t: usize) -> Tensor {
-    Tensor::from_shape_fn(vec![t, t], |i| if i[1] > i[0] { -1e9 } else { 0.0 })
 }
 
 impl Layer for MultiHeadAttention {
