@@ -15,6 +15,7 @@
 //! | W4inf | W4 in inference mode (moving statistics), forward only           | 256   | —                                     |
 //! | W5    | DCGAN: a D step on 250 real + 250 generated images, then a G step | 250(+250) | sigmoid CE / Adam 1e-4 on both |
 //! | W6    | conv VAE, latent 2                                               | 32    | −mean(ELBO) / Adam 1e-4               |
+//! | W7    | character transformer (2 pre-LN blocks, 4 causal heads, d 64)    | 64×16 | mean sparse softmax CE / AdamW 1e-3   |
 //!
 //! Each workload is timed for `--steps` steps (50) after `--warmup` untimed ones
 //! (10), each step on its own clock; a slow workload (W5) stops its warm-up
@@ -57,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use adgraph::data::{one_hot, spiral, train_test_split, Batches, Mnist};
 use adgraph::init::{GlorotUniform, Ones, RandomUniform, TruncatedNormal, Zeros};
-use adgraph::optim::{Adam, GradientDescent, Optimizer};
+use adgraph::optim::{Adam, AdamW, GradientDescent, Optimizer};
 use adgraph::{
     self as ad, shape, Axes, BatchNormActivation, BatchNormConfig, Feed, Graph, Initializer, Node,
     Padding, RunTime, Tensor,
@@ -71,7 +72,7 @@ use rand_distr::{Distribution, StandardNormal};
 use BatchNormActivation::{Identity, LeakyRelu, Relu};
 
 /// Every workload, in the order they run.
-const ALL: [&str; 7] = ["W1", "W2", "W3", "W4", "W4inf", "W5", "W6"];
+const ALL: [&str; 8] = ["W1", "W2", "W3", "W4", "W4inf", "W5", "W6", "W7"];
 /// Seed of the weights, the batch choice, the noise and the dropout masks.
 const SEED: u64 = 0;
 /// Fashion-MNIST classes.
@@ -89,7 +90,7 @@ const WARMUP_LIMIT: Duration = Duration::from_secs(10);
              in the form of the PyTorch peer script's."
 )]
 struct Args {
-    /// Comma-separated workloads to run, of W1,W2,W3,W4,W4inf,W5,W6.
+    /// Comma-separated workloads to run, of W1,W2,W3,W4,W4inf,W5,W6,W7.
     #[arg(long, default_value = "W1,W2,W3,W4,W4inf,W5,W6", value_name = "IDS")]
     only: String,
     /// Timed steps per workload (fewer, but at least 20, when they exceed --budget).
@@ -137,7 +138,7 @@ struct Spec {
     build: fn(&Mnist) -> Res<Prepared>,
 }
 
-const SPECS: [Spec; 7] = [
+const SPECS: [Spec; 8] = [
     Spec {
         id: "W1",
         gflop: 0.005,
@@ -179,6 +180,12 @@ const SPECS: [Spec; 7] = [
         gflop: 1.05,
         images: None,
         build: w6,
+    },
+    Spec {
+        id: "W7",
+        gflop: 0.640,
+        images: None,
+        build: w7,
     },
 ];
 
@@ -813,4 +820,98 @@ fn w6(data: &Mnist) -> Res<Prepared> {
         &[&x, &eps],
         format!("batch {n}"),
     ))
+}
+
+// ------------------------------------------------------------------ W7
+
+/// W7: the character transformer (`common::transformer`, the demo's graph) on
+/// the README's fixed batch: 64 training windows at the offsets of
+/// `numpy.random.RandomState(0).randint(0, len - 16, size=64)`; AdamW 1e-3,
+/// betas (0.9, 0.99), weight decay 0.01.
+fn w7(_: &Mnist) -> Res<Prepared> {
+    use adgraph::data::words::{token_stream, windows, Words};
+    let config = common::transformer::Config::default();
+    let (train, _) = Words::embedded()?.split(0);
+    let stream = token_stream(&train);
+    let offsets = numpy_randint(0, stream.len() - config.context, 64);
+    // The README's check of the fixed batch.
+    if offsets[..4] != [305_711, 435_829, 117_952, 152_315] {
+        return Err(format!(
+            "W7 batch offsets {:?} differ from the README's",
+            &offsets[..4]
+        )
+        .into());
+    }
+    let (xb, yb) = windows(&stream, &offsets, config.context)?;
+    let g = Graph::with_seed(SEED);
+    let model = common::transformer::build(&g, config)?;
+    let feed = Feed::new().with(&model.x, xb)?.with(&model.y, yb)?;
+    let adamw = AdamW::new(1e-3, 0.01).with_adam(|a| a.beta1(0.9).beta2(0.99).epsilon(1e-8));
+    Ok(train_step(
+        model.loss,
+        feed,
+        adamw,
+        &[&model.x, &model.y],
+        "batch 64x16".into(),
+    ))
+}
+
+/// `numpy.random.RandomState(seed).randint(0, high, size=n)` (NumPy's legacy
+/// generator: MT19937 seeded by `init_genrand`, integers below 2³² drawn by
+/// masked rejection from 32-bit outputs), for `high <= 2^32`.
+fn numpy_randint(seed: u32, high: usize, n: usize) -> Vec<usize> {
+    let mut mt = Mt19937::new(seed);
+    let range = (high - 1) as u32;
+    let mut mask = range;
+    for shift in [1, 2, 4, 8, 16] {
+        mask |= mask >> shift;
+    }
+    (0..n)
+        .map(|_| loop {
+            let v = mt.next_u32() & mask;
+            if v <= range {
+                break v as usize;
+            }
+        })
+        .collect()
+}
+
+/// The Mersenne Twister MT19937 (Matsumoto and Nishimura, 1998).
+struct Mt19937 {
+    state: [u32; 624],
+    index: usize,
+}
+
+impl Mt19937 {
+    fn new(seed: u32) -> Self {
+        let mut state = [0u32; 624];
+        state[0] = seed;
+        for i in 1..624 {
+            let prev = state[i - 1];
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
+        }
+        Mt19937 { state, index: 624 }
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            for i in 0..624 {
+                let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7fff_ffff);
+                let mut v = self.state[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 != 0 {
+                    v ^= 0x9908_b0df;
+                }
+                self.state[i] = v;
+            }
+            self.index = 0;
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
 }

@@ -410,3 +410,6 @@ pub fn memory_use() -> Option<MemoryUse> {
 pub fn mib(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"))
 }
+
+/// The W7 character transformer, shared by the char_transformer demo and the benchmark.
+pub mod transformer;

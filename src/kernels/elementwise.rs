@@ -614,20 +614,25 @@ pub fn gelu_exact_slope(x: f32) -> f32 {
     (cdf + x * pdf) as f32
 }
 
-/// gelu, tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+/// gelu, tanh form: `0.5 x (1 + tanh(u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`,
+/// computed as `x * sigmoid(2u)` (the same function: `0.5 (1 + tanh(u)) =
+/// sigmoid(2u)`) with the branch-free [`exp`](crate::kernels::exp::exp), so
+/// that a loop of it vectorises (`f32::tanh` calls the C library once per
+/// element) and stays accurate where `1 + tanh(u)` would cancel (large
+/// negative `x`).
 #[inline]
 pub fn gelu_tanh(x: f32) -> f32 {
-    let t = (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh();
-    0.5 * x * (1.0 + t)
+    x * sigmoid(2.0 * SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x))
 }
 
-/// The derivative of [`gelu_tanh`]: with `t` its tanh,
-/// `0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
+/// The derivative of [`gelu_tanh`]: with `s = sigmoid(2u)` (so `0.5 (1 + t) = s`
+/// and `1 - t^2 = 4 s (1 - s)` for `t = tanh(u)`),
+/// `0.5 (1 + t) + 0.5 x (1 - t^2) du/dx = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
 #[inline]
 pub fn gelu_tanh_slope(x: f32) -> f32 {
-    let t = (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh();
+    let s = sigmoid(2.0 * SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x));
     let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
-    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+    s + 2.0 * x * s * (1.0 - s) * du
 }
 
 /// `ln(1 + e^x)` without overflow: `max(x, 0) + ln(1 + e^-|x|)`.
@@ -936,6 +941,45 @@ mod tests {
             t = x + f64::from(k) * 0.5 / t;
         }
         (-x * x).exp() * FRAC_1_SQRT_PI / t
+    }
+
+    /// The sigmoid form of the tanh gelu and its slope agree with the tanh
+    /// form computed in f64, relatively (no cancellation for negative x).
+    #[test]
+    fn gelu_tanh_matches_the_tanh_form() {
+        let c = f64::from(SQRT_2_OVER_PI);
+        for i in -2_000..=2_000 {
+            let x = i as f32 * 5e-3;
+            let xd = f64::from(x);
+            let u = c * (xd + 0.044715 * xd.powi(3));
+            let t = u.tanh();
+            // 0.5 (1 + t) and 1 - t^2, from tanh where 1 + t does not cancel
+            // in f64 either, else from e^(2u) (the same functions).
+            let (half_one_plus_t, one_minus_t2) = if t > -0.5 {
+                (0.5 * (1.0 + t), 1.0 - t * t)
+            } else {
+                let e = (2.0 * u).exp();
+                (e / (1.0 + e), 4.0 * e / ((1.0 + e) * (1.0 + e)))
+            };
+            let exact = xd * half_one_plus_t;
+            let slope =
+                half_one_plus_t + 0.5 * xd * one_minus_t2 * c * (1.0 + 3.0 * 0.044715 * xd * xd);
+            let (got, got_slope) = (f64::from(gelu_tanh(x)), f64::from(gelu_tanh_slope(x)));
+            // u itself is rounded to f32 (relative error ~eps), which moves
+            // sigmoid(2u) by a relative 2|u| eps for negative u.
+            let rel = 1e-6 + 4.0 * u.abs() * f64::from(f32::EPSILON);
+            assert!(
+                (got - exact).abs() <= rel * exact.abs() + 1e-30,
+                "gelu({x}) = {got}, not {exact}"
+            );
+            assert!(
+                (got_slope - slope).abs() <= rel * slope.abs() + 3e-7,
+                "gelu'({x}) = {got_slope}, not {slope}"
+            );
+        }
+        assert_eq!(gelu_tanh(100.0), 100.0);
+        assert_eq!(gelu_tanh(-100.0), 0.0);
+        assert!(gelu_tanh(f32::NAN).is_nan());
     }
 
     #[test]

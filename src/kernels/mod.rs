@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod exp;
 pub mod gemm;
 pub mod im2col;
+pub mod permute;
 pub mod pool;
 pub mod scratch;
 #[cfg(target_arch = "x86_64")]

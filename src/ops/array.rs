@@ -310,7 +310,13 @@ impl Op for Transpose {
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         expect_inputs(inputs, 1, "Transpose")?;
         let x = inputs[0];
-        self.rule(&TensorShape::known(x.shape()))?;
+        let out_shape = concrete(self.rule(&TensorShape::known(x.shape()))?)?;
+        // Whole contiguous runs when trailing axes stay in place.
+        if let Some(src) = x.as_slice() {
+            if let Some(out) = crate::kernels::permute::permute(src, x.shape(), &self.perm) {
+                return Ok(Tensor::from_shape_vec(out_shape, out)?);
+            }
+        }
         Ok(x.view()
             .permuted_axes(self.perm.clone())
             .as_standard_layout()

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod arithmetic;
 pub mod array;
+pub mod attention;
 pub mod broadcast;
 pub mod compare;
 pub mod conv;
