@@ -287,9 +287,21 @@ impl Graph {
         inputs: Vec<NodeId>,
         shape: TensorShape,
     ) -> Node {
+        self.push_named(type_name, type_name, kind, inputs, shape)
+    }
+
+    /// As `push`, naming the node after `base_name` instead of its type.
+    fn push_named(
+        &self,
+        base_name: &str,
+        type_name: &'static str,
+        kind: NodeKind,
+        inputs: Vec<NodeId>,
+        shape: TensorShape,
+    ) -> Node {
         let mut g = self.inner.borrow_mut();
-        let name = Self::unique_name(&g, type_name);
-        let base = Self::scoped(&g, type_name);
+        let name = Self::unique_name(&g, base_name);
+        let base = Self::scoped(&g, base_name);
         if name != base {
             // Advance the base name's counter past the suffix just used.
             let used: usize = name[base.len() + 1..].parse().unwrap_or(0);
@@ -328,6 +340,31 @@ impl Graph {
         let _pop = ScopeGuard(self);
         let _default = self.as_default();
         f()
+    }
+
+    /// The first of `base`, `base_1`, `base_2`, ... under which no node is
+    /// named yet inside the open name scopes: a fresh scope for a layer
+    /// (Keras numbers its layers `dense`, `dense_1`, ...).
+    ///
+    /// ```
+    /// let g = adgraph::Graph::new();
+    /// assert_eq!(g.unique_scope_name("dense"), "dense");
+    /// g.name_scope("dense", || g.placeholder([1]));
+    /// assert_eq!(g.unique_scope_name("dense"), "dense_1");
+    /// ```
+    pub fn unique_scope_name(&self, base: &str) -> String {
+        let g = self.inner.borrow();
+        let taken = |candidate: &str| {
+            let prefix = format!("{}/", Self::scoped(&g, candidate));
+            g.names.keys().any(|n| n.starts_with(&prefix))
+        };
+        if !taken(base) {
+            return base.to_string();
+        }
+        (1..)
+            .map(|k| format!("{base}_{k}"))
+            .find(|c| !taken(c))
+            .unwrap_or_else(|| base.to_string())
     }
 
     /// Runs `f` with the nodes it makes marked as part of the gradient of
@@ -397,6 +434,55 @@ impl Graph {
         };
         check_init_shape(&value, shape)?;
         Ok(self.push(
+            "Variable",
+            NodeKind::Variable(VariableSlot {
+                value: Rc::new(value),
+                initializer,
+                trainable,
+            }),
+            Vec::new(),
+            TensorShape::known(shape),
+        ))
+    }
+
+    /// A variable named `name` inside the open name scopes (`dense/kernel`
+    /// for `name` = `kernel` in scope `dense`; with a `_k` suffix if that name
+    /// is taken), otherwise as [`variable`](Graph::variable). Its type is still
+    /// `Variable`. The layers ([`crate::layers`]) name their variables so.
+    ///
+    /// ```
+    /// use adgraph::init::Zeros;
+    /// let g = adgraph::Graph::new();
+    /// let b = g.name_scope("dense", || g.variable_named("bias", &[3], Zeros, true)).unwrap();
+    /// assert_eq!(b.name(), "dense/bias");
+    /// assert_eq!(b.op_type(), "Variable");
+    /// assert!(g.variable_named("", &[3], Zeros, true).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `name` is empty or holds a `/`;
+    /// whatever the initializer reports for this shape.
+    pub fn variable_named(
+        &self,
+        name: &str,
+        shape: &[usize],
+        initializer: impl Initializer + 'static,
+        trainable: bool,
+    ) -> Result<Node> {
+        if name.is_empty() || name.contains('/') {
+            return Err(Error::invalid(format!(
+                "a variable name must be non-empty and without '/' (open a name scope for \
+                 the path), got {name:?}"
+            )));
+        }
+        let initializer: Rc<dyn Initializer> = Rc::new(initializer);
+        let value = {
+            let mut g = self.inner.borrow_mut();
+            initializer.initialize(shape, &mut g.rng)?
+        };
+        check_init_shape(&value, shape)?;
+        Ok(self.push_named(
+            name,
             "Variable",
             NodeKind::Variable(VariableSlot {
                 value: Rc::new(value),

@@ -7,7 +7,7 @@
 //! gives the same values in any graph, and again on
 //! [`initialize_variables`](crate::Graph::initialize_variables).
 //!
-//! Random initializers: [`TruncatedNormal`], [`RandomUniform`], and the
+//! Random initializers: [`TruncatedNormal`], [`RandomNormal`], [`RandomUniform`], and the
 //! variance-scaling [`GlorotUniform`], [`GlorotNormal`], [`HeUniform`],
 //! [`HeNormal`], whose fans follow TensorFlow ([`compute_fans`]). Invalid
 //! parameters are reported as [`Error::InvalidArgument`] when the variable is made.
@@ -29,6 +29,13 @@ pub trait Initializer {
     /// # Errors
     /// When the initializer's parameters do not suit `shape`.
     fn initialize(&self, shape: &[usize], rng: &mut dyn RngCore) -> Result<Tensor>;
+}
+
+/// A shared initializer is one too (layers keep theirs as `Rc<dyn Initializer>`).
+impl<I: Initializer + ?Sized> Initializer for std::rc::Rc<I> {
+    fn initialize(&self, shape: &[usize], rng: &mut dyn RngCore) -> Result<Tensor> {
+        (**self).initialize(shape, rng)
+    }
 }
 
 /// All zeros.
@@ -291,6 +298,66 @@ impl Initializer for RandomUniform {
         draw_with(self.seed, rng, |rng| {
             uniform(shape, self.minval, self.maxval, rng)
         })
+    }
+}
+
+/// Plain (untruncated) normal draws with `mean` and `stddev`: TensorFlow's
+/// `random_normal_initializer`, torch's `nn.init.normal_` (GPT-style weights
+/// `N(0, 0.02)`, embeddings `N(0, 1)`). Errors (at initialisation) when
+/// `stddev < 0` or a parameter is not finite.
+///
+/// ```
+/// use adgraph::init::RandomNormal;
+/// let g = adgraph::Graph::new();
+/// let w = g.variable(&[100, 100], RandomNormal::new(0.0, 0.02).with_seed(1), true).unwrap();
+/// let v = g.variable_value(&w).unwrap();
+/// let std = (v.mapv(|x| x * x).mean().unwrap()).sqrt();
+/// assert!((std - 0.02).abs() < 0.001);
+/// assert!(g.variable(&[2], RandomNormal::new(0.0, -1.0), true).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomNormal {
+    /// Mean of the normal.
+    pub mean: f32,
+    /// Standard deviation; must be `>= 0`.
+    pub stddev: f32,
+    /// Own seed; `None` draws from the graph's generator.
+    pub seed: Option<u64>,
+}
+
+impl RandomNormal {
+    /// A normal with this mean and standard deviation, drawing from the graph's generator.
+    pub fn new(mean: f32, stddev: f32) -> Self {
+        RandomNormal {
+            mean,
+            stddev,
+            seed: None,
+        }
+    }
+}
+
+seed_builder!(RandomNormal);
+
+impl Initializer for RandomNormal {
+    fn initialize(&self, shape: &[usize], rng: &mut dyn RngCore) -> Result<Tensor> {
+        check_finite("RandomNormal mean", f64::from(self.mean))?;
+        check_finite("RandomNormal stddev", f64::from(self.stddev))?;
+        if self.stddev < 0.0 {
+            return Err(Error::invalid(format!(
+                "RandomNormal stddev must be >= 0, got {}",
+                self.stddev
+            )));
+        }
+        let (mean, stddev) = (f64::from(self.mean), f64::from(self.stddev));
+        let n = element_count(shape)?;
+        let mut data = buffer(n)?;
+        draw_with(self.seed, rng, |rng| {
+            data.extend((0..n).map(|_| {
+                let z: f64 = StandardNormal.sample(rng);
+                (mean + stddev * z) as f32
+            }));
+        });
+        Ok(ArrayD::from_shape_vec(IxDyn(shape), data)?)
     }
 }
 

@@ -42,6 +42,7 @@ pub mod gradients;
 pub mod graph;
 pub mod init;
 pub mod kernels;
+pub mod layers;
 pub mod memory;
 pub mod op;
 pub mod operators;

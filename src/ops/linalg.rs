@@ -2,7 +2,8 @@
 //! batch dims, and TensorFlow's `transpose_a` / `transpose_b` flags). Every
 //! matrix product goes through [`crate::kernels::gemm`].
 
-use ndarray::{Array3, ArrayView2, Axis};
+use ndarray::{Array3, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
@@ -13,6 +14,13 @@ use crate::ops::broadcast::{SumTo, SumToShapeOf};
 use crate::ops::build;
 use crate::shape::{broadcast_shapes, TensorShape};
 use crate::tensor::Tensor;
+
+/// Multiply-adds of one product of a batch below which the product runs on
+/// one thread (the gemm kernel splits larger ones itself, from 4M).
+const PARALLEL_PRODUCT_WORK: usize = 1 << 22;
+/// Multiply-adds of a whole batch of small products from which the batch is
+/// split over threads (below, waking the pool costs more than it saves).
+const PARALLEL_BATCH_WORK: usize = 1 << 18;
 
 /// Matrix product over the last two dims: `[..., p, q] x [..., q, r] -> [..., p, r]`,
 /// where `transpose_a` (`transpose_b`) swaps the last two dims of the first
@@ -189,11 +197,28 @@ impl Op for MatMul {
         }
         let r = plan.out_shape.len();
         let (p, n) = (plan.out_shape[r - 2], plan.out_shape[r - 1]);
+        let inner = if ta { x3.shape()[1] } else { x3.shape()[2] };
         let mut out = Array3::<f32>::zeros((plan.xi.len(), p, n));
-        for (k, mut c) in out.outer_iter_mut().enumerate() {
+        let product = |k: usize, mut c: ArrayViewMut2<f32>| {
             let a = matrix(&x3, plan.xi[k], ta);
             let b = matrix(&y3, plan.yi[k], tb);
             sgemm(1.0, a, b, 0.0, &mut c);
+        };
+        let each = p.saturating_mul(n).saturating_mul(inner);
+        if each < PARALLEL_PRODUCT_WORK && each.saturating_mul(plan.xi.len()) >= PARALLEL_BATCH_WORK
+        {
+            // Many small products (attention's [B·heads, T, T] scores):
+            // each on one thread, the batch split over rayon's pool. Every
+            // product is computed whole on one thread as in the loop below,
+            // so the result is the same for any number of threads.
+            out.outer_iter_mut()
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(k, c)| product(k, c));
+        } else {
+            for (k, c) in out.outer_iter_mut().enumerate() {
+                product(k, c);
+            }
         }
         Ok(out.into_shape_with_order(plan.out_shape)?)
     }
