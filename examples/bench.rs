@@ -56,8 +56,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use adgraph::data::{one_hot, spiral, train_test_split, Batches, Mnist};
 use adgraph::data::words::{token_stream, windows, Words, VOCAB};
+use adgraph::data::{one_hot, spiral, train_test_split, Batches, Mnist};
 use adgraph::init::{FromTensor, GlorotUniform, Ones, RandomUniform, TruncatedNormal, Zeros};
 use adgraph::layers::Lstm;
 use adgraph::optim::{Adam, GradientDescent, Optimizer};

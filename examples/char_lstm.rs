@@ -227,7 +227,10 @@ fn run(args: Args) -> Res {
     }
     report(&[
         ("new_words", format!("{new}/{}", words.len())),
-        ("sample_seconds", format!("{:.2}", t0.elapsed().as_secs_f64())),
+        (
+            "sample_seconds",
+            format!("{:.2}", t0.elapsed().as_secs_f64()),
+        ),
     ]);
 
     plot_lines(

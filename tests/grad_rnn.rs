@@ -107,7 +107,8 @@ fn lstm_cell_matches_the_composition_of_simple_ops() {
                 let gc = ad::gradients(&[&lc], &wrt, None).unwrap();
                 assert_eq!(gf[0].as_ref().unwrap().op_type(), "LstmCellGrad");
                 let mut feed = feed_cell(&cell, b, u, &mut rng);
-                feed.insert(&w, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
+                feed.insert(&w, random(&mut rng, &[b, u], -1.0, 1.0))
+                    .unwrap();
                 let mut nodes = vec![&cell.h, &hc, &cell.c, &cc];
                 for k in 0..wrt.len() {
                     nodes.push(gf[k].as_ref().unwrap());
@@ -164,7 +165,8 @@ fn lstm_cell_second_derivatives_through_the_upstream_gradient() {
             let w = cell.g.placeholder([b, u]);
             let loss = loss_of(&cell.h, &cell.c, &w);
             let mut feed = feed_cell(&cell, b, u, &mut rng);
-            feed.insert(&w, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
+            feed.insert(&w, random(&mut rng, &[b, u], -1.0, 1.0))
+                .unwrap();
             let mut wrt = vec![&cell.z];
             wrt.extend(cell.c_prev.as_ref());
             let what = format!("[{b}, {u}] c_prev {with_c}");
@@ -227,10 +229,8 @@ fn lstm_cell_gradient_nodes_share_and_recompute() {
         let up_h = cell.g.placeholder([b, u]);
         let up_c = cell.g.placeholder([b, u]);
         let loss = ad::add(
-            &ad::reduce_sum(&ad::multiply(&cell.h, &up_h).unwrap(), ad::Axes::All, false)
-                .unwrap(),
-            &ad::reduce_sum(&ad::multiply(&cell.c, &up_c).unwrap(), ad::Axes::All, false)
-                .unwrap(),
+            &ad::reduce_sum(&ad::multiply(&cell.h, &up_h).unwrap(), ad::Axes::All, false).unwrap(),
+            &ad::reduce_sum(&ad::multiply(&cell.c, &up_c).unwrap(), ad::Axes::All, false).unwrap(),
         )
         .unwrap();
         let both: Vec<Node> = ad::gradients(&[&loss], &[&cell.z, &cp], None)
@@ -246,13 +246,22 @@ fn lstm_cell_gradient_nodes_share_and_recompute() {
         assert_eq!(d_state.op_type(), "PieceGrads");
         let alone: Vec<Node> = [&cell.z, &cp]
             .iter()
-            .map(|w| ad::gradients(&[&loss], &[w], None).unwrap()[0].clone().unwrap())
+            .map(|w| {
+                ad::gradients(&[&loss], &[w], None).unwrap()[0]
+                    .clone()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(alone[1].op_type(), "LstmCellGradCPrev");
-        assert!(!alone[1].inputs().iter().any(|i| i.op_type() == "LstmCellGrad"));
+        assert!(!alone[1]
+            .inputs()
+            .iter()
+            .any(|i| i.op_type() == "LstmCellGrad"));
         let mut feed = feed_cell(&cell, b, u, &mut rng);
-        feed.insert(&up_h, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
-        feed.insert(&up_c, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
+        feed.insert(&up_h, random(&mut rng, &[b, u], -1.0, 1.0))
+            .unwrap();
+        feed.insert(&up_c, random(&mut rng, &[b, u], -1.0, 1.0))
+            .unwrap();
         let nodes: Vec<&Node> = both.iter().chain(&alone).collect();
         let got = RunTime::new().evaluate(&nodes, &feed).unwrap();
         assert_eq!(got[0], got[2], "dz shared and alone");
@@ -288,8 +297,10 @@ fn lstm_cell_gradient_nodes_share_and_recompute() {
                 &[&d_up, &cell.z, &cp, &state],
             )
             .unwrap();
-        feed.insert(&d_up, random(&mut rng, &[2, b, u], -1.0, 1.0)).unwrap();
-        feed.insert(&not_the_forward, Tensor::zeros(vec![1])).unwrap();
+        feed.insert(&d_up, random(&mut rng, &[2, b, u], -1.0, 1.0))
+            .unwrap();
+        feed.insert(&not_the_forward, Tensor::zeros(vec![1]))
+            .unwrap();
         let got = RunTime::new().evaluate(&[&lone, &via_cell], &feed).unwrap();
         assert_eq!(got[0], got[1]);
     }
@@ -300,16 +311,26 @@ fn lstm_cell_rejects_bad_shapes_naming_the_node() {
     let g = Graph::new();
     let z = g.placeholder(ad::shape![None, 8]);
     // Not 4 * units.
-    let e = ad::lstm_cell(&g.placeholder([3, 6]), None, 1.0).unwrap_err().to_string();
-    assert!(e.contains("LstmCell") && e.contains("(3, 6)") && e.contains("4 * units"), "{e}");
+    let e = ad::lstm_cell(&g.placeholder([3, 6]), None, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("LstmCell") && e.contains("(3, 6)") && e.contains("4 * units"),
+        "{e}"
+    );
     // Not a matrix.
-    let e = ad::lstm_cell(&g.placeholder([3]), None, 1.0).unwrap_err().to_string();
+    let e = ad::lstm_cell(&g.placeholder([3]), None, 1.0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected rank 2"), "{e}");
     // c_prev of the wrong size or batch.
     let e = ad::lstm_cell(&z, Some(&g.placeholder([5, 3])), 1.0)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("c_prev") && e.contains("(5, 3)") && e.contains("(None, 2)"), "{e}");
+    assert!(
+        e.contains("c_prev") && e.contains("(5, 3)") && e.contains("(None, 2)"),
+        "{e}"
+    );
     let e = ad::lstm_cell(&g.placeholder([4, 8]), Some(&g.placeholder([3, 2])), 1.0)
         .unwrap_err()
         .to_string();
@@ -322,7 +343,10 @@ fn lstm_cell_rejects_bad_shapes_naming_the_node() {
     let (h, _) = ad::lstm_cell(&z, Some(&cp), 1.0).unwrap();
     let feed = ad::feed! { z => [[0.0; 8]; 2], cp => [[0.0; 2]; 3] }.unwrap();
     let e = RunTime::new().forward(&h, &feed).unwrap_err().to_string();
-    assert!(e.contains("LstmCell") && e.contains("(3, 2)") && e.contains("(2, 2)"), "{e}");
+    assert!(
+        e.contains("LstmCell") && e.contains("(3, 2)") && e.contains("(2, 2)"),
+        "{e}"
+    );
 }
 
 /// Pieces of an unstack or a split reached by the gradient come back as one
@@ -342,14 +366,19 @@ fn piece_gradients_are_joined_into_one_node() {
         .iter()
         .enumerate()
         .map(|(k, p)| {
-            let t = ad::multiply(&ad::sin(p).unwrap(), &(&w * (k as f32 + 1.0)).check().unwrap())
-                .unwrap();
+            let t = ad::multiply(
+                &ad::sin(p).unwrap(),
+                &(&w * (k as f32 + 1.0)).check().unwrap(),
+            )
+            .unwrap();
             ad::reduce_sum(&t, ad::Axes::All, false).unwrap()
         })
         .collect();
     let refs: Vec<&Node> = terms.iter().collect();
     let loss = ad::add_n(&refs).unwrap();
-    let dx = ad::gradients(&[&loss], &[&x], None).unwrap()[0].clone().unwrap();
+    let dx = ad::gradients(&[&loss], &[&x], None).unwrap()[0]
+        .clone()
+        .unwrap();
     assert_eq!(dx.op_type(), "PieceGrads");
     let feed = ad::feed! {
         x => random(&mut rng, &[3, 4, 5], -1.0, 1.0),
@@ -373,7 +402,9 @@ fn piece_gradients_are_joined_into_one_node() {
         }
     }
     check_gradients(&loss, &[&x, &w], &feed).unwrap();
-    SECOND_ORDER.check_second_order(&loss, &[&x, &w], &feed).unwrap();
+    SECOND_ORDER
+        .check_second_order(&loss, &[&x, &w], &feed)
+        .unwrap();
 
     // Split pieces along the last axis, all of them: a concatenation.
     let parts = ad::split(&x, [2, -1, 1], 2).unwrap();
@@ -383,12 +414,16 @@ fn piece_gradients_are_joined_into_one_node() {
         .collect();
     let refs: Vec<&Node> = terms.iter().collect();
     let loss = ad::add_n(&refs).unwrap();
-    let dx = ad::gradients(&[&loss], &[&x], None).unwrap()[0].clone().unwrap();
+    let dx = ad::gradients(&[&loss], &[&x], None).unwrap()[0]
+        .clone()
+        .unwrap();
     assert_eq!(dx.op_type(), "PieceGrads");
     let got = RunTime::new().forward(&dx, &feed).unwrap().clone();
     assert_eq!(got, xv * 2.0);
     check_gradients(&loss, &[&x], &feed).unwrap();
-    SECOND_ORDER.check_second_order(&loss, &[&x], &feed).unwrap();
+    SECOND_ORDER
+        .check_second_order(&loss, &[&x], &feed)
+        .unwrap();
 
     // A piece gradient that does not fit its piece is rejected.
     let bad = g.placeholder([3, 4]);
@@ -402,5 +437,8 @@ fn piece_gradients_are_joined_into_one_node() {
         )
         .unwrap_err()
         .to_string();
-    assert!(e.contains("PieceGrads") && e.contains("(3, 4)") && e.contains("(3, 5)"), "{e}");
+    assert!(
+        e.contains("PieceGrads") && e.contains("(3, 4)") && e.contains("(3, 5)"),
+        "{e}"
+    );
 }

@@ -50,11 +50,7 @@ fn plain_lstm(
     let mut hs = Vec::new();
     let u = units as isize;
     for t in 0..steps {
-        let x_t = ad::squeeze(
-            &ad::slice(x, &[0, t, 0], &[-1, 1, -1]).unwrap(),
-            &[1],
-        )
-        .unwrap();
+        let x_t = ad::squeeze(&ad::slice(x, &[0, t, 0], &[-1, 1, -1]).unwrap(), &[1]).unwrap();
         let mut z = ad::add(&ad::matmul(&x_t, kernel).unwrap(), bias).unwrap();
         if let Some(h) = &h {
             z = ad::add(&z, &ad::matmul(h, recurrent).unwrap()).unwrap();
@@ -108,10 +104,17 @@ fn lstm_matches_the_plain_recurrence() {
         let (pouts, ph, pc) = plain_lstm(&x, &kernel, &recurrent, &bias, u, 0.5, initial);
         let w = g.placeholder(ad::shape![None, t, u]);
         let loss_of = |outs: &Node, c: &Node| {
-            let a = ad::reduce_sum(&ad::multiply(&ad::tanh(outs).unwrap(), &w).unwrap(), ad::Axes::All, false)
-                .unwrap();
-            ad::add(&a, &ad::reduce_sum(&ad::square(c).unwrap(), ad::Axes::All, false).unwrap())
-                .unwrap()
+            let a = ad::reduce_sum(
+                &ad::multiply(&ad::tanh(outs).unwrap(), &w).unwrap(),
+                ad::Axes::All,
+                false,
+            )
+            .unwrap();
+            ad::add(
+                &a,
+                &ad::reduce_sum(&ad::square(c).unwrap(), ad::Axes::All, false).unwrap(),
+            )
+            .unwrap()
         };
         let (lf, lp) = (loss_of(&out.outputs, &out.c), loss_of(&pouts, &pc));
         let mut wrt = vec![&x, &kernel, &recurrent, &bias];
@@ -126,8 +129,10 @@ fn lstm_matches_the_plain_recurrence() {
         }
         .unwrap();
         if with_state {
-            feed.insert(&h0, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
-            feed.insert(&c0, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
+            feed.insert(&h0, random(&mut rng, &[b, u], -1.0, 1.0))
+                .unwrap();
+            feed.insert(&c0, random(&mut rng, &[b, u], -1.0, 1.0))
+                .unwrap();
         }
         let mut nodes = vec![&out.outputs, &pouts, &out.h, &ph, &out.c, &pc];
         for k in 0..wrt.len() {
@@ -137,7 +142,12 @@ fn lstm_matches_the_plain_recurrence() {
         let got = RunTime::new().evaluate(&nodes, &feed).unwrap();
         let what = format!("[{b}, {t}, {d}] units {u} state {with_state}");
         for (k, name) in ["outputs", "h", "c"].iter().enumerate() {
-            assert_close(&format!("{what} {name}"), &got[2 * k], &got[2 * k + 1], 1e-5);
+            assert_close(
+                &format!("{what} {name}"),
+                &got[2 * k],
+                &got[2 * k + 1],
+                1e-5,
+            );
         }
         for (k, n) in wrt.iter().enumerate() {
             assert_close(
@@ -180,8 +190,10 @@ fn lstm_first_and_second_derivatives() {
         let mut wrt: Vec<&Node> = vec![&x];
         wrt.extend(vars.iter());
         if with_state {
-            feed.insert(&h0, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
-            feed.insert(&c0, random(&mut rng, &[b, u], -1.0, 1.0)).unwrap();
+            feed.insert(&h0, random(&mut rng, &[b, u], -1.0, 1.0))
+                .unwrap();
+            feed.insert(&c0, random(&mut rng, &[b, u], -1.0, 1.0))
+                .unwrap();
             wrt.extend([&h0, &c0]);
         }
         check_gradients(&loss, &wrt, &feed).unwrap_or_else(|e| panic!("state {with_state}: {e}"));
@@ -252,15 +264,24 @@ fn lstm_variables_are_named_and_shared() {
         assert!(value.iter().all(|w| w.abs() <= bound), "{}", v.name());
         assert!(value.iter().any(|w| w.abs() > bound / 2.0), "{}", v.name());
     }
-    assert!(g.variable_value(&lstm.bias().unwrap()).unwrap().iter().all(|&w| w == 0.0));
+    assert!(g
+        .variable_value(&lstm.bias().unwrap())
+        .unwrap()
+        .iter()
+        .all(|&w| w == 0.0));
     // A second layer gets its own scope; a named one its name.
     let second = Lstm::new(2);
     second.apply(&x).unwrap();
     assert_eq!(second.scope_name().unwrap(), "lstm_1");
-    let named = Lstm::new(2).name("encoder").bias_initializer(ConstantInit(0.5));
+    let named = Lstm::new(2)
+        .name("encoder")
+        .bias_initializer(ConstantInit(0.5));
     named.apply(&x).unwrap();
     assert_eq!(named.kernel().unwrap().name(), "encoder/kernel");
-    assert_eq!(named.recurrent_kernel().unwrap().name(), "encoder/recurrent_kernel");
+    assert_eq!(
+        named.recurrent_kernel().unwrap().name(),
+        "encoder/recurrent_kernel"
+    );
     assert!(g
         .variable_value(&named.bias().unwrap())
         .unwrap()
@@ -275,14 +296,22 @@ fn lstm_rejects_bad_inputs_naming_the_layer() {
     let g = Graph::with_seed(0);
     let err = |r: ad::Result<Node>| r.unwrap_err().to_string();
     let e = err(Lstm::new(4).apply(&g.placeholder(ad::shape![None, 3])));
-    assert!(e.contains("lstm (Lstm)") && e.contains("(None, 3)") && e.contains("rank 3"), "{e}");
+    assert!(
+        e.contains("lstm (Lstm)") && e.contains("(None, 3)") && e.contains("rank 3"),
+        "{e}"
+    );
     let e = err(Lstm::new(4).apply(&g.placeholder(ad::shape![2, None, 3])));
-    assert!(e.contains("lstm (Lstm)") && e.contains("(2, None, 3)"), "{e}");
+    assert!(
+        e.contains("lstm (Lstm)") && e.contains("(2, None, 3)"),
+        "{e}"
+    );
     let e = err(Lstm::new(4).apply(&g.placeholder(ad::shape![2, 3, None])));
     assert!(e.contains("(2, 3, None)"), "{e}");
     let e = err(Lstm::new(0).apply(&g.placeholder(ad::shape![2, 3, 1])));
     assert!(e.contains("units"), "{e}");
-    let e = err(Lstm::new(2).forget_bias(f32::INFINITY).apply(&g.placeholder([2, 3, 1])));
+    let e = err(Lstm::new(2)
+        .forget_bias(f32::INFINITY)
+        .apply(&g.placeholder([2, 3, 1])));
     assert!(e.contains("forget_bias"), "{e}");
     let e = err(Lstm::new(2).apply(&g.placeholder([2, 0, 1])));
     assert!(e.contains("no time steps"), "{e}");
@@ -290,7 +319,10 @@ fn lstm_rejects_bad_inputs_naming_the_layer() {
     let lstm = Lstm::new(3).name("enc");
     lstm.apply(&g.placeholder(ad::shape![None, 2, 4])).unwrap();
     let e = err(lstm.apply(&g.placeholder(ad::shape![None, 2, 5])));
-    assert!(e.contains("enc (Lstm)") && e.contains("features 4") && e.contains("5"), "{e}");
+    assert!(
+        e.contains("enc (Lstm)") && e.contains("features 4") && e.contains("5"),
+        "{e}"
+    );
     // An initial state of the wrong size.
     let x = g.placeholder(ad::shape![None, 2, 4]);
     let bad = g.placeholder(ad::shape![None, 2]);

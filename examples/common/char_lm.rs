@@ -45,8 +45,7 @@ impl CharData {
     /// As [`load`](CharData::load), from the word list file `path` (one word
     /// per line, gzip when it ends in `.gz`), filtered as the embedded one.
     pub fn load_list(path: &std::path::Path) -> Res<CharData> {
-        let words =
-            Words::load(path).map_err(|e| format!("--data {}: {e}", path.display()))?;
+        let words = Words::load(path).map_err(|e| format!("--data {}: {e}", path.display()))?;
         let (train, val) = words.split(0);
         if val.is_empty() {
             return Err(format!("--data {}: too few words to split", path.display()).into());

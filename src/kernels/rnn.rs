@@ -153,7 +153,10 @@ pub fn lstm_cell_forward(input: CellInputs, out: CellOutputs) {
         for k in 0..h_out.len() / h {
             let r = start + k;
             let z = &input.z[r * 4 * h..(r + 1) * 4 * h];
-            let (ho, co) = (&mut h_out[k * h..(k + 1) * h], &mut c_out[k * h..(k + 1) * h]);
+            let (ho, co) = (
+                &mut h_out[k * h..(k + 1) * h],
+                &mut c_out[k * h..(k + 1) * h],
+            );
             let fb = input.forget_bias;
             let (g, t): (&mut [f32], &mut [f32]) = if keep {
                 (
@@ -279,7 +282,11 @@ pub fn lstm_cell_backward(
         for k in 0..n {
             let r = start + k;
             let rh = r * h..(r + 1) * h;
-            let (dh, dc, tc) = (&input.dh[rh.clone()], &input.dc[rh.clone()], &input.tanh_c[rh.clone()]);
+            let (dh, dc, tc) = (
+                &input.dh[rh.clone()],
+                &input.dc[rh.clone()],
+                &input.tanh_c[rh.clone()],
+            );
             let gates = &input.gates[r * 4 * h..(r + 1) * 4 * h];
             let cp: &[f32] = input.c_prev.map_or(&[], |c| &c[rh]);
             let dzk: &mut [f32] = if want_dz {
@@ -339,7 +346,10 @@ mod tests {
         for x in [1e-30f32, -1e-30, 1e-8, 0.2499, 0.25, 100.0, f32::INFINITY] {
             let exact = f64::from(x).tanh();
             let err = (f64::from(tanh(x)) - exact).abs();
-            assert!(err <= 8.0 * f64::from(f32::EPSILON) * exact.abs(), "tanh({x})");
+            assert!(
+                err <= 8.0 * f64::from(f32::EPSILON) * exact.abs(),
+                "tanh({x})"
+            );
         }
         assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
     }

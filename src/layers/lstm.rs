@@ -156,7 +156,11 @@ impl Lstm {
     /// the forget bias is not finite (each naming the layer, `x` and its
     /// shape); [`Error::Node`] from the ops when `h_0` or `c_0` does not fit
     /// `[batch, units]`; [`Error::GraphMismatch`]; an initializer's error.
-    pub fn apply_with_state(&self, x: &Node, initial: Option<(&Node, &Node)>) -> Result<LstmOutput> {
+    pub fn apply_with_state(
+        &self,
+        x: &Node,
+        initial: Option<(&Node, &Node)>,
+    ) -> Result<LstmOutput> {
         let label = display_name(self.name.as_deref(), "lstm", "Lstm");
         if self.units == 0 {
             return Err(Error::invalid(format!(
@@ -193,7 +197,6 @@ impl Lstm {
         if vars.in_dim != in_dim {
             return Err(refit_error(scope, x, "features", vars.in_dim, in_dim));
         }
-        let units = self.units as isize;
         scope.enter(|| {
             // The input projections of all steps: one product and one bias
             // add on the rows of x in time-major order (step, batch), so that
@@ -315,13 +318,7 @@ impl Layer for Lstm {
     fn variables(&self) -> Vec<Node> {
         self.built
             .get()
-            .map(|(_, v)| {
-                vec![
-                    v.kernel.clone(),
-                    v.recurrent_kernel.clone(),
-                    v.bias.clone(),
-                ]
-            })
+            .map(|(_, v)| vec![v.kernel.clone(), v.recurrent_kernel.clone(), v.bias.clone()])
             .unwrap_or_default()
     }
 }

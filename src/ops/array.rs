@@ -1766,7 +1766,11 @@ fn placed_piece(node: &Node) -> Option<(usize, Piece, Node, Node)> {
 pub(crate) fn join_piece_gradients(xs: &[&Node]) -> Result<Option<Vec<Node>>> {
     /// Pieces of one tensor along one axis: the key `(x, axis, unstack?)`,
     /// each member's piece, gradient and placing node, and `x`.
-    type Group = ((crate::graph::NodeId, usize, bool), Vec<(Piece, Node, Node)>, Node);
+    type Group = (
+        (crate::graph::NodeId, usize, bool),
+        Vec<(Piece, Node, Node)>,
+        Node,
+    );
     let mut groups: Vec<Group> = Vec::new();
     let mut rest: Vec<Node> = Vec::new();
     for &n in xs {

@@ -504,6 +504,8 @@ pub fn lstm_cell(z: &Node, c_prev: Option<&Node>, forget_bias: f32) -> Result<(N
     let mut pieces = unstack(&state, 0)?.into_iter();
     match (pieces.next(), pieces.next()) {
         (Some(h), Some(c)) => Ok((h, c)),
-        _ => Err(Error::invalid("lstm_cell: the state did not unstack in two")),
+        _ => Err(Error::invalid(
+            "lstm_cell: the state did not unstack in two",
+        )),
     }
 }
