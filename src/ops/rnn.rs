@@ -83,7 +83,7 @@ fn cell_shape(
     }
     rank2(op, "z (the gate pre-activations [batch, 4 * units])", z)?;
     if let Some(n) = z.dim(1) {
-        if n % 4 != 0 || n == 0 {
+        if !n.is_multiple_of(4) || n == 0 {
             return Err(Error::invalid(format!(
                 "{op}: z has shape {z}, whose last dim {n} is not 4 * units (the gates i, f, g, o) \
                  for some units > 0"
@@ -107,7 +107,7 @@ fn cell_shape(
 /// Checks the run-time shapes; returns `(rows, units)`.
 fn runtime_dims(z: &Tensor, c_prev: Option<&Tensor>) -> Result<(usize, usize)> {
     let zs = TensorShape::known(z.shape());
-    if z.ndim() != 2 || z.shape()[1] % 4 != 0 || z.shape()[1] == 0 {
+    if z.ndim() != 2 || !z.shape()[1].is_multiple_of(4) || z.shape()[1] == 0 {
         return Err(Error::invalid(format!(
             "lstm cell: z has shape {zs}; it must be [batch, 4 * units] with units > 0"
         )));
