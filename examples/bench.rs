@@ -16,6 +16,7 @@
 //! | W5    | DCGAN: a D step on 250 real + 250 generated images, then a G step | 250(+250) | sigmoid CE / Adam 1e-4 on both |
 //! | W6    | conv VAE, latent 2                                               | 32    | −mean(ELBO) / Adam 1e-4               |
 //! | W7    | character transformer (2 pre-LN blocks, 4 causal heads, d 64)    | 64×16 | mean sparse softmax CE / AdamW 1e-3   |
+//! | W8    | character LSTM: embedding 27→32, LSTM 128 × 16 steps, dense 128→27 | 64 × 16 | mean sparse softmax CE / Adam 2e-3 |
 //!
 //! Each workload is timed for `--steps` steps (50) after `--warmup` untimed ones
 //! (10), each step on its own clock; a slow workload (W5) stops its warm-up
@@ -56,8 +57,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use adgraph::data::words::{token_stream, windows, Words, VOCAB};
 use adgraph::data::{one_hot, spiral, train_test_split, Batches, Mnist};
-use adgraph::init::{GlorotUniform, Ones, RandomUniform, TruncatedNormal, Zeros};
+use adgraph::init::{FromTensor, GlorotUniform, Ones, RandomUniform, TruncatedNormal, Zeros};
+use adgraph::layers::Lstm;
 use adgraph::optim::{Adam, AdamW, GradientDescent, Optimizer};
 use adgraph::{
     self as ad, shape, Axes, BatchNormActivation, BatchNormConfig, Feed, Graph, Initializer, Node,
@@ -72,7 +75,7 @@ use rand_distr::{Distribution, StandardNormal};
 use BatchNormActivation::{Identity, LeakyRelu, Relu};
 
 /// Every workload, in the order they run.
-const ALL: [&str; 8] = ["W1", "W2", "W3", "W4", "W4inf", "W5", "W6", "W7"];
+const ALL: [&str; 9] = ["W1", "W2", "W3", "W4", "W4inf", "W5", "W6", "W7", "W8"];
 /// Seed of the weights, the batch choice, the noise and the dropout masks.
 const SEED: u64 = 0;
 /// Fashion-MNIST classes.
@@ -90,7 +93,7 @@ const WARMUP_LIMIT: Duration = Duration::from_secs(10);
              in the form of the PyTorch peer script's."
 )]
 struct Args {
-    /// Comma-separated workloads to run, of W1,W2,W3,W4,W4inf,W5,W6,W7.
+    /// Comma-separated workloads to run, of W1,W2,W3,W4,W4inf,W5,W6,W7,W8.
     #[arg(long, default_value = "W1,W2,W3,W4,W4inf,W5,W6", value_name = "IDS")]
     only: String,
     /// Timed steps per workload (fewer, but at least 20, when they exceed --budget).
@@ -138,7 +141,7 @@ struct Spec {
     build: fn(&Mnist) -> Res<Prepared>,
 }
 
-const SPECS: [Spec; 8] = [
+const SPECS: [Spec; 9] = [
     Spec {
         id: "W1",
         gflop: 0.005,
@@ -186,6 +189,12 @@ const SPECS: [Spec; 8] = [
         gflop: 0.640,
         images: None,
         build: w7,
+    },
+    Spec {
+        id: "W8",
+        gflop: 0.525,
+        images: None,
+        build: w8,
     },
 ];
 
@@ -914,4 +923,44 @@ impl Mt19937 {
         y ^= (y << 15) & 0xefc6_0000;
         y ^ (y >> 18)
     }
+}
+// ------------------------------------------------------------------ W8
+
+/// W7/W8: windows per batch and tokens per window.
+const LM_BATCH: usize = 64;
+const LM_T: usize = 16;
+
+/// W8: the character LSTM (embedding 27→32, LSTM 128 over 16 steps, dense
+/// 128→27) on W7's fixed batch (the README's 64 windows), mean sparse
+/// softmax CE over the 1,024 positions, Adam 2e-3.
+fn w8(_: &Mnist) -> Res<Prepared> {
+    let (train, _) = Words::embedded()?.split(0);
+    let stream = token_stream(&train);
+    let offsets = numpy_randint(0, stream.len() - LM_T, LM_BATCH);
+    let (xb, yb) = windows(&stream, &offsets, LM_T)?;
+    let g = Graph::with_seed(SEED);
+    let x = g.placeholder(shape![None, LM_T]);
+    let y = g.placeholder(shape![None, LM_T]);
+    let (emb, hidden) = (32, 128);
+    let table = g.variable(&[VOCAB, emb], FromTensor(normal(VOCAB, emb)?), true)?;
+    let e = ad::embedding_lookup(&table, &x)?;
+    let h = Lstm::new(hidden).apply(&e)?;
+    let bound = 1.0 / (hidden as f32).sqrt();
+    let rows = ad::reshape(&h, &[-1, hidden as isize])?;
+    let (m, _) = dense(&g, &rows, hidden, VOCAB, RandomUniform::new(-bound, bound))?;
+    let logits = bias(&g, &m, VOCAB)?;
+    let labels = ad::reshape(&y, &[-1])?;
+    let loss = ad::reduce_mean(
+        &ad::sparse_softmax_cross_entropy_loss(&labels, &logits)?,
+        Axes::All,
+        false,
+    )?;
+    let feed = Feed::new().with(&x, xb)?.with(&y, yb)?;
+    Ok(train_step(
+        loss,
+        feed,
+        Adam::new(2e-3),
+        &[&x, &y],
+        format!("batch {LM_BATCH}x{LM_T}"),
+    ))
 }

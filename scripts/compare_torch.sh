@@ -69,7 +69,7 @@ for id in "${list[@]}"; do
             bv+=("$(field "$b" $key)")
         fi
     done
-    rows+=("$id $(median "${tv[@]}") $(median "${av[@]}") $([ -n "$baseline" ] && median "${bv[@]}")")
+    rows+=("$id $(median "${tv[@]}") $(median "${av[@]}") $([ -z "$baseline" ] || median "${bv[@]}")")
 done
 
 echo

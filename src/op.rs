@@ -75,7 +75,10 @@ use crate::tensor::Tensor;
 ///
 /// Ops must be deterministic given their inputs and the context's random
 /// generator, and must not touch the graph they belong to in `forward`.
-pub trait Op: 'static {
+///
+/// `Any` (true of every `'static` type) lets the crate recognise its own
+/// gradient ops in a graph (see [`add_n`](crate::add_n)).
+pub trait Op: Any {
     /// The type name, used for node names (`Add`, `Add_0`, ...) and in errors.
     fn type_name(&self) -> &'static str;
 

@@ -42,6 +42,21 @@ impl CharData {
         })
     }
 
+    /// As [`load`](CharData::load), from the word list file `path` (one word
+    /// per line, gzip when it ends in `.gz`), filtered as the embedded one.
+    pub fn load_list(path: &std::path::Path) -> Res<CharData> {
+        let words = Words::load(path).map_err(|e| format!("--data {}: {e}", path.display()))?;
+        let (train, val) = words.split(0);
+        if val.is_empty() {
+            return Err(format!("--data {}: too few words to split", path.display()).into());
+        }
+        Ok(CharData {
+            train: words::token_stream(&train),
+            val: words::token_stream(&val),
+            known: words.as_slice().iter().cloned().collect(),
+        })
+    }
+
     /// The training windows of step `step`: `batch` offsets drawn uniformly
     /// from `0 ..= len − 17` by a generator seeded with `(seed, step)`, so a
     /// resumed run draws the same windows as one never stopped.

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod permute;
 pub mod pool;
+pub mod rnn;
 pub mod scratch;
 #[cfg(target_arch = "x86_64")]
 pub mod small_gemm;

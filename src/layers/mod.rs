@@ -11,6 +11,7 @@
 //! | [`LayerNorm`] | `gamma`, `beta` (the normalised dims) | ones, zeros |
 //! | [`Embedding`] | `embeddings [vocab, dim]` | normal `N(0, 1)` |
 //! | [`Dropout`] | — | — |
+//! | [`Lstm`] | `kernel [in, 4 units]`, `recurrent_kernel [units, 4 units]`, `bias [4 units]` (gates i, f, g, o) | uniform ±1/√units (torch's), uniform ±1/√units, zeros |
 //! | [`MultiHeadAttention`] | `qkv/kernel [d, 3d]`, `qkv/bias`, `output/kernel [d, d]`, `output/bias` | Glorot uniform, zeros |
 //!
 //! # The convention every layer follows
@@ -102,6 +103,7 @@ pub mod dense;
 pub mod dropout;
 pub mod embedding;
 pub mod layer_norm;
+pub mod lstm;
 
 pub use attention::{Attention, MultiHeadAttention};
 pub use batch_norm::BatchNorm;
@@ -110,6 +112,7 @@ pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use layer_norm::LayerNorm;
+pub use lstm::{Lstm, LstmOutput};
 
 /// An initializer kept by a layer until its variables are made.
 pub type InitRef = Rc<dyn Initializer>;

@@ -253,9 +253,29 @@ impl Op for AddN {
 /// assert_eq!(ad::RunTime::new().forward(&s, &ad::Feed::new()).unwrap(), &ad::tensor([12.0, 24.0]));
 /// ```
 ///
+/// Terms that place the gradients of pieces of one tensor ([`UnstackGrad`]
+/// or [`SplitGrad`] nodes of one `x` and axis, as the gradients of the
+/// pieces of an [`unstack`](crate::unstack) or [`split`](crate::split) are)
+/// are joined into one [`PieceGrads`] node first: one pass over `x`'s size
+/// instead of one full-size tensor per piece. The result is then that node
+/// alone when no other term is left.
+///
+/// [`UnstackGrad`]: crate::ops::array::UnstackGrad
+/// [`SplitGrad`]: crate::ops::array::SplitGrad
+/// [`PieceGrads`]: crate::ops::array::PieceGrads
+///
 /// # Errors
 /// [`Error::InvalidArgument`] for no inputs; [`Error::Node`] when the static
 /// shapes differ.
 pub fn add_n(xs: &[&Node]) -> Result<Node> {
+    if let Some(mut terms) = crate::ops::array::join_piece_gradients(xs)? {
+        if terms.len() == 1 {
+            if let Some(only) = terms.pop() {
+                return Ok(only);
+            }
+        }
+        let refs: Vec<&Node> = terms.iter().collect();
+        return build(AddN, &refs);
+    }
     build(AddN, xs)
 }

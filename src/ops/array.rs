@@ -3,7 +3,7 @@
 //! squeeze and broadcast_to, with the gradient ops of those whose gradient
 //! needs a kernel or a run-time shape of its own ([`ReshapeLike`],
 //! [`PadGrad`], [`ConcatGrad`], [`SliceGrad`], [`UnstackGrad`],
-//! [`SplitGrad`], [`TileGrad`]). Every gradient is built of
+//! [`SplitGrad`], [`PieceGrads`], [`TileGrad`]). Every gradient is built of
 //! these same ops, so each can be differentiated again.
 //!
 //! Each op has one shape function used twice: at build time on the static shape
@@ -1215,10 +1215,11 @@ impl Op for UnstackGrad {
 
 /// The pieces of `x` along `axis`, which is removed from each (`tf.unstack`):
 /// piece `i` is `x[.., i, ..]`. The length of `axis` must be known when
-/// building. Each piece is a node of its own; the gradient of `x` adds up
-/// the pieces' gradients, each a zero tensor of `x`'s shape holding the
-/// piece's gradient at its place (so it costs one pass over `x` per piece
-/// reached by the gradient).
+/// building. Each piece is a node of its own; the gradient of `x` is the
+/// pieces' gradients placed at their indices in one tensor of `x`'s shape
+/// (zeros for pieces no gradient reaches): one [`PieceGrads`] node, as
+/// [`add_n`](crate::add_n) joins the pieces' [`UnstackGrad`] nodes, so it
+/// costs one pass over `x` however many pieces there are.
 ///
 /// ```
 /// use adgraph as ad;
@@ -1506,9 +1507,10 @@ impl Op for SplitGrad {
 
 /// `x` cut along `axis` into pieces (`tf.split`): `num_or_sizes` is a number
 /// of equal pieces (`3`), or the pieces' lengths (`[2, -1, 1]`, one `-1` for
-/// the rest). Each piece is a node of its own; the gradient of `x` adds up
-/// the pieces' gradients, each a zero tensor of `x`'s shape holding the
-/// piece's gradient in its range.
+/// the rest). Each piece is a node of its own; the gradient of `x` is the
+/// pieces' gradients placed in their ranges in one tensor of `x`'s shape
+/// (zeros where no gradient reaches): one [`PieceGrads`] node, as
+/// [`add_n`](crate::add_n) joins the pieces' [`SplitGrad`] nodes.
 ///
 /// ```
 /// use adgraph as ad;
@@ -1550,6 +1552,265 @@ pub fn split(x: &Node, num_or_sizes: impl Into<SplitSizes>, axis: usize) -> Resu
             )
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// the gradients of several pieces of one tensor, placed together
+// ---------------------------------------------------------------------------
+
+/// A piece of a tensor whose gradient a [`PieceGrads`] node places: what an
+/// [`UnstackGrad`] or a [`SplitGrad`] node places alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Index `i` along the axis, which the piece does not have ([`unstack`]).
+    Unstack(usize),
+    /// Piece `index` of a [`split`] by `sizes` (the axis kept).
+    Split {
+        /// How the axis is cut.
+        sizes: SplitSizes,
+        /// Which piece.
+        index: usize,
+    },
+}
+
+impl Piece {
+    /// The node taking this piece of `t` along `axis`.
+    fn take(&self, axis: usize, t: &Node) -> Result<Node> {
+        match self {
+            Piece::Unstack(index) => build(
+                Unstack {
+                    axis,
+                    index: *index,
+                },
+                &[t],
+            ),
+            Piece::Split { sizes, index } => build(
+                Split {
+                    axis,
+                    sizes: sizes.clone(),
+                    index: *index,
+                },
+                &[t],
+            ),
+        }
+    }
+
+    /// The piece's static shape, of `x` along `axis`.
+    fn rule(&self, axis: usize, x: &TensorShape) -> Result<TensorShape> {
+        match self {
+            Piece::Unstack(index) => Unstack {
+                axis,
+                index: *index,
+            }
+            .rule(x),
+            Piece::Split { sizes, index } => Split {
+                axis,
+                sizes: sizes.clone(),
+                index: *index,
+            }
+            .rule(x),
+        }
+    }
+
+    /// The piece's range along `axis` of a concrete `x`.
+    fn range(&self, axis: usize, x: &[usize]) -> Result<(usize, usize)> {
+        match self {
+            Piece::Unstack(index) => Ok((*index, index + 1)),
+            Piece::Split { sizes, index } => {
+                let split = Split {
+                    axis,
+                    sizes: sizes.clone(),
+                    index: *index,
+                };
+                let r = split.range(x)?;
+                let start = usize::try_from(r.start).unwrap_or(0);
+                let end = r.end.map_or(x[axis], |e| usize::try_from(e).unwrap_or(0));
+                Ok((start, end))
+            }
+        }
+    }
+}
+
+/// The gradients of several pieces of one tensor `x` (pieces of
+/// [`unstack`] or [`split`] along one axis), placed at their pieces in one
+/// tensor of `x`'s shape: inputs `(g_0, .., g_{k-1}, x)` (`x` only for its
+/// run-time shape), zeros where no piece is given, and the sum where a piece
+/// is given twice.
+///
+/// This is what the sum of the pieces' [`UnstackGrad`] or [`SplitGrad`]
+/// nodes is: [`add_n`](crate::add_n) (which adds up the gradient
+/// contributions reaching a node) builds one of these in their place, so
+/// that the gradient of `x` costs one pass over `x` rather than one per
+/// piece (an LSTM's 16 time steps, taken from one `[B, 16, 4H]` product,
+/// would otherwise cost 16 tensors of the whole product's size). When the
+/// pieces cover the axis once each, the output is their concatenation, with
+/// no zero fill.
+pub struct PieceGrads {
+    /// The axis the pieces were taken along.
+    pub axis: usize,
+    /// Which piece each `g_j` is the gradient of.
+    pub pieces: Vec<Piece>,
+}
+
+impl PieceGrads {
+    fn rule(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        expect_inputs(inputs, self.pieces.len() + 1, "PieceGrads")?;
+        let x = inputs[self.pieces.len()];
+        for (j, (piece, g)) in self.pieces.iter().zip(inputs).enumerate() {
+            let want = piece.rule(self.axis, x)?;
+            if !want.is_compatible(g) {
+                return Err(Error::ShapeMismatch {
+                    what: format!("PieceGrads: gradient {j}, of piece {piece:?} of {x}"),
+                    expected: want,
+                    got: (*g).clone(),
+                });
+            }
+        }
+        Ok(x.clone())
+    }
+}
+
+impl Op for PieceGrads {
+    fn type_name(&self) -> &'static str {
+        "PieceGrads"
+    }
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.rule(inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let shapes: Vec<TensorShape> = inputs
+            .iter()
+            .map(|t| TensorShape::known(t.shape()))
+            .collect();
+        let x_shape = concrete(self.rule(&shapes.iter().collect::<Vec<_>>())?)?;
+        let (axis, k) = (Axis(self.axis), self.pieces.len());
+        // The pieces' ranges along the axis, and the inputs in range order.
+        let mut order: Vec<(usize, usize, usize)> = Vec::with_capacity(k);
+        for (j, piece) in self.pieces.iter().enumerate() {
+            let (start, end) = piece.range(self.axis, &x_shape)?;
+            order.push((start, end, j));
+        }
+        order.sort_unstable();
+        let view = |j: usize| match self.pieces[j] {
+            Piece::Unstack(_) => inputs[j].view().insert_axis(axis),
+            Piece::Split { .. } => inputs[j].view(),
+        };
+        let tiles = order.first().is_some_and(|f| f.0 == 0)
+            && order.windows(2).all(|w| w[0].1 == w[1].0)
+            && order.last().is_some_and(|l| l.1 == x_shape[self.axis]);
+        if tiles {
+            let views: Vec<ArrayViewD<f32>> = order.iter().map(|&(_, _, j)| view(j)).collect();
+            let out = concatenate(axis, &views)?;
+            return Ok(if out.is_standard_layout() {
+                out
+            } else {
+                out.as_standard_layout().into_owned()
+            });
+        }
+        checked_num_elements(&x_shape)?;
+        let mut dx = Tensor::zeros(IxDyn(&x_shape));
+        for &(start, end, j) in &order {
+            let mut part = dx.slice_axis_mut(axis, Slice::from(start..end));
+            part += &view(j);
+        }
+        Ok(dx)
+    }
+    // Linear in each g_j: the adjoint of placing g_j at its piece is taking
+    // that piece; x is read for its shape only.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        let mut grads: Vec<Option<Node>> = self
+            .pieces
+            .iter()
+            .enumerate()
+            .map(|(j, piece)| {
+                if !ctx.needs_grad(j) {
+                    return Ok(None);
+                }
+                piece.take(self.axis, ctx.grad()).map(Some)
+            })
+            .collect::<Result<_>>()?;
+        grads.push(None);
+        Ok(grads)
+    }
+}
+
+/// The piece an [`UnstackGrad`] or [`SplitGrad`] node places, with the
+/// axis and the two inputs `(g, x)`; `None` for other nodes.
+fn placed_piece(node: &Node) -> Option<(usize, Piece, Node, Node)> {
+    let graph = node.graph().clone();
+    let (axis, piece) = {
+        let inner = graph.borrow();
+        let crate::graph::NodeKind::Op(op) = &inner.nodes[node.id().index()].kind else {
+            return None;
+        };
+        let any: &dyn std::any::Any = &**op;
+        if let Some(u) = any.downcast_ref::<UnstackGrad>() {
+            (u.axis, Piece::Unstack(u.index))
+        } else if let Some(s) = any.downcast_ref::<SplitGrad>() {
+            (
+                s.axis,
+                Piece::Split {
+                    sizes: s.sizes.clone(),
+                    index: s.index,
+                },
+            )
+        } else {
+            return None;
+        }
+    };
+    let inputs = node.inputs();
+    match inputs.as_slice() {
+        [g, x] => Some((axis, piece, g.clone(), x.clone())),
+        _ => None,
+    }
+}
+
+/// `xs` (terms of a sum) with the [`UnstackGrad`] and [`SplitGrad`] nodes
+/// that place pieces of one tensor along one axis replaced by one
+/// [`PieceGrads`] node per such group of two or more; `None` when there is
+/// no such group. The other terms keep their order, after the joined ones.
+pub(crate) fn join_piece_gradients(xs: &[&Node]) -> Result<Option<Vec<Node>>> {
+    /// Pieces of one tensor along one axis: the key `(x, axis, unstack?)`,
+    /// each member's piece, gradient and placing node, and `x`.
+    type Group = (
+        (crate::graph::NodeId, usize, bool),
+        Vec<(Piece, Node, Node)>,
+        Node,
+    );
+    let mut groups: Vec<Group> = Vec::new();
+    let mut rest: Vec<Node> = Vec::new();
+    for &n in xs {
+        match placed_piece(n) {
+            Some((axis, piece, g, x)) => {
+                let key = (x.id(), axis, matches!(piece, Piece::Unstack(_)));
+                let member = (piece, g, n.clone());
+                match groups.iter_mut().find(|(k, _, _)| *k == key) {
+                    Some((_, members, _)) => members.push(member),
+                    None => groups.push((key, vec![member], x)),
+                }
+            }
+            None => rest.push(n.clone()),
+        }
+    }
+    if groups.iter().all(|(_, members, _)| members.len() < 2) {
+        return Ok(None);
+    }
+    let mut terms = Vec::with_capacity(groups.len() + rest.len());
+    for ((_, axis, _), mut members, x) in groups {
+        if members.len() == 1 {
+            if let Some((_, _, placing)) = members.pop() {
+                terms.push(placing);
+            }
+            continue;
+        }
+        let (pieces, mut args): (Vec<Piece>, Vec<Node>) =
+            members.into_iter().map(|(p, g, _)| (p, g)).unzip();
+        args.push(x);
+        let refs: Vec<&Node> = args.iter().collect();
+        terms.push(build(PieceGrads { axis, pieces }, &refs)?);
+    }
+    terms.extend(rest);
+    Ok(Some(terms))
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ pub mod math;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod rnn;
 pub mod scan;
 
 use crate::error::{Error, Result};
