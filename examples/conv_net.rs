@@ -152,7 +152,9 @@ fn params(graph: &Graph) -> Res<Params> {
 /// The network's logits for images `x` (`[N, 28, 28, 1]`): batch norm uses the
 /// batch statistics and updates the moving ones when `training`, and uses the
 /// moving statistics otherwise.
-fn model(x: &Node, training: bool, p: &Params, bn_decay: f32) -> Res<Node> {
+/// With `--sync-bn` (distributed), the training network's batch norm takes its
+/// statistics over the rows of all ranks.
+fn model(x: &Node, training: bool, p: &Params, bn_decay: f32, common: &CommonArgs) -> Res<Node> {
     let bn = BatchNormConfig {
         epsilon: 1e-3,
         decay: bn_decay,
@@ -163,7 +165,7 @@ fn model(x: &Node, training: bool, p: &Params, bn_decay: f32) -> Res<Node> {
     let mut h = x.clone();
     for l in &p.convs {
         let conv = ad::conv2d(&h, &l.kernel, [l.stride, l.stride], Padding::Same)?;
-        h = ad::fused_batch_norm(
+        h = common.batch_norm(
             &conv,
             &l.scale,
             &l.offset,
@@ -206,6 +208,20 @@ fn accuracy(predicted: &[usize], labels: &[u8]) -> f64 {
     hits as f64 / predicted.len().max(1) as f64
 }
 
+/// Milliseconds per step spent averaging gradients across ranks (in the
+/// allreduce calls, waiting for the slower rank included): `n/a` on one process.
+fn comm_ms_per_step(trainer: &Trainer, steps: usize) -> String {
+    #[cfg(feature = "mpi")]
+    if let Some(d) = trainer.dist() {
+        return format!(
+            "{:.2}",
+            d.stats().gradient_seconds * 1e3 / steps.max(1) as f64
+        );
+    }
+    let _ = (trainer, steps);
+    "n/a".to_string()
+}
+
 /// Mean milliseconds of `total` over `steps`.
 fn mean_ms(total: Duration, steps: usize) -> String {
     format!("{:.1}", total.as_secs_f64() * 1e3 / steps.max(1) as f64)
@@ -234,13 +250,13 @@ fn run(args: Args) -> Res {
     let x = graph.placeholder(ad::shape![None, 28, 28, 1]);
     let y = graph.placeholder(ad::shape![None, CLASSES]);
     let p = params(&graph)?;
-    let logits = model(&x, true, &p, args.bn_decay)?;
+    let logits = model(&x, true, &p, args.bn_decay, &args.common)?;
     let loss = ad::reduce_mean(
         &ad::softmax_cross_entropy_loss(&y, &logits)?,
         ad::Axes::All,
         false,
     )?;
-    let test_logits = model(&x, false, &p, args.bn_decay)?;
+    let test_logits = model(&x, false, &p, args.bn_decay, &args.common)?;
 
     let batches = Batches::new(
         data.train_images.nhwc(),
@@ -349,6 +365,7 @@ fn run(args: Args) -> Res {
         ("forward_ms", mean_ms(t_forward, steps_run)),
         ("backward_ms", mean_ms(t_backward, steps_run)),
         ("update_ms", mean_ms(t_update, steps_run)),
+        ("comm_ms_per_step", comm_ms_per_step(&trainer, steps_run)),
         ("rss_mib_step_100", common::mib(rss_step_100)),
         ("rss_mib_end", common::mib(rss_end)),
         (
@@ -384,7 +401,9 @@ fn run(args: Args) -> Res {
             ),
         ],
     )?;
-    save_predictions(&out_dir.join("predictions.png"), &data, &predicted, 40)?;
+    if ad::train::is_primary() {
+        save_predictions(&out_dir.join("predictions.png"), &data, &predicted, 40)?;
+    }
     println!("pictures: {}", out_dir.display());
     Ok(())
 }
