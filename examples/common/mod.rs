@@ -67,6 +67,11 @@ pub struct CommonArgs {
     /// among the ranks on this machine when launched by mpirun].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// The MPI job's handle, once started: kept as long as the flags, so that
+    /// MPI runs until the demo ends (graph nodes do not keep it running).
+    #[cfg(feature = "mpi")]
+    #[arg(skip)]
+    dist_handle: std::cell::RefCell<Option<adgraph::distributed::Distributed>>,
 }
 
 /// The number of ranks of the MPI job that launched this process (Open MPI's
@@ -126,7 +131,12 @@ impl CommonArgs {
             }
             return Ok(None);
         }
-        Ok(Some(adgraph::distributed::Distributed::init()?))
+        if let Some(d) = self.dist_handle.borrow().as_ref() {
+            return Ok(Some(d.clone()));
+        }
+        let d = adgraph::distributed::Distributed::init()?;
+        *self.dist_handle.borrow_mut() = Some(d.clone());
+        Ok(Some(d))
     }
 
     /// Errors for the distributed flags of a build without MPI.
@@ -152,7 +162,7 @@ impl CommonArgs {
         if self.is_distributed() || self.sync_bn {
             return Err(format!(
                 "{demo} trains on one process only: --distributed, --sync-bn and mpirun are for \
-                 the classifiers (conv_net, batch_norm, logistic_regression, spiral)"
+                 conv_net, logistic_regression and spiral"
             )
             .into());
         }
@@ -183,16 +193,18 @@ impl CommonArgs {
         config: adgraph::BatchNormConfig,
     ) -> Res<Node> {
         #[cfg(feature = "mpi")]
-        if let (true, Some(d)) = (self.sync_bn, self.dist()?) {
-            return Ok(adgraph::distributed::sync_batch_norm(
-                x,
-                scale,
-                offset,
-                moving_mean,
-                moving_variance,
-                config,
-                &d,
-            )?);
+        if self.sync_bn {
+            if let Some(d) = self.dist()? {
+                return Ok(adgraph::distributed::sync_batch_norm(
+                    x,
+                    scale,
+                    offset,
+                    moving_mean,
+                    moving_variance,
+                    config,
+                    &d,
+                )?);
+            }
         }
         #[cfg(not(feature = "mpi"))]
         self.no_mpi()?;

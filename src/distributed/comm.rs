@@ -93,6 +93,34 @@ pub struct Distributed {
     inner: Rc<Inner>,
 }
 
+/// A handle on this process's MPI job that does not keep MPI running: what
+/// graph nodes that communicate ([`CrossReplicaSum`](crate::distributed::CrossReplicaSum))
+/// hold, so that MPI stops when the program drops its last [`Distributed`]
+/// even if a graph outlives it.
+#[derive(Clone)]
+pub struct DistributedRef {
+    inner: Weak<Inner>,
+}
+
+impl DistributedRef {
+    /// The job's handle.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when every [`Distributed`] handle was
+    /// dropped (MPI has stopped): keep one while the graph runs.
+    pub fn get(&self) -> Result<Distributed> {
+        self.inner
+            .upgrade()
+            .map(|inner| Distributed { inner })
+            .ok_or_else(|| {
+                Error::invalid(
+                    "MPI has stopped: every Distributed handle was dropped before this node ran \
+                     (keep one while the graph runs)",
+                )
+            })
+    }
+}
+
 impl std::fmt::Debug for Distributed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Distributed(rank {} of {})", self.rank(), self.size())
@@ -181,6 +209,13 @@ impl Distributed {
         });
         CURRENT.with(|c| *c.borrow_mut() = Rc::downgrade(&inner));
         Ok(Distributed { inner })
+    }
+
+    /// A handle that does not keep MPI running (see [`DistributedRef`]).
+    pub fn downgrade(&self) -> DistributedRef {
+        DistributedRef {
+            inner: Rc::downgrade(&self.inner),
+        }
     }
 
     /// This process's rank, from 0.

@@ -48,12 +48,13 @@
 //! it; a rank that dies is noticed by `mpirun`, which stops the others.
 //!
 //! MPI starts once per process and stops when the last [`Distributed`]
-//! handle (or graph node holding one) is dropped.
+//! handle is dropped (graph nodes hold a [`DistributedRef`], which does not
+//! keep it running: keep a handle while a graph that communicates runs).
 
 mod comm;
 mod ops;
 mod optimizer;
 
-pub use comm::{CommStats, Distributed, DEFAULT_BUCKET_BYTES};
+pub use comm::{CommStats, Distributed, DistributedRef, DEFAULT_BUCKET_BYTES};
 pub use ops::{cross_replica_sum, sync_batch_norm, AssignMovingAverage, CrossReplicaSum};
 pub use optimizer::AveragedOptimizer;

@@ -7,7 +7,7 @@
 //! build the same graph and run the same targets meet in the same
 //! collectives.
 
-use crate::distributed::Distributed;
+use crate::distributed::{Distributed, DistributedRef};
 use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::op::{ForwardContext, GradientContext, Op};
@@ -21,8 +21,9 @@ use crate::tensor::Tensor;
 /// The element-wise sum of its input over all ranks (`MPI_Allreduce` with
 /// `MPI_SUM`); every rank gets the same value. Build it with [`cross_replica_sum`].
 pub struct CrossReplicaSum {
-    /// The ranks summed over.
-    pub dist: Distributed,
+    /// The ranks summed over (a handle that does not keep MPI running: a
+    /// graph can outlive the program's use of MPI).
+    pub dist: DistributedRef,
 }
 
 impl Op for CrossReplicaSum {
@@ -46,7 +47,7 @@ impl Op for CrossReplicaSum {
         let data = out
             .as_slice_mut()
             .ok_or_else(|| Error::invalid("CrossReplicaSum: output not contiguous"))?;
-        self.dist.all_reduce_sum(data);
+        self.dist.get()?.all_reduce_sum(data);
         Ok(out)
     }
 
@@ -65,13 +66,16 @@ impl Op for CrossReplicaSum {
 /// `x` summed element-wise over all ranks of `dist`, as a node: forward is an
 /// allreduce; the gradient w.r.t. `x` is the allreduce of the upstream
 /// gradient (training minimises the sum of the ranks' losses). With one rank
-/// it is the identity.
+/// it is the identity. The node holds a [`DistributedRef`]: running it after
+/// every [`Distributed`] handle was dropped is an error.
 ///
 /// # Errors
 /// When `x` is a failed operator node.
 pub fn cross_replica_sum(x: &Node, dist: &Distributed) -> Result<Node> {
     x.graph().add_op(
-        CrossReplicaSum { dist: dist.clone() },
+        CrossReplicaSum {
+            dist: dist.downgrade(),
+        },
         &[&x.clone().check()?],
     )
 }
