@@ -54,7 +54,11 @@ fn collectives(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     });
 
     // Agreement checks.
-    out.check("check_same on equal values", d.check_same("a constant", 7).is_ok(), String::new);
+    out.check(
+        "check_same on equal values",
+        d.check_same("a constant", 7).is_ok(),
+        String::new,
+    );
     let differs = d.check_same("the rank", rank as u64);
     out.check(
         "check_same on differing values",
@@ -62,13 +66,23 @@ fn collectives(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         || format!("{differs:?}"),
     );
     if let Err(e) = differs {
-        out.check("check_same names what", e.to_string().contains("the rank"), || e.to_string());
+        out.check(
+            "check_same names what",
+            e.to_string().contains("the rank"),
+            || e.to_string(),
+        );
     }
 
     // Broadcast of bytes (rank 0's, whatever the others held).
-    let mut bytes = if rank == 0 { b"rank zero's bytes".to_vec() } else { vec![9; 3] };
+    let mut bytes = if rank == 0 {
+        b"rank zero's bytes".to_vec()
+    } else {
+        vec![9; 3]
+    };
     d.broadcast_bytes(&mut bytes);
-    out.check("broadcast_bytes", bytes == b"rank zero's bytes", || format!("{bytes:?}"));
+    out.check("broadcast_bytes", bytes == b"rank zero's bytes", || {
+        format!("{bytes:?}")
+    });
 
     // Averages in many small buckets (64 bytes: 16 elements) and one big one.
     let a = Tensor::from_shape_fn(vec![5, 7], |i| (rank * 100 + i[0] * 7 + i[1]) as f32);
@@ -79,23 +93,35 @@ fn collectives(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         let avg = d.average_tensors(&[&a, &b])?;
         let calls = d.stats().gradient_calls - before;
         let want_a = Tensor::from_shape_fn(vec![5, 7], |i| {
-            (0..size).map(|r| (r * 100 + i[0] * 7 + i[1]) as f32).sum::<f32>() / size as f32
+            (0..size)
+                .map(|r| (r * 100 + i[0] * 7 + i[1]) as f32)
+                .sum::<f32>()
+                / size as f32
         });
         let want_b = Tensor::from_shape_fn(vec![3], |i| {
             -(0..size).map(|r| (r + i[0]) as f32).sum::<f32>() / size as f32
         });
         let close = |x: &Tensor, y: &Tensor| {
-            x.shape() == y.shape() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-4 * q.abs().max(1.0))
+            x.shape() == y.shape()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| (p - q).abs() <= 1e-4 * q.abs().max(1.0))
         };
         out.check(
             &format!("average_tensors, bucket of {bucket} bytes"),
             close(&avg[0], &want_a) && close(&avg[1], &want_b),
             || format!("{:?} / {:?}", avg[1], want_b),
         );
-        let want_calls = if size == 1 { 0 } else { 38usize.div_ceil(bucket / 4) as u64 };
-        out.check(&format!("allreduce calls, bucket of {bucket} bytes"), calls == want_calls, || {
-            format!("{calls} calls, expected {want_calls}")
-        });
+        let want_calls = if size == 1 {
+            0
+        } else {
+            38usize.div_ceil(bucket / 4) as u64
+        };
+        out.check(
+            &format!("allreduce calls, bucket of {bucket} bytes"),
+            calls == want_calls,
+            || format!("{calls} calls, expected {want_calls}"),
+        );
     }
     d.set_bucket_bytes(DEFAULT_BUCKET_BYTES);
 
@@ -103,7 +129,9 @@ fn collectives(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     if size > 1 {
         let odd = Tensor::zeros(vec![rank + 1]);
         let r = d.average_tensors(&[&odd]);
-        out.check("average_tensors of differing layouts", r.is_err(), || format!("{r:?}"));
+        out.check("average_tensors of differing layouts", r.is_err(), || {
+            format!("{r:?}")
+        });
     }
 
     // Shares: rows of a global batch, in rank order, cover it.
@@ -111,26 +139,36 @@ fn collectives(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     let mut starts = vec![range.start as f64, range.len() as f64];
     d.all_reduce_sum_f64(&mut starts);
     let expected_start: usize = (0..size).map(|r| r * 50 / size).sum();
-    out.check("rows_of", starts[0] as usize == expected_start && starts[1] as usize == 50, || {
-        format!("{range:?}, sums {starts:?}")
-    });
+    out.check(
+        "rows_of",
+        starts[0] as usize == expected_start && starts[1] as usize == 50,
+        || format!("{range:?}, sums {starts:?}"),
+    );
     let x = Tensor::from_shape_fn(vec![7, 2], |i| (i[0] * 2 + i[1]) as f32);
     let y = Tensor::from_shape_fn(vec![7, 1], |i| i[0] as f32);
     let (xs, ys) = d.shard(x.clone(), y)?;
     let r = d.rows_of(7)?;
     out.check(
         "shard",
-        xs.shape()[0] == r.len() && ys[[0, 0]] == r.start as f32 && (d.share() - r.len() as f32 / 7.0).abs() < 1e-7,
+        xs.shape()[0] == r.len()
+            && ys[[0, 0]] == r.start as f32
+            && (d.share() - r.len() as f32 / 7.0).abs() < 1e-7,
         || format!("{:?} rows, share {}", xs.shape(), d.share()),
     );
     // The weighted average with unequal shares is the global mean.
     let g = Tensor::from_shape_fn(vec![1], |_| ys.iter().sum::<f32>() / ys.len() as f32);
     let avg = d.average_tensors(&[&g])?;
-    out.check("weighted average over unequal shares", (avg[0][0] - 3.0).abs() < 1e-6, || {
-        format!("{} != 3 (mean of 0..7)", avg[0][0])
-    });
+    out.check(
+        "weighted average over unequal shares",
+        (avg[0][0] - 3.0).abs() < 1e-6,
+        || format!("{} != 3 (mean of 0..7)", avg[0][0]),
+    );
     d.set_share(1, size);
-    out.check("shard of too few rows", d.rows_of(size - 1).is_err(), String::new);
+    out.check(
+        "shard of too few rows",
+        d.rows_of(size - 1).is_err(),
+        String::new,
+    );
 
     // Variables: rank 0's everywhere afterwards.
     let graph = Graph::new();
@@ -141,7 +179,9 @@ fn collectives(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     d.broadcast_variables(&graph)?;
     let ok = graph.variable_value(&v)?.iter().all(|&e| e == 0.5)
         && graph.variable_value(&w)?.iter().all(|&e| e == 0.0);
-    out.check("broadcast_variables", ok, || format!("{:?}", graph.variable_value(&v)));
+    out.check("broadcast_variables", ok, || {
+        format!("{:?}", graph.variable_value(&v))
+    });
     Ok(())
 }
 
@@ -153,14 +193,20 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     let loss = ad::reduce_sum(&(&y * &y), ad::Axes::All, false)?;
     let feed = Feed::new().with(&x, Tensor::from_shape_fn(vec![3], |i| (rank + i[0]) as f32))?;
     let mut rt = ad::RunTime::new();
-    let sum: Vec<f32> = (0..3).map(|i| (0..size).map(|r| (r + i) as f32).sum()).collect();
+    let sum: Vec<f32> = (0..3)
+        .map(|i| (0..size).map(|r| (r + i) as f32).sum())
+        .collect();
     let value: Vec<f32> = rt.forward(&y, &feed)?.iter().copied().collect();
-    out.check("cross_replica_sum value", value == sum, || format!("{value:?} != {sum:?}"));
+    out.check("cross_replica_sum value", value == sum, || {
+        format!("{value:?} != {sum:?}")
+    });
     // d(Σ_r L_r)/dx_r = Σ_s 2 y = 2 · size · y.
     rt.backward(&loss, &feed, None)?;
     let grad: Vec<f32> = rt.grad(&x)?.iter().copied().collect();
     let want: Vec<f32> = sum.iter().map(|s| 2.0 * size as f32 * s).collect();
-    out.check("cross_replica_sum gradient", grad == want, || format!("{grad:?} != {want:?}"));
+    out.check("cross_replica_sum gradient", grad == want, || {
+        format!("{grad:?} != {want:?}")
+    });
 
     if size == 1 {
         // Finite differences see one rank's loss, which is the whole objective
@@ -169,9 +215,15 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         let cube = cross_replica_sum(&(&xs * &xs * &xs), d)?;
         let feed = Feed::new().with(&xs, ad::tensor([0.5f32, -1.0, 2.0, 0.3]))?;
         let first = ad::gradcheck::check_gradients(&cube, &[&xs], &feed);
-        out.check("cross_replica_sum first derivatives", first.is_ok(), || format!("{first:?}"));
+        out.check("cross_replica_sum first derivatives", first.is_ok(), || {
+            format!("{first:?}")
+        });
         let second = ad::gradcheck::check_second_derivatives(&cube, &[&xs], &feed);
-        out.check("cross_replica_sum second derivatives", second.is_ok(), || format!("{second:?}"));
+        out.check(
+            "cross_replica_sum second derivatives",
+            second.is_ok(),
+            || format!("{second:?}"),
+        );
 
         for shape in [[6usize, 3].as_slice(), [2, 3, 3, 4].as_slice()] {
             let g = Graph::with_seed(5);
@@ -183,26 +235,48 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
             let offset = g.placeholder([c]);
             let mm = g.variable(&[c], Zeros, false)?;
             let mv = g.variable(&[c], Ones, false)?;
-            let config = BatchNormConfig { epsilon: 1e-2, decay: 0.5, ..Default::default() };
+            let config = BatchNormConfig {
+                epsilon: 1e-2,
+                decay: 0.5,
+                ..Default::default()
+            };
             let y = sync_batch_norm(&x, &scale, &offset, &mm, &mv, config, d)?;
             let values = |n: usize, k: u64| {
-                Tensor::from_shape_fn(vec![n], move |i| ((i[0] as u64 * 7 + k * 3) % 11) as f32 / 5.0 - 1.0)
+                Tensor::from_shape_fn(vec![n], move |i| {
+                    ((i[0] as u64 * 7 + k * 3) % 11) as f32 / 5.0 - 1.0
+                })
             };
-            let xv = values(shape.iter().product(), 1).into_shape_with_order(shape.to_vec()).unwrap();
+            let xv = values(shape.iter().product(), 1)
+                .into_shape_with_order(shape.to_vec())
+                .unwrap();
             let feed = Feed::new()
                 .with(&x, xv)?
                 .with(&scale, values(c, 2).mapv(|v| v + 1.5))?
                 .with(&offset, values(c, 3))?;
-            let check = GradCheck { eps: 1e-2, atol: 5e-3, rtol: 5e-3, seed: 3 };
+            let check = GradCheck {
+                eps: 1e-2,
+                atol: 5e-3,
+                rtol: 5e-3,
+                seed: 3,
+            };
             let first = check.check(&y, &[&x, &scale, &offset], &feed);
-            out.check(&format!("sync_batch_norm {shape:?} first derivatives"), first.is_ok(), || {
-                format!("{first:?}")
-            });
-            let check2 = GradCheck { eps: 1e-2, atol: 2e-2, rtol: 2e-2, seed: 3 };
+            out.check(
+                &format!("sync_batch_norm {shape:?} first derivatives"),
+                first.is_ok(),
+                || format!("{first:?}"),
+            );
+            let check2 = GradCheck {
+                eps: 1e-2,
+                atol: 2e-2,
+                rtol: 2e-2,
+                seed: 3,
+            };
             let second = check2.check_second_order(&y, &[&x, &scale], &feed);
-            out.check(&format!("sync_batch_norm {shape:?} second derivatives"), second.is_ok(), || {
-                format!("{second:?}")
-            });
+            out.check(
+                &format!("sync_batch_norm {shape:?} second derivatives"),
+                second.is_ok(),
+                || format!("{second:?}"),
+            );
             // The values and moving statistics of the fused op.
             let fused_g = Graph::with_seed(5);
             let fx = fused_g.placeholder(x.shape());
@@ -218,17 +292,29 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
             g.set_variable_value(&mv, Tensor::ones(vec![c]))?;
             let a = ad::RunTime::new().forward(&y, &feed)?.clone();
             let b = ad::RunTime::new().forward(&fy, &ffeed)?.clone();
-            let diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
             let stats_diff = [(&mm, &fmm), (&mv, &fmv)]
                 .iter()
                 .map(|(s, f)| {
-                    let (s, f) = (g.variable_value(s).unwrap(), fused_g.variable_value(f).unwrap());
-                    s.iter().zip(&f).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max)
+                    let (s, f) = (
+                        g.variable_value(s).unwrap(),
+                        fused_g.variable_value(f).unwrap(),
+                    );
+                    s.iter()
+                        .zip(&f)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0.0f32, f32::max)
                 })
                 .fold(0.0f32, f32::max);
-            out.check(&format!("sync_batch_norm {shape:?} = fused_batch_norm"), diff < 1e-4 && stats_diff < 1e-5, || {
-                format!("max difference {diff:e}, moving statistics {stats_diff:e}")
-            });
+            out.check(
+                &format!("sync_batch_norm {shape:?} = fused_batch_norm"),
+                diff < 1e-4 && stats_diff < 1e-5,
+                || format!("max difference {diff:e}, moving statistics {stats_diff:e}"),
+            );
         }
     }
     Ok(())
@@ -253,7 +339,11 @@ fn mlp() -> ad::Result<Model> {
     let b2 = graph.variable(&[10], Zeros, true)?;
     let h = ad::relu(&(ad::matmul(&x, &w1)? + &b1).check()?)?;
     let logits = (ad::matmul(&h, &w2)? + &b2).check()?;
-    let loss = ad::reduce_mean(&ad::softmax_cross_entropy_loss(&y, &logits)?, ad::Axes::All, false)?;
+    let loss = ad::reduce_mean(
+        &ad::softmax_cross_entropy_loss(&y, &logits)?,
+        ad::Axes::All,
+        false,
+    )?;
     Ok(Model { graph, x, y, loss })
 }
 
@@ -288,14 +378,22 @@ fn conv_net(sync: Option<&Distributed>) -> ad::Result<Model> {
     let w = graph.variable(&[cin, 10], TruncatedNormal::new(0.0, 0.1), true)?;
     let b = graph.variable(&[10], Zeros, true)?;
     let logits = (ad::matmul(&pooled, &w)? + &b).check()?;
-    let loss = ad::reduce_mean(&ad::softmax_cross_entropy_loss(&y, &logits)?, ad::Axes::All, false)?;
+    let loss = ad::reduce_mean(
+        &ad::softmax_cross_entropy_loss(&y, &logits)?,
+        ad::Axes::All,
+        false,
+    )?;
     Ok(Model { graph, x, y, loss })
 }
 
 /// Trains `m` for 50 steps of Adam on global batches of 50 (distributed
 /// over `dist`'s ranks, or on this process alone); the final loss and every
 /// variable's value.
-fn train(m: &Model, data: (&Tensor, &Tensor), dist: Option<&Distributed>) -> ad::Result<(f32, Vec<Tensor>)> {
+fn train(
+    m: &Model,
+    data: (&Tensor, &Tensor),
+    dist: Option<&Distributed>,
+) -> ad::Result<(f32, Vec<Tensor>)> {
     let batches = Batches::new(data.0.clone(), data.1.clone(), 50, 11)?;
     let mut trainer = Trainer::new(&m.graph)
         .optimizer(Adam::new(3e-3))
@@ -345,10 +443,16 @@ fn same_answer(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         50 / d.size(),
         max_rel_diff(&dist_vars, &single_vars)
     );
-    out.check("MLP: distributed final loss = one process's (rel 1e-4)", r <= 1e-4, || {
-        format!("{dist_loss} vs {single_loss}: {r:e}")
-    });
-    let bits = |v: &[Tensor]| v.iter().flat_map(|t| t.iter().map(|x| x.to_bits())).collect::<Vec<u32>>();
+    out.check(
+        "MLP: distributed final loss = one process's (rel 1e-4)",
+        r <= 1e-4,
+        || format!("{dist_loss} vs {single_loss}: {r:e}"),
+    );
+    let bits = |v: &[Tensor]| {
+        v.iter()
+            .flat_map(|t| t.iter().map(|x| x.to_bits()))
+            .collect::<Vec<u32>>()
+    };
     out.check(
         "MLP: a second distributed run gives the same bits",
         again_loss.to_bits() == dist_loss.to_bits() && bits(&again_vars) == bits(&dist_vars),
@@ -369,9 +473,11 @@ fn same_answer(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         50 / d.size(),
         max_rel_diff(&sync_vars, &single_vars)
     );
-    out.check("conv net: synchronised batch norm final loss = one process's (rel 1e-4)", r <= 1e-4, || {
-        format!("{sync_loss} vs {single_loss}: {r:e}")
-    });
+    out.check(
+        "conv net: synchronised batch norm final loss = one process's (rel 1e-4)",
+        r <= 1e-4,
+        || format!("{sync_loss} vs {single_loss}: {r:e}"),
+    );
     out.check(
         "conv net: a second distributed run gives the same bits",
         again_loss.to_bits() == sync_loss.to_bits() && bits(&again_vars) == bits(&sync_vars),
@@ -385,7 +491,10 @@ fn distributed() {
     let d = Distributed::init().expect("MPI starts");
     let mut out = Outcome::default();
     for (name, part) in [
-        ("collectives", collectives as fn(&Distributed, &mut Outcome) -> ad::Result<()>),
+        (
+            "collectives",
+            collectives as fn(&Distributed, &mut Outcome) -> ad::Result<()>,
+        ),
         ("cross-replica ops", cross_replica),
         ("same answer", same_answer),
     ] {
@@ -400,5 +509,9 @@ fn distributed() {
         out.passed,
         out.failed.len()
     );
-    assert!(out.failed.is_empty(), "failed checks:\n{}", out.failed.join("\n"));
+    assert!(
+        out.failed.is_empty(),
+        "failed checks:\n{}",
+        out.failed.join("\n")
+    );
 }

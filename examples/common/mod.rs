@@ -78,7 +78,11 @@ pub struct CommonArgs {
 /// `mpirun`, MPICH's `mpiexec`, Slurm's `srun` with PMIx), `None` when not
 /// launched by one.
 pub fn launched_ranks() -> Option<usize> {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     var("OMPI_COMM_WORLD_SIZE")
         .or_else(|| var("PMI_SIZE"))
         .or_else(|| var("PMIX_RANK").and_then(|_| var("SLURM_NTASKS")))
@@ -86,7 +90,11 @@ pub fn launched_ranks() -> Option<usize> {
 
 /// This process's rank in the job that launched it (see [`launched_ranks`]).
 pub fn launched_rank() -> Option<usize> {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     var("OMPI_COMM_WORLD_RANK")
         .or_else(|| var("PMI_RANK"))
         .or_else(|| var("PMIX_RANK"))
@@ -94,7 +102,11 @@ pub fn launched_rank() -> Option<usize> {
 
 /// The number of ranks of this job on this machine (1 when not launched by MPI).
 pub fn local_ranks() -> usize {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     var("OMPI_COMM_WORLD_LOCAL_SIZE")
         .or_else(|| var("MPI_LOCALNRANKS"))
         .or_else(|| var("SLURM_NTASKS_PER_NODE"))
@@ -523,7 +535,11 @@ fn quiet_stdout() -> Res {
     let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
     // SAFETY: dup2 on two open descriptors; stdout's old file is closed by it.
     if unsafe { libc::dup2(null.as_raw_fd(), 1) } < 0 {
-        return Err(format!("cannot redirect stdout: {}", std::io::Error::last_os_error()).into());
+        return Err(format!(
+            "cannot redirect stdout: {}",
+            std::io::Error::last_os_error()
+        )
+        .into());
     }
     Ok(())
 }

@@ -183,8 +183,8 @@ impl Distributed {
                  dropped); it can start only once per process",
             ));
         }
-        let (universe, _threading) =
-            mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or_else(|| {
+        let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+            .ok_or_else(|| {
                 Error::invalid(
                     "MPI is already initialised in this process, by other code or on another \
                      thread: adgraph::distributed starts it once per process",
@@ -501,7 +501,8 @@ impl Distributed {
             let mut offset = 0;
             for (v, t) in vars.iter().zip(&values) {
                 let n = t.len();
-                let value = Tensor::from_shape_vec(t.shape().to_vec(), buf[offset..offset + n].to_vec())?;
+                let value =
+                    Tensor::from_shape_vec(t.shape().to_vec(), buf[offset..offset + n].to_vec())?;
                 graph.set_variable_value(v, value)?;
                 offset += n;
             }
@@ -579,7 +580,10 @@ impl Distributed {
     ///
     /// # Errors
     /// As [`average_tensors`](Distributed::average_tensors).
-    pub fn average_gradients(&self, grads_and_vars: &[(Node, Tensor)]) -> Result<Vec<(Node, Tensor)>> {
+    pub fn average_gradients(
+        &self,
+        grads_and_vars: &[(Node, Tensor)],
+    ) -> Result<Vec<(Node, Tensor)>> {
         let tensors: Vec<&Tensor> = grads_and_vars.iter().map(|(_, g)| g).collect();
         let averaged = self.average_tensors(&tensors)?;
         Ok(grads_and_vars

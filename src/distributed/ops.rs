@@ -235,8 +235,8 @@ pub fn sync_batch_norm(
             &[stat, var, x],
         )
     };
-    let mean = (cross_replica_sum(&reduce_mean(x, axes.clone(), false)?, dist)? * per_rank)
-        .check()?;
+    let mean =
+        (cross_replica_sum(&reduce_mean(x, axes.clone(), false)?, dist)? * per_rank).check()?;
     let mean = moving(&mean, moving_mean, false)?;
     let centred = (x - &mean).check()?;
     let square = (&centred * &centred).check()?;
