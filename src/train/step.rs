@@ -108,10 +108,9 @@ impl Step<'_> {
             .ok_or_else(|| Error::invalid("the trainer has no data (Trainer::data)"))
     }
 
-    /// The next mini-batch `(x, y)` of the trainer's data. In a
-    /// [distributed](crate::train::Trainer::distributed) run, this rank's
-    /// rows of the next global batch
-    /// ([`Distributed::shard`](crate::distributed::Distributed::shard)).
+    /// The next mini-batch `(x, y)` of the trainer's data. In a distributed
+    /// run (`Trainer::distributed`, feature `mpi`), this rank's rows of the
+    /// next global batch (`Distributed::shard`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the trainer has no data or it yields
