@@ -208,6 +208,66 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         format!("{grad:?} != {want:?}")
     });
 
+    // Bad inputs are errors naming what is wrong.
+    let bn = Graph::new();
+    let bx = bn.placeholder(ad::shape![None, 3]);
+    let (bs, bo) = (
+        bn.variable(&[3], Ones, true)?,
+        bn.variable(&[3], Zeros, true)?,
+    );
+    let not_a_variable = bn.placeholder([3]);
+    let mv = bn.variable(&[3], Ones, false)?;
+    let r = sync_batch_norm(
+        &bx,
+        &bs,
+        &bo,
+        &not_a_variable,
+        &mv,
+        BatchNormConfig::default(),
+        d,
+    );
+    out.check(
+        "sync_batch_norm with a moving mean that is not a variable",
+        r.as_ref().is_err_and(|e| {
+            e.to_string().contains("Variable") || e.to_string().contains("variable")
+        }),
+        || format!("{r:?}"),
+    );
+    let wide = bn.variable(&[4], Zeros, false)?;
+    let r = sync_batch_norm(&bx, &bs, &bo, &wide, &mv, BatchNormConfig::default(), d);
+    out.check(
+        "sync_batch_norm with 4 moving means for 3 channels",
+        r.is_err(),
+        || format!("{r:?}"),
+    );
+    let stat = bn.placeholder([4]);
+    let r = bn.add_op(
+        AssignMovingAverage {
+            decay: 0.9,
+            bessel: false,
+            replicas: size,
+        },
+        &[&stat, &wide, &bx],
+    );
+    out.check(
+        "AssignMovingAverage of 4 values for x of 3 channels",
+        r.as_ref().is_err_and(|e| e.to_string().contains("channel")),
+        || format!("{r:?}"),
+    );
+    let r = bn.add_op(
+        AssignMovingAverage {
+            decay: 1.5,
+            bessel: false,
+            replicas: size,
+        },
+        &[&stat, &wide, &bx],
+    );
+    out.check(
+        "AssignMovingAverage with decay 1.5",
+        r.as_ref().is_err_and(|e| e.to_string().contains("decay")),
+        || format!("{r:?}"),
+    );
+
     if size == 1 {
         // Finite differences see one rank's loss, which is the whole objective
         // only in a world of one.
