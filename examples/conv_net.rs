@@ -30,7 +30,8 @@
 //! time of a step's `forward_ms`, `backward_ms` (gradients) and `update_ms`
 //! (Adam), and the resident memory (Linux; `n/a` elsewhere) after 100 steps
 //! (`rss_mib_step_100`), at the end of training (`rss_mib_end`) and at its peak
-//! (`peak_rss_mib`). `--check-numerics` checks every value and gradient for NaN
+//! (`peak_rss_mib`), and `comm_ms_per_step` (distributed: the time per step in
+//! the gradient allreduce; `n/a` on one process). `--check-numerics` checks every value and gradient for NaN
 //! and infinity; `--infer-batch N` skips training and times one inference batch
 //! of N images instead. It draws, in `--out` (default `out/conv_net/`): `loss.png` (training
 //! loss per step and its running mean), `accuracy.png` (training accuracy over
@@ -42,6 +43,15 @@
 //! a run stopped after a `--save` checkpoint and resumed with `--load` (same
 //! flags) ends with the same `final_loss` as an uninterrupted one; the curves of
 //! a resumed run start at the step it resumed from.
+//!
+//! Data-parallel on MPI (see `docs/distributed.md`): each of N processes takes
+//! `--batch`/N rows of every batch and the gradients are averaged before each
+//! update; `--sync-bn` normalises with statistics over all ranks' rows:
+//!
+//! ```text
+//! cargo build --release --features mpi --example conv_net
+//! mpirun -np 2 target/release/examples/conv_net --distributed [--sync-bn]
+//! ```
 
 mod common;
 
