@@ -15,11 +15,19 @@ fn only_the_primary_process_writes_pictures() {
     set_primary(false);
     let quiet = dir.join("quiet.png");
     plot_lines(&quiet, "t", "x", "y", &series).unwrap();
-    assert!(!quiet.exists(), "a non-primary process drew {}", quiet.display());
+    assert!(
+        !quiet.exists(),
+        "a non-primary process drew {}",
+        quiet.display()
+    );
 
     set_primary(true);
     let drawn = dir.join("drawn.png");
     plot_lines(&drawn, "t", "x", "y", &series).unwrap();
-    assert!(drawn.exists(), "the primary process did not draw {}", drawn.display());
+    assert!(
+        drawn.exists(),
+        "the primary process did not draw {}",
+        drawn.display()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
