@@ -275,6 +275,9 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> Res {
     common::init()?;
     let common = &args.common;
+    // Its objective is a sum over the batch (the original's), which averaged
+    // gradients would scale by 1/ranks: it trains on one process.
+    common.single_process_only("batch_norm")?;
     let batch = common.batch.unwrap_or(DEFAULT_BATCH);
     if batch == 0 || args.eval_every == Some(0) {
         return Err("--batch and --eval-every must be at least 1".into());

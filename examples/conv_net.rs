@@ -30,7 +30,8 @@
 //! time of a step's `forward_ms`, `backward_ms` (gradients) and `update_ms`
 //! (Adam), and the resident memory (Linux; `n/a` elsewhere) after 100 steps
 //! (`rss_mib_step_100`), at the end of training (`rss_mib_end`) and at its peak
-//! (`peak_rss_mib`). `--check-numerics` checks every value and gradient for NaN
+//! (`peak_rss_mib`), and `comm_ms_per_step` (distributed: the time per step in
+//! the gradient allreduce; `n/a` on one process). `--check-numerics` checks every value and gradient for NaN
 //! and infinity; `--infer-batch N` skips training and times one inference batch
 //! of N images instead. It draws, in `--out` (default `out/conv_net/`): `loss.png` (training
 //! loss per step and its running mean), `accuracy.png` (training accuracy over
@@ -42,6 +43,15 @@
 //! a run stopped after a `--save` checkpoint and resumed with `--load` (same
 //! flags) ends with the same `final_loss` as an uninterrupted one; the curves of
 //! a resumed run start at the step it resumed from.
+//!
+//! Data-parallel on MPI (see `docs/distributed.md`): each of N processes takes
+//! `--batch`/N rows of every batch and the gradients are averaged before each
+//! update; `--sync-bn` normalises with statistics over all ranks' rows:
+//!
+//! ```text
+//! cargo build --release --features mpi --example conv_net
+//! mpirun -np 2 target/release/examples/conv_net --distributed [--sync-bn]
+//! ```
 
 mod common;
 
@@ -152,7 +162,9 @@ fn params(graph: &Graph) -> Res<Params> {
 /// The network's logits for images `x` (`[N, 28, 28, 1]`): batch norm uses the
 /// batch statistics and updates the moving ones when `training`, and uses the
 /// moving statistics otherwise.
-fn model(x: &Node, training: bool, p: &Params, bn_decay: f32) -> Res<Node> {
+/// With `--sync-bn` (distributed), the training network's batch norm takes its
+/// statistics over the rows of all ranks.
+fn model(x: &Node, training: bool, p: &Params, bn_decay: f32, common: &CommonArgs) -> Res<Node> {
     let bn = BatchNormConfig {
         epsilon: 1e-3,
         decay: bn_decay,
@@ -163,7 +175,7 @@ fn model(x: &Node, training: bool, p: &Params, bn_decay: f32) -> Res<Node> {
     let mut h = x.clone();
     for l in &p.convs {
         let conv = ad::conv2d(&h, &l.kernel, [l.stride, l.stride], Padding::Same)?;
-        h = ad::fused_batch_norm(
+        h = common.batch_norm(
             &conv,
             &l.scale,
             &l.offset,
@@ -206,6 +218,20 @@ fn accuracy(predicted: &[usize], labels: &[u8]) -> f64 {
     hits as f64 / predicted.len().max(1) as f64
 }
 
+/// Milliseconds per step spent averaging gradients across ranks (in the
+/// allreduce calls, waiting for the slower rank included): `n/a` on one process.
+fn comm_ms_per_step(trainer: &Trainer, steps: usize) -> String {
+    #[cfg(feature = "mpi")]
+    if let Some(d) = trainer.dist() {
+        return format!(
+            "{:.2}",
+            d.stats().gradient_seconds * 1e3 / steps.max(1) as f64
+        );
+    }
+    let _ = (trainer, steps);
+    "n/a".to_string()
+}
+
 /// Mean milliseconds of `total` over `steps`.
 fn mean_ms(total: Duration, steps: usize) -> String {
     format!("{:.1}", total.as_secs_f64() * 1e3 / steps.max(1) as f64)
@@ -234,13 +260,13 @@ fn run(args: Args) -> Res {
     let x = graph.placeholder(ad::shape![None, 28, 28, 1]);
     let y = graph.placeholder(ad::shape![None, CLASSES]);
     let p = params(&graph)?;
-    let logits = model(&x, true, &p, args.bn_decay)?;
+    let logits = model(&x, true, &p, args.bn_decay, &args.common)?;
     let loss = ad::reduce_mean(
         &ad::softmax_cross_entropy_loss(&y, &logits)?,
         ad::Axes::All,
         false,
     )?;
-    let test_logits = model(&x, false, &p, args.bn_decay)?;
+    let test_logits = model(&x, false, &p, args.bn_decay, &args.common)?;
 
     let batches = Batches::new(
         data.train_images.nhwc(),
@@ -349,6 +375,7 @@ fn run(args: Args) -> Res {
         ("forward_ms", mean_ms(t_forward, steps_run)),
         ("backward_ms", mean_ms(t_backward, steps_run)),
         ("update_ms", mean_ms(t_update, steps_run)),
+        ("comm_ms_per_step", comm_ms_per_step(&trainer, steps_run)),
         ("rss_mib_step_100", common::mib(rss_step_100)),
         ("rss_mib_end", common::mib(rss_end)),
         (
@@ -384,7 +411,9 @@ fn run(args: Args) -> Res {
             ),
         ],
     )?;
-    save_predictions(&out_dir.join("predictions.png"), &data, &predicted, 40)?;
+    if ad::train::is_primary() {
+        save_predictions(&out_dir.join("predictions.png"), &data, &predicted, 40)?;
+    }
     println!("pictures: {}", out_dir.display());
     Ok(())
 }

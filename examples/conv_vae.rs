@@ -307,6 +307,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> Res {
     common::init()?;
+    args.common.single_process_only("conv_vae")?;
     let seed = args.common.seed;
     let out = args.common.out_dir("conv_vae")?;
     let mnist = common::load_mnist(&args.common)?;

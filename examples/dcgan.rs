@@ -407,6 +407,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> Res {
     common::init()?;
+    args.common.single_process_only("dcgan")?;
     let seed = args.common.seed;
     let out = args.common.out_dir("dcgan")?;
     let mnist = common::load_mnist(&args.common)?;

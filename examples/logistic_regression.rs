@@ -122,6 +122,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> Res {
     common::init()?;
     let common = &args.common;
+    common.no_sync_bn("logistic_regression")?;
     let batch = common.batch.unwrap_or(DEFAULT_BATCH);
     if batch == 0 || args.eval_every == Some(0) {
         return Err("--batch and --eval-every must be at least 1".into());

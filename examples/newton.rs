@@ -209,9 +209,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Res {
-    ad::init_thread_pool(None)?;
-    ad::retain_freed_memory();
+    common::init()?;
     let common = &args.common;
+    common.single_process_only("newton")?;
     let data = common::load_mnist(common)?;
     let train = Data {
         x: data.train_images.flat(),

@@ -124,6 +124,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> Res {
     common::init()?;
     let common = &args.common;
+    common.no_sync_bn("spiral")?;
     if let Some(dir) = &common.data {
         println!(
             "data: the spiral set is generated; --data {} is ignored",

@@ -35,6 +35,8 @@
 
 pub mod checkpoint;
 pub mod data;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 pub mod dot;
 pub mod error;
 pub mod gradcheck;

@@ -53,16 +53,211 @@ pub struct CommonArgs {
     /// Also save to --save every N steps (the last save is at the end).
     #[arg(long, value_name = "N")]
     pub save_every: Option<usize>,
+    /// Train data-parallel on MPI, one process per rank, e.g.
+    /// `mpirun -np 2 target/release/examples/conv_net --distributed` (on by
+    /// itself when launched by mpirun or srun): each of N ranks takes batch/N
+    /// rows of every global --batch, gradients are averaged before each
+    /// update, and rank 0 alone writes checkpoints, pictures and results.
+    /// Needs a build with `--features mpi`.
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: batch norm statistics over the rows of all ranks
+    /// (synchronised batch norm) instead of each rank's own rows.
+    #[arg(long)]
+    pub sync_bn: bool,
+    /// Threads of this process's pool [default: all cores, shared evenly
+    /// among the ranks on this machine when launched by mpirun].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// The MPI job's handle, once started: kept as long as the flags, so that
+    /// MPI runs until the demo ends (graph nodes do not keep it running).
+    #[cfg(feature = "mpi")]
+    #[arg(skip)]
+    dist_handle: std::cell::RefCell<Option<adgraph::distributed::Distributed>>,
+}
+
+/// The number of ranks of the MPI job that launched this process (Open MPI's
+/// `mpirun`, MPICH's `mpiexec`, Slurm's `srun` with PMIx), `None` when not
+/// launched by one.
+pub fn launched_ranks() -> Option<usize> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    var("OMPI_COMM_WORLD_SIZE")
+        .or_else(|| var("PMI_SIZE"))
+        .or_else(|| var("PMIX_RANK").and_then(|_| var("SLURM_NTASKS")))
+}
+
+/// This process's rank in the job that launched it (see [`launched_ranks`]).
+pub fn launched_rank() -> Option<usize> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    var("OMPI_COMM_WORLD_RANK")
+        .or_else(|| var("PMI_RANK"))
+        .or_else(|| var("PMIX_RANK"))
+}
+
+/// The number of ranks of this job on this machine (1 when not launched by MPI).
+pub fn local_ranks() -> usize {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    var("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .or_else(|| var("MPI_LOCALNRANKS"))
+        .or_else(|| var("SLURM_NTASKS_PER_NODE"))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The value of `--threads` on the command line (already checked by clap),
+/// for [`init`], which runs before the demo hands its flags around.
+fn threads_flag() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        if a == "--threads" {
+            args.get(i + 1)?.parse().ok()
+        } else {
+            a.strip_prefix("--threads=")?.parse().ok()
+        }
+    })
 }
 
 impl CommonArgs {
+    /// Whether this run is data-parallel: `--distributed`, or launched by mpirun.
+    pub fn is_distributed(&self) -> bool {
+        self.distributed || launched_ranks().is_some()
+    }
+
+    /// The MPI job's handle when [`is_distributed`](CommonArgs::is_distributed),
+    /// started on first use.
+    #[cfg(feature = "mpi")]
+    pub fn dist(&self) -> Res<Option<adgraph::distributed::Distributed>> {
+        if !self.is_distributed() {
+            if self.sync_bn {
+                return Err("--sync-bn needs a distributed run (--distributed, or mpirun)".into());
+            }
+            return Ok(None);
+        }
+        if let Some(d) = self.dist_handle.borrow().as_ref() {
+            return Ok(Some(d.clone()));
+        }
+        let d = adgraph::distributed::Distributed::init()?;
+        *self.dist_handle.borrow_mut() = Some(d.clone());
+        Ok(Some(d))
+    }
+
+    /// Errors for the distributed flags of a build without MPI.
+    #[cfg(not(feature = "mpi"))]
+    fn no_mpi(&self) -> Res {
+        if self.is_distributed() || self.sync_bn {
+            let launched = match launched_ranks() {
+                Some(n) => format!(" (launched by mpirun with {n} ranks)"),
+                None => String::new(),
+            };
+            return Err(format!(
+                "--distributed and --sync-bn need a build with MPI{launched}: \
+                 cargo build --release --features mpi --examples (see docs/distributed.md)"
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// An error when the run is distributed: for demos that train on one
+    /// process only (`demo` names it).
+    pub fn single_process_only(&self, demo: &str) -> Res {
+        if self.is_distributed() || self.sync_bn {
+            return Err(format!(
+                "{demo} trains on one process only: --distributed, --sync-bn and mpirun are for \
+                 conv_net, logistic_regression and spiral"
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// An error for `--sync-bn`: for demos that take the other distributed
+    /// flags but have no synchronised batch norm (`demo` names it).
+    pub fn no_sync_bn(&self, demo: &str) -> Res {
+        if self.sync_bn {
+            return Err(format!(
+                "{demo} has no synchronised batch norm: --sync-bn is for conv_net"
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Batch normalization as `ad::fused_batch_norm`, or with statistics over
+    /// all ranks (`sync_batch_norm`) with `--sync-bn` in training mode.
+    pub fn batch_norm(
+        &self,
+        x: &Node,
+        scale: &Node,
+        offset: &Node,
+        moving_mean: &Node,
+        moving_variance: &Node,
+        config: adgraph::BatchNormConfig,
+    ) -> Res<Node> {
+        #[cfg(feature = "mpi")]
+        if self.sync_bn {
+            if let Some(d) = self.dist()? {
+                return Ok(adgraph::distributed::sync_batch_norm(
+                    x,
+                    scale,
+                    offset,
+                    moving_mean,
+                    moving_variance,
+                    config,
+                    &d,
+                )?);
+            }
+        }
+        #[cfg(not(feature = "mpi"))]
+        self.no_mpi()?;
+        Ok(adgraph::fused_batch_norm(
+            x,
+            scale,
+            offset,
+            moving_mean,
+            moving_variance,
+            config,
+        )?)
+    }
+
     /// `trainer` with `--save` (every `--save-every` steps and at the end),
-    /// then resumed from `--load` if given (saying what it loaded). Call it
-    /// once the trainer's run time, optimizers and data are set.
+    /// distributed when [`is_distributed`](CommonArgs::is_distributed), then
+    /// resumed from `--load` if given (saying what it loaded). Call it once
+    /// the trainer's run time, optimizers and data are set.
     pub fn checkpointing(&self, trainer: Trainer) -> Res<Trainer> {
-        let mut trainer = match &self.save {
+        let trainer = match &self.save {
             Some(path) => trainer.checkpoint(path, self.save_every),
             None => trainer,
+        };
+        #[cfg(feature = "mpi")]
+        let mut trainer = match self.dist()? {
+            Some(d) => {
+                println!(
+                    "distributed: {} ranks ({} thread(s) on rank 0), the global batch split across them{}",
+                    d.size(),
+                    rayon::current_num_threads(),
+                    if self.sync_bn { ", synchronised batch norm" } else { "" }
+                );
+                trainer.distributed(&d)
+            }
+            None => trainer,
+        };
+        #[cfg(not(feature = "mpi"))]
+        let mut trainer = {
+            self.no_mpi()?;
+            trainer
         };
         if let Some(path) = &self.load {
             println!("loaded: {}", trainer.resume(path)?);
@@ -311,9 +506,49 @@ pub fn standard_normal(
 
 /// Joins rayon's pool with this thread (no hand-off per parallel kernel) and
 /// keeps freed memory for the next step: what every demo does first.
+///
+/// The pool has `--threads` threads (read from the command line, so that
+/// every demo honours the flag), else one per core, shared evenly among the
+/// ranks on this machine when launched by mpirun. On a rank other than 0 of
+/// an MPI job, stdout is sent to /dev/null (rank 0 prints the lines; errors
+/// still go to stderr).
 pub fn init() -> Res {
-    adgraph::init_thread_pool(None)?;
+    let threads = threads_flag().or_else(|| {
+        let local = local_ranks();
+        (local > 1).then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / local).max(1)
+        })
+    });
+    adgraph::init_thread_pool(threads).map_err(|e| format!("--threads: {e}"))?;
     adgraph::retain_freed_memory();
+    if launched_rank().is_some_and(|r| r > 0) {
+        quiet_stdout()?;
+    }
+    Ok(())
+}
+
+/// Sends this process's stdout to /dev/null.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn quiet_stdout() -> Res {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    std::io::stdout().flush()?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    // SAFETY: dup2 on two open descriptors; stdout's old file is closed by it.
+    if unsafe { libc::dup2(null.as_raw_fd(), 1) } < 0 {
+        return Err(format!(
+            "cannot redirect stdout: {}",
+            std::io::Error::last_os_error()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Elsewhere every rank prints (only the results are rank 0's alone).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn quiet_stdout() -> Res {
     Ok(())
 }
 
@@ -335,6 +570,9 @@ pub fn save_image_grid(
 }
 
 fn draw_image_grid(path: &Path, images: &Tensor, cols: usize, scale: u32) -> Res {
+    if !adgraph::train::is_primary() {
+        return Ok(());
+    }
     let shape = images.shape();
     if shape.len() < 3 {
         return Err(format!("image grid needs [n, h, w(, 1)], got {shape:?}").into());

@@ -94,3 +94,22 @@ pub use report::{report, report_lines};
 pub use state::{Resumed, BATCH_KEY, EPOCH_KEY, RNG_KEY, STEP_KEY};
 pub use step::{Eval, Step, StepOutput};
 pub use trainer::{Length, Summary, Trainer};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether this process writes the results (see [`is_primary`]).
+static PRIMARY: AtomicBool = AtomicBool::new(true);
+
+/// Whether this process writes results: [`report`]'s `key=value` lines and
+/// [`plot_lines`]' pictures (and a distributed [`Trainer`]'s checkpoints and
+/// progress bar). True, except on the ranks other than 0 of a distributed run
+/// (`adgraph::distributed::Distributed::init` sets it), where those calls do
+/// nothing, so that one copy of each is written.
+pub fn is_primary() -> bool {
+    PRIMARY.load(Ordering::Relaxed)
+}
+
+/// Sets [`is_primary`] for this process.
+pub fn set_primary(primary: bool) {
+    PRIMARY.store(primary, Ordering::Relaxed);
+}

@@ -54,7 +54,9 @@ fn draw_error(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Draws `series` as lines on one chart (900 × 540 pixels, a legend, axes
-/// fitted to the finite points) and writes it as a PNG to `path`.
+/// fitted to the finite points) and writes it as a PNG to `path`; does
+/// nothing where [`is_primary`](crate::train::is_primary) is false (ranks
+/// other than 0 of a distributed run).
 ///
 /// # Errors
 /// [`Error::Io`] when the picture cannot be drawn or written.
@@ -65,6 +67,9 @@ pub fn plot_lines(
     y_label: &str,
     series: &[Series],
 ) -> Result<()> {
+    if !crate::train::is_primary() {
+        return Ok(());
+    }
     draw_lines(path, title, x_label, y_label, series).map_err(|e| draw_error(path, e))
 }
 

@@ -11,7 +11,11 @@ pub fn report_lines(results: &[(&str, String)]) -> String {
     results.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
-/// Prints the results as `key=value` lines on stdout.
+/// Prints the results as `key=value` lines on stdout (on rank 0 only in a
+/// distributed run: nothing where [`is_primary`](crate::train::is_primary) is false).
 pub fn report(results: &[(&str, String)]) {
+    if !crate::train::is_primary() {
+        return;
+    }
     print!("{}", report_lines(results));
 }

@@ -76,6 +76,8 @@ pub struct Step<'a> {
     pub(crate) index: usize,
     pub(crate) start: usize,
     pub(crate) total: usize,
+    #[cfg(feature = "mpi")]
+    pub(crate) dist: Option<&'a crate::distributed::Distributed>,
 }
 
 impl Step<'_> {
@@ -106,14 +108,23 @@ impl Step<'_> {
             .ok_or_else(|| Error::invalid("the trainer has no data (Trainer::data)"))
     }
 
-    /// The next mini-batch `(x, y)` of the trainer's data.
+    /// The next mini-batch `(x, y)` of the trainer's data. In a distributed
+    /// run (`Trainer::distributed`, feature `mpi`), this rank's rows of the
+    /// next global batch (`Distributed::shard`).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the trainer has no data or it yields no batch.
+    /// [`Error::InvalidArgument`] when the trainer has no data or it yields
+    /// no batch, or (distributed) when the batch has fewer rows than ranks.
     pub fn next_batch(&mut self) -> Result<(Tensor, Tensor)> {
-        self.batches()?
+        let (x, y) = self
+            .batches()?
             .next_batch()
-            .ok_or_else(|| Error::invalid("the training set yields no batch"))
+            .ok_or_else(|| Error::invalid("the training set yields no batch"))?;
+        #[cfg(feature = "mpi")]
+        if let Some(d) = self.dist {
+            return d.shard(x, y);
+        }
+        Ok((x, y))
     }
 
     /// One update of the trainer's only optimizer on `loss` (all trainable

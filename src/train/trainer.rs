@@ -106,6 +106,8 @@ pub struct Trainer {
     lines_to_stderr: bool,
     stop_on_non_finite: bool,
     step: usize,
+    #[cfg(feature = "mpi")]
+    dist: Option<crate::distributed::Distributed>,
 }
 
 impl Trainer {
@@ -130,6 +132,8 @@ impl Trainer {
             lines_to_stderr: false,
             stop_on_non_finite: false,
             step: 0,
+            #[cfg(feature = "mpi")]
+            dist: None,
         }
     }
 
@@ -155,8 +159,54 @@ impl Trainer {
         optimizer: impl Optimizer + 'static,
     ) -> Self {
         self.names.push(name.into());
-        self.optimizers.push(Box::new(optimizer));
+        let optimizer: Box<dyn Optimizer> = Box::new(optimizer);
+        #[cfg(feature = "mpi")]
+        let optimizer = match &self.dist {
+            Some(d) => Box::new(crate::distributed::AveragedOptimizer::boxed(optimizer, d)),
+            None => optimizer,
+        };
+        self.optimizers.push(optimizer);
         self
+    }
+
+    /// Trains data-parallel on the ranks of `dist` (feature `mpi`): every
+    /// rank runs this trainer on the same graph, and
+    /// - the variables are set to rank 0's at the start of each
+    ///   [`run`](Trainer::run) (so also after a [`resume`](Trainer::resume),
+    ///   whose checkpoint rank 0 reads and sends to the others);
+    /// - [`Step::next_batch`] gives each rank its rows of the global batch
+    ///   (`--batch` stays the global batch: rank `r` of `N` takes rows
+    ///   `r·B/N .. (r+1)·B/N` of each batch, in the same seeded order);
+    /// - each optimizer (added before or after) averages the gradients
+    ///   across ranks before its update ([`AveragedOptimizer`](crate::distributed::AveragedOptimizer)),
+    ///   weighted by each rank's share of the batch;
+    /// - each step's loss and metrics are averaged across ranks (weighted
+    ///   likewise), so that all ranks record and check the global values;
+    /// - only rank 0 saves checkpoints, shows the progress bar and prints
+    ///   evaluation lines.
+    ///
+    /// An error in a step, an evaluation or a checkpoint save on any rank
+    /// aborts the whole job after printing it (the other ranks could not know
+    /// of it and would wait forever).
+    #[cfg(feature = "mpi")]
+    pub fn distributed(mut self, dist: &crate::distributed::Distributed) -> Self {
+        if self.dist.is_none() {
+            self.optimizers = std::mem::take(&mut self.optimizers)
+                .into_iter()
+                .map(|o| {
+                    Box::new(crate::distributed::AveragedOptimizer::boxed(o, dist))
+                        as Box<dyn Optimizer>
+                })
+                .collect();
+        }
+        self.dist = Some(dist.clone());
+        self
+    }
+
+    /// The ranks this trainer trains on, if [`distributed`](Trainer::distributed).
+    #[cfg(feature = "mpi")]
+    pub fn dist(&self) -> Option<&crate::distributed::Distributed> {
+        self.dist.as_ref()
     }
 
     /// The training data, as mini-batches ([`Step::next_batch`]); its position
@@ -289,6 +339,21 @@ impl Trainer {
     pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<Resumed> {
         state::check_names(&self.names)?;
         let path = path.as_ref();
+        #[cfg(feature = "mpi")]
+        let ckpt = match &self.dist {
+            Some(d) => {
+                let bytes = d.broadcast_file(path)?;
+                Checkpoint::from_bytes(&bytes).map_err(|e| match e {
+                    Error::Checkpoint { message, .. } => Error::Checkpoint {
+                        path: path.display().to_string(),
+                        message,
+                    },
+                    other => other,
+                })?
+            }
+            None => Checkpoint::load(path)?,
+        };
+        #[cfg(not(feature = "mpi"))]
         let ckpt = Checkpoint::load(path)?;
         let (resumed, step) = state::restore(
             &ckpt,
@@ -361,6 +426,52 @@ impl Trainer {
 
     fn run_inner(
         &mut self,
+        step_fn: impl FnMut(&mut Step<'_>) -> Result<StepOutput>,
+        eval_fn: Option<impl FnMut(&mut Eval<'_>) -> Result<()>>,
+    ) -> Result<Summary> {
+        #[cfg(feature = "mpi")]
+        if let Some(d) = self.dist.clone() {
+            return self.run_distributed(&d, step_fn, eval_fn);
+        }
+        self.run_loop(step_fn, eval_fn)
+    }
+
+    /// A distributed run: the same checks and starting variables on every
+    /// rank, then the loop; an error on any rank aborts the job.
+    #[cfg(feature = "mpi")]
+    fn run_distributed(
+        &mut self,
+        d: &crate::distributed::Distributed,
+        step_fn: impl FnMut(&mut Step<'_>) -> Result<StepOutput>,
+        eval_fn: Option<impl FnMut(&mut Eval<'_>) -> Result<()>>,
+    ) -> Result<Summary> {
+        // Symmetric checks: every rank gets the same answer, so an error here
+        // is returned by all of them.
+        state::check_names(&self.names)?;
+        let total = self.total_steps()?;
+        d.check_same("the run's length in steps", total as u64)?;
+        d.check_same("the step the run starts from", self.step as u64)?;
+        d.broadcast_variables(&self.graph)?;
+        if !d.is_primary() {
+            self.show_progress = false;
+            self.lines_to_stderr = false;
+        }
+        match self.run_loop(step_fn, eval_fn) {
+            Ok(summary) => Ok(summary),
+            Err(e) if d.size() > 1 => {
+                eprintln!(
+                    "error on rank {} of {}: {e}\naborting the job: the other ranks cannot go on without this one",
+                    d.rank(),
+                    d.size()
+                );
+                d.abort(1)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run_loop(
+        &mut self,
         mut step_fn: impl FnMut(&mut Step<'_>) -> Result<StepOutput>,
         mut eval_fn: Option<impl FnMut(&mut Eval<'_>) -> Result<()>>,
     ) -> Result<Summary> {
@@ -412,7 +523,14 @@ impl Trainer {
                 index: self.step,
                 start,
                 total,
+                #[cfg(feature = "mpi")]
+                dist: self.dist.as_ref(),
             })?;
+            #[cfg(feature = "mpi")]
+            let out = match &self.dist {
+                Some(d) => average_output(d, out),
+                None => out,
+            };
             self.step += 1;
             if self.stop_on_non_finite && !out.loss.is_finite() {
                 return Err(Error::invalid(format!(
@@ -428,7 +546,11 @@ impl Trainer {
             {
                 eval_in_loop += evaluate!(EvalPoint::Periodic).unwrap_or(0.0);
             }
-            if let Some(path) = &self.checkpoint {
+            #[cfg(feature = "mpi")]
+            let writes = self.dist.as_ref().is_none_or(|d| d.is_primary());
+            #[cfg(not(feature = "mpi"))]
+            let writes = true;
+            if let (Some(path), true) = (&self.checkpoint, writes) {
                 let due = self.step == total
                     || (self.checkpoint_every > 0
                         && self.step.is_multiple_of(self.checkpoint_every));
@@ -452,4 +574,26 @@ impl Trainer {
             history,
         })
     }
+}
+
+/// `out` with its loss and metrics averaged across the ranks of `d`, each
+/// rank weighted by its share of the step's batch (one small allreduce).
+#[cfg(feature = "mpi")]
+fn average_output(d: &crate::distributed::Distributed, mut out: StepOutput) -> StepOutput {
+    if d.size() == 1 {
+        return out;
+    }
+    let share = f64::from(d.share());
+    let mut values: Vec<f64> = std::iter::once(f64::from(out.loss))
+        .chain(out.metrics.iter().map(|(_, v)| *v))
+        .chain(out.shown.iter().map(|(_, v)| *v))
+        .map(|v| v * share)
+        .collect();
+    d.all_reduce_sum_f64(&mut values);
+    let mut it = values.into_iter();
+    out.loss = it.next().unwrap_or(f64::NAN) as f32;
+    for (_, v) in out.metrics.iter_mut().chain(out.shown.iter_mut()) {
+        *v = it.next().unwrap_or(f64::NAN);
+    }
+    out
 }
