@@ -155,7 +155,7 @@ pub fn lstm_cell_forward(input: CellInputs, out: CellOutputs) {
                gates: Option<&mut [f32]>,
                tanh_c: Option<&mut [f32]>| {
         // Without kept gates, one row's scratch for them and tanh(c_t).
-        let mut scratch = Vec::new();
+        let mut scratch: Vec<f32>;
         let (gates, tanh_c) = match (gates, tanh_c) {
             (Some(g), Some(t)) => (g, t),
             _ => {
