@@ -31,8 +31,15 @@ import time
 
 import numpy as np
 
-import adgraph as ad
-from adgraph import _native, initializers, optimizers
+# Run as `python python/bench.py`, Python puts python/ first on the path, where
+# the package's sources sit without the compiled extension unless it was built
+# in place (`maturin develop`): then import the installed package instead.
+_HERE = pathlib.Path(__file__).resolve().parent
+if not any((_HERE / 'adgraph').glob('_native*')):
+    sys.path[:] = [p for p in sys.path if pathlib.Path(p or '.').resolve() != _HERE]
+
+import adgraph as ad  # noqa: E402
+from adgraph import _native, initializers, optimizers  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEED = 0
