@@ -1166,6 +1166,25 @@ pub struct UnstackGrad {
     pub index: usize,
 }
 
+/// The shape rule [`UnstackGrad`] and [`SplitGrad`] share: `g`, the gradient
+/// of one piece of `x`, must fit that piece's shape `piece`; the result is
+/// shaped like `x`.
+fn piece_grad_shape(
+    op: &str,
+    piece: TensorShape,
+    g: &TensorShape,
+    x: &TensorShape,
+) -> Result<TensorShape> {
+    if !piece.is_compatible(g) {
+        return Err(Error::ShapeMismatch {
+            what: format!("{op}: the gradient of a piece of {x}"),
+            expected: piece,
+            got: g.clone(),
+        });
+    }
+    Ok(x.clone())
+}
+
 impl UnstackGrad {
     fn piece(&self) -> Unstack {
         Unstack {
@@ -1181,28 +1200,23 @@ impl Op for UnstackGrad {
     }
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
         expect_inputs(inputs, 2, "UnstackGrad")?;
-        let (g, x) = (inputs[0], inputs[1]);
-        let piece = self.piece().rule(x)?;
-        if !piece.is_compatible(g) {
-            return Err(Error::ShapeMismatch {
-                what: format!("UnstackGrad: the gradient of a piece of {x}"),
-                expected: piece,
-                got: g.clone(),
-            });
-        }
-        Ok(x.clone())
+        piece_grad_shape(
+            "UnstackGrad",
+            self.piece().rule(inputs[1])?,
+            inputs[0],
+            inputs[1],
+        )
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         expect_inputs(inputs, 2, "UnstackGrad")?;
         let (g, x) = (inputs[0], inputs[1]);
         let piece = self.piece().rule(&TensorShape::known(x.shape()))?;
-        if piece != TensorShape::known(g.shape()) {
-            return Err(Error::ShapeMismatch {
-                what: "UnstackGrad: the gradient of the piece".into(),
-                expected: piece,
-                got: TensorShape::known(g.shape()),
-            });
-        }
+        piece_grad_shape(
+            "UnstackGrad",
+            piece,
+            &TensorShape::known(g.shape()),
+            &TensorShape::known(x.shape()),
+        )?;
         let mut dx = Tensor::zeros(x.shape());
         dx.index_axis_mut(Axis(self.axis), self.index).assign(g);
         Ok(dx)
@@ -1471,29 +1485,24 @@ impl Op for SplitGrad {
     }
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
         expect_inputs(inputs, 2, "SplitGrad")?;
-        let (g, x) = (inputs[0], inputs[1]);
-        let piece = self.piece().rule(x)?;
-        if !piece.is_compatible(g) {
-            return Err(Error::ShapeMismatch {
-                what: format!("SplitGrad: the gradient of a piece of {x}"),
-                expected: piece,
-                got: g.clone(),
-            });
-        }
-        Ok(x.clone())
+        piece_grad_shape(
+            "SplitGrad",
+            self.piece().rule(inputs[1])?,
+            inputs[0],
+            inputs[1],
+        )
     }
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
         expect_inputs(inputs, 2, "SplitGrad")?;
         let (g, x) = (inputs[0], inputs[1]);
         let op = self.piece();
         let piece = op.rule(&TensorShape::known(x.shape()))?;
-        if piece != TensorShape::known(g.shape()) {
-            return Err(Error::ShapeMismatch {
-                what: "SplitGrad: the gradient of the piece".into(),
-                expected: piece,
-                got: TensorShape::known(g.shape()),
-            });
-        }
+        piece_grad_shape(
+            "SplitGrad",
+            piece,
+            &TensorShape::known(g.shape()),
+            &TensorShape::known(x.shape()),
+        )?;
         let mut dx = Tensor::zeros(x.shape());
         dx.slice_axis_mut(Axis(self.axis), op.range(x.shape())?)
             .assign(g);
