@@ -280,7 +280,12 @@ fn run(args: Args) -> Res {
             println!(
                 "{} profile over {steps} steps:\n{}",
                 spec.id,
-                profile.top(10)
+                profile.top(
+                    std::env::var("ADGRAPH_PROFILE_TOP")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(10)
+                )
             );
             let total = profile.total().as_secs_f64().max(1e-12);
             let per_type: Vec<String> = profile

@@ -1,5 +1,5 @@
 //! Times adgraph's matrix product (`kernels::gemm::sgemm`) on the products of
-//! the benchmark workloads W1-W3 (forward and both gradients, in the layouts
+//! the benchmark workloads W1-W3 and W8 (forward and both gradients, in the layouts
 //! the MatMul op hands it) and of W4's convolutions (patch matrices), one line
 //! per product (kernel gradients, `dk`, as conv2d computes them: two halves
 //! of the sum side by side where that pays):
@@ -39,7 +39,7 @@ const fn product(label: &'static str, m: usize, k: usize, n: usize, at: bool, bt
     }
 }
 
-const PRODUCTS: [Product; 32] = [
+const PRODUCTS: [Product; 40] = [
     product("W1 x·w1", 300, 2, 50, false, false),
     product("W1 h1·w2", 300, 50, 50, false, false),
     product("W1 h2·w3", 300, 50, 3, false, false),
@@ -72,6 +72,14 @@ const PRODUCTS: [Product; 32] = [
     product("W4 c2 dk", 288, 9800, 64, true, false),
     product("W4 c3 dk", 576, 2450, 128, true, false),
     product("W4 c4 dk", 1152, 800, 256, true, false),
+    product("W8 x·wx", 1024, 32, 512, false, false),
+    product("W8 dwx", 32, 1024, 512, true, false),
+    product("W8 dx", 1024, 512, 32, false, true),
+    product("W8 h·wh", 64, 128, 512, false, false),
+    product("W8 dwh", 128, 64, 512, true, false),
+    product("W8 dh", 64, 512, 128, false, true),
+    product("W8 h·wo", 1024, 128, 27, false, false),
+    product("W8 dwo", 128, 1024, 27, true, false),
 ];
 
 /// A matrix of small non-zero values, `[rows, cols]` or its transpose.

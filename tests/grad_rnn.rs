@@ -5,7 +5,7 @@
 
 use ad::gradcheck::{check_gradients, GradCheck};
 use ad::ops::array::PieceGrads;
-use ad::ops::rnn::{DcPrev, LstmCellGrad, LstmCellGradOf};
+use ad::ops::rnn::{DcPrev, GateInput, LstmCellGrad, LstmCellGradOf};
 use ad::{Feed, Graph, Node, RunTime, Tensor, TensorShape};
 use adgraph as ad;
 use rand::{Rng, SeedableRng};
@@ -277,6 +277,7 @@ fn lstm_cell_gradient_nodes_share_and_recompute() {
             .add_op(
                 LstmCellGrad {
                     forget_bias: 1.0,
+                    gate_inputs: vec![GateInput::Full],
                     has_c_prev: true,
                     of: LstmCellGradOf::Z,
                     dc_prev: DcPrev::Skip,
@@ -290,6 +291,7 @@ fn lstm_cell_gradient_nodes_share_and_recompute() {
             .add_op(
                 LstmCellGrad {
                     forget_bias: 1.0,
+                    gate_inputs: vec![GateInput::Full],
                     has_c_prev: true,
                     of: LstmCellGradOf::Z,
                     dc_prev: DcPrev::Skip,
@@ -304,6 +306,139 @@ fn lstm_cell_gradient_nodes_share_and_recompute() {
         let got = RunTime::new().evaluate(&[&lone, &via_cell], &feed).unwrap();
         assert_eq!(got[0], got[1]);
     }
+}
+
+/// A cell whose z is a row block of a `[steps·b, 4u]` node, a `[b, 4u]`
+/// node and a `[4u]` bias: the same values and gradients as the sum
+/// written out (split, add) feeding the plain cell, first and second
+/// derivatives by finite differences for every part and `c_prev`, and the
+/// gradient of each part in its own shape (a SplitGrad piece, dz, a sum).
+#[test]
+fn lstm_cell_from_parts_is_the_cell_of_the_sum() {
+    use ad::ops::rnn::GatePart;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (b, u, steps) in [(1usize, 1usize, 1usize), (3, 2, 4), (2, 5, 3), (64, 128, 2)] {
+        for t in [0, steps - 1] {
+            let g = Graph::new();
+            let xw = g.placeholder([steps * b, 4 * u]);
+            let rec = g.placeholder([b, 4 * u]);
+            let bias = g.placeholder([4 * u]);
+            let cp = g.placeholder([b, u]);
+            let parts = [
+                GatePart::Bias(&bias),
+                GatePart::RowBlock {
+                    of: &xw,
+                    index: t,
+                    count: steps,
+                },
+                GatePart::Full(&rec),
+            ];
+            let (h, c) = ad::lstm_cell_from_parts(&parts, Some(&cp), 1.0).unwrap();
+            assert_eq!(h.shape(), TensorShape::known(&[b, u]));
+            let z = ad::add(
+                &ad::add(&ad::split(&xw, steps, 0).unwrap()[t], &rec).unwrap(),
+                &bias,
+            )
+            .unwrap();
+            let (hc, cc) = composed(&z, Some(&cp), 1.0);
+            let w = g.placeholder([b, u]);
+            let (lf, lc) = (loss_of(&h, &c, &w), loss_of(&hc, &cc, &w));
+            let wrt = [&xw, &rec, &bias, &cp];
+            let gf = ad::gradients(&[&lf], &wrt, None).unwrap();
+            let gc = ad::gradients(&[&lc], &wrt, None).unwrap();
+            let types: Vec<&str> = gf.iter().map(|n| n.as_ref().unwrap().op_type()).collect();
+            assert_eq!(
+                types,
+                [
+                    "SplitGrad",
+                    "LstmCellGrad",
+                    "ReduceSum",
+                    "LstmCellGradCPrev"
+                ]
+            );
+            let feed = ad::feed! {
+                xw => random(&mut rng, &[steps * b, 4 * u], -1.5, 1.5),
+                rec => random(&mut rng, &[b, 4 * u], -1.0, 1.0),
+                bias => random(&mut rng, &[4 * u], -0.5, 0.5),
+                cp => random(&mut rng, &[b, u], -1.5, 1.5),
+                w => random(&mut rng, &[b, u], -1.0, 1.0),
+            }
+            .unwrap();
+            let mut nodes = vec![&h, &hc, &c, &cc];
+            for k in 0..wrt.len() {
+                nodes.push(gf[k].as_ref().unwrap());
+                nodes.push(gc[k].as_ref().unwrap());
+            }
+            let got = RunTime::new().evaluate(&nodes, &feed).unwrap();
+            let what = format!("[{b}, {u}] step {t} of {steps}");
+            for (k, name) in ["h", "c", "dxw", "drec", "dbias", "dc_prev"]
+                .iter()
+                .enumerate()
+            {
+                let tol = if k < 2 { 1e-6 } else { 1e-5 };
+                assert_close(&format!("{what} {name}"), &got[2 * k], &got[2 * k + 1], tol);
+            }
+            // An inference pass recomputes the gates from the parts.
+            assert_eq!(got, RunTime::new().infer(&nodes, &feed).unwrap());
+            if b * u <= 10 {
+                check_gradients(&lf, &wrt, &feed).unwrap_or_else(|e| panic!("{what}: {e}"));
+                SECOND_ORDER
+                    .check_second_order(&lf, &wrt, &feed)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+        }
+    }
+}
+
+/// Parts that do not fit together are errors naming the cell and the shapes.
+#[test]
+fn lstm_cell_from_parts_rejects_parts_that_do_not_fit() {
+    use ad::ops::rnn::GatePart;
+    let g = Graph::new();
+    let xw = g.placeholder(ad::shape![None, 8]);
+    let rec = g.placeholder([2, 8]);
+    let bias = g.placeholder([8]);
+    let block = |index, count| GatePart::RowBlock {
+        of: &xw,
+        index,
+        count,
+    };
+    let err = |parts: &[GatePart]| {
+        ad::lstm_cell_from_parts(parts, None, 1.0)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&[GatePart::Bias(&bias)]);
+    assert!(
+        e.contains("LstmCell") && e.contains("besides a bias"),
+        "{e}"
+    );
+    let e = err(&[block(3, 3)]);
+    assert!(e.contains("row block 3 of 3"), "{e}");
+    let e = err(&[GatePart::Full(&rec), GatePart::Bias(&g.placeholder([12]))]);
+    assert!(e.contains("LstmCell") && e.contains("(12,)"), "{e}");
+    let e = err(&[GatePart::Full(&rec), GatePart::Full(&g.placeholder([3, 8]))]);
+    assert!(e.contains("(3, 8)"), "{e}");
+    let e = err(&[GatePart::Bias(&rec), GatePart::Full(&rec)]);
+    assert!(e.contains("gate bias"), "{e}");
+    let six = g.placeholder([6, 8]);
+    let e = err(&[GatePart::RowBlock {
+        of: &six,
+        index: 0,
+        count: 4,
+    }]);
+    assert!(e.contains("do not cut into 4 equal blocks"), "{e}");
+    // Unknown rows: checked when fed.
+    let (h, _) =
+        ad::lstm_cell_from_parts(&[block(1, 4), GatePart::Bias(&bias)], None, 1.0).unwrap();
+    let feed =
+        ad::feed! { xw => Tensor::zeros(vec![6, 8]), bias => Tensor::zeros(vec![8]) }.unwrap();
+    let e = RunTime::new().infer(&[&h], &feed).unwrap_err().to_string();
+    assert!(e.contains("do not cut into 4 equal blocks"), "{e}");
+    let feed =
+        ad::feed! { xw => Tensor::zeros(vec![8, 8]), bias => Tensor::zeros(vec![8]) }.unwrap();
+    let out = RunTime::new().infer(&[&h], &feed).unwrap();
+    assert_eq!(out[0].shape(), [2, 2]);
 }
 
 #[test]

@@ -320,7 +320,7 @@ unsafe fn gemm_raw(
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
     const MIN_WORK: usize = 1 << 22;
     let work = m.saturating_mul(n).saturating_mul(k);
-    if work >= MIN_WORK && (m >= 192 || k >= 2048) {
+    if work >= MIN_WORK && (m >= 192 || k >= 2048 || n >= 512 || (m >= 64 && k >= 512)) {
         // 0 = rayon's current number of threads.
         Parallelism::Rayon(0)
     } else {

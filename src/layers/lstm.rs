@@ -1,5 +1,5 @@
 //! [`Lstm`]: a long short-term memory layer unrolled over a static number of
-//! time steps, on the fused [`lstm_cell`].
+//! time steps, on the fused LSTM cell ([`lstm_cell_from_parts`]).
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -8,10 +8,9 @@ use super::{display_name, input_dim, refit_error, InitRef, Layer, LayerScope};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
 use crate::init::{Initializer, RandomUniform, Zeros};
-use crate::ops::arithmetic::{add, add_n};
-use crate::ops::array::{reshape, split, stack, transpose};
+use crate::ops::array::{reshape, stack, transpose};
 use crate::ops::linalg::matmul;
-use crate::ops::rnn::lstm_cell;
+use crate::ops::rnn::{lstm_cell_from_parts, GatePart};
 
 /// What an [`Lstm`] gives: the outputs of every step and the final state.
 #[derive(Debug, Clone)]
@@ -36,10 +35,10 @@ pub struct LstmOutput {
 ///
 /// from `h_0 = c_0 = 0` or a given initial state. The input projections of
 /// all steps are one matrix product (`[time · batch, features] · kernel`,
-/// rows in time-major order, plus the bias once), split into one block per
-/// step; each step adds its `h_{t-1} · recurrent_kernel` and runs one fused
-/// [`lstm_cell`] node (the first step, from a zero state, has no recurrent
-/// product). The forget bias is a constant, not a variable
+/// rows in time-major order); each step runs one fused cell node
+/// ([`lstm_cell_from_parts`]) that reads its block of those rows in place and
+/// adds its `h_{t-1} · recurrent_kernel` and the bias in its own pass (the
+/// first step, from a zero state, has no recurrent product). The forget bias is a constant, not a variable
 /// (TensorFlow's `forget_bias`, default 1.0).
 ///
 /// Variables (Keras's names and gate order `i, f, g, o`):
@@ -198,25 +197,34 @@ impl Lstm {
             return Err(refit_error(scope, x, "features", vars.in_dim, in_dim));
         }
         scope.enter(|| {
-            // The input projections of all steps: one product and one bias
-            // add on the rows of x in time-major order (step, batch), so that
-            // each step's [batch, 4 units] block is contiguous (its piece a
-            // plain copy, the pieces' gradients one concatenation).
+            // The input projections of all steps: one product on the rows of
+            // x in time-major order (step, batch), so that each step's
+            // [batch, 4 units] block is contiguous. Each cell reads its block
+            // in place and adds the recurrent product and the bias in its own
+            // pass (no bias add over all steps, no copy or sum per step); the
+            // blocks' gradients join into one concatenation.
             let rows = reshape(&transpose(x, &[1, 0, 2])?, &[-1, in_dim as isize])?;
-            let xw = add(&matmul(&rows, &vars.kernel)?, &vars.bias)?;
+            let xw = matmul(&rows, &vars.kernel)?;
             let (mut h, mut c) = match initial {
                 Some((h0, c0)) => (Some(h0.clone()), Some(c0.clone())),
                 None => (None, None),
             };
             let mut outputs = Vec::with_capacity(steps);
-            for x_t in split(&xw, steps, 0)? {
-                // add_n, not add: same shapes, no broadcast, so the gradient
-                // passes through without a run-time sum-to-shape.
-                let z = match &h {
-                    Some(h) => add_n(&[&x_t, &matmul(h, &vars.recurrent_kernel)?])?,
-                    None => x_t,
+            for t in 0..steps {
+                let recurrent = match &h {
+                    Some(h) => Some(matmul(h, &vars.recurrent_kernel)?),
+                    None => None,
                 };
-                let (h_t, c_t) = lstm_cell(&z, c.as_ref(), self.forget_bias)?;
+                let mut parts = vec![
+                    GatePart::RowBlock {
+                        of: &xw,
+                        index: t,
+                        count: steps,
+                    },
+                    GatePart::Bias(&vars.bias),
+                ];
+                parts.extend(recurrent.as_ref().map(GatePart::Full));
+                let (h_t, c_t) = lstm_cell_from_parts(&parts, c.as_ref(), self.forget_bias)?;
                 outputs.push(h_t.clone());
                 h = Some(h_t);
                 c = Some(c_t);
