@@ -39,7 +39,7 @@ const fn product(label: &'static str, m: usize, k: usize, n: usize, at: bool, bt
     }
 }
 
-const PRODUCTS: [Product; 40] = [
+const PRODUCTS: [Product; 42] = [
     product("W1 x·w1", 300, 2, 50, false, false),
     product("W1 h1·w2", 300, 50, 50, false, false),
     product("W1 h2·w3", 300, 50, 3, false, false),
@@ -74,6 +74,8 @@ const PRODUCTS: [Product; 40] = [
     product("W4 c4 dk", 1152, 800, 256, true, false),
     product("W8 x·wx", 1024, 32, 512, false, false),
     product("W8 dwx", 32, 1024, 512, true, false),
+    product("W8 dwx dk", 32, 1024, 512, true, false),
+    product("W8 dwxT", 512, 1024, 32, true, false),
     product("W8 dx", 1024, 512, 32, false, true),
     product("W8 h·wh", 64, 128, 512, false, false),
     product("W8 dwh", 128, 64, 512, true, false),

@@ -49,12 +49,18 @@ pub fn tanh(x: f32) -> f32 {
     t.copysign(x)
 }
 
-/// The cell's inputs: `z` is `[rows, 4h]`, `c_prev` `[rows, h]` (`None`:
-/// zeros); the forget gate's pre-activation gets `forget_bias` added.
+/// The cell's inputs: `z` is `[rows, 4h]` (plus `z_add` and `bias`),
+/// `c_prev` `[rows, h]` (`None`: zeros); the forget gate's pre-activation
+/// gets `forget_bias` added.
 #[derive(Clone, Copy)]
 pub struct CellInputs<'a> {
     /// Gate pre-activations, `[rows, 4h]`, blocks `i, f, g, o`.
     pub z: &'a [f32],
+    /// More `[rows, 4h]` terms of the pre-activations, added row by row
+    /// before the gates (e.g. `h_prev·Wh`); usually empty.
+    pub z_add: &'a [&'a [f32]],
+    /// A `[4h]` term added to every row of the pre-activations.
+    pub bias: Option<&'a [f32]>,
     /// The previous cell state `[rows, h]`, or `None` for zeros.
     pub c_prev: Option<&'a [f32]>,
     /// Cell size (`> 0`).
@@ -141,6 +147,21 @@ fn forward_row<const PREV: bool>(
     }
 }
 
+/// Row `rz` (a range of `4h` elements) of `z + z_add... + bias` into `out`,
+/// in the order written (the order in which a graph of adds would sum them).
+#[inline(always)]
+fn sum_row(out: &mut [f32], input: &CellInputs, rz: std::ops::Range<usize>) {
+    out.copy_from_slice(&input.z[rz.clone()]);
+    if let Some(b) = input.bias {
+        out.iter_mut().zip(b).for_each(|(o, v)| *o += v);
+    }
+    for t in input.z_add {
+        out.iter_mut()
+            .zip(&t[rz.clone()])
+            .for_each(|(o, v)| *o += v);
+    }
+}
+
 /// The LSTM cell's forward: for each row, with `z_i, z_f, z_g, z_o` the four
 /// blocks of `z`, `i = σ(z_i)`, `f = σ(z_f + forget_bias)`, `g = tanh(z_g)`,
 /// `o = σ(z_o)`, `c_t = f ⊙ c_prev + i ⊙ g`, `h_t = o ⊙ tanh(c_t)`.
@@ -171,9 +192,18 @@ pub fn lstm_cell_forward(input: CellInputs, out: CellOutputs) {
             }
         };
         let per_row = gates.len() > 4 * h;
+        // One row of z summed from its terms (in L1), when there are several.
+        let summed = !input.z_add.is_empty() || input.bias.is_some();
+        let mut z_row = vec![0.0f32; if summed { 4 * h } else { 0 }];
         for k in 0..h_out.len() / h {
             let r = start + k;
-            let z = &input.z[r * 4 * h..(r + 1) * 4 * h];
+            let rz = r * 4 * h..(r + 1) * 4 * h;
+            let z: &[f32] = if summed {
+                sum_row(&mut z_row, &input, rz);
+                &z_row
+            } else {
+                &input.z[rz]
+            };
             let out = (
                 &mut h_out[k * h..(k + 1) * h],
                 &mut c_out[k * h..(k + 1) * h],
@@ -376,6 +406,8 @@ mod tests {
             .collect();
         let input = CellInputs {
             z: &z,
+            z_add: &[],
+            bias: None,
             c_prev: Some(&cp),
             h,
             forget_bias: 1.0,
@@ -394,6 +426,8 @@ mod tests {
             let mut one = (vec![0.0; h], vec![0.0; h]);
             let row_input = CellInputs {
                 z: &z[r * 4 * h..(r + 1) * 4 * h],
+                z_add: &[],
+                bias: None,
                 c_prev: Some(&cp[r * h..(r + 1) * h]),
                 h,
                 forget_bias: 1.0,

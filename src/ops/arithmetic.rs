@@ -257,9 +257,14 @@ impl Op for AddN {
 /// or [`SplitGrad`] nodes of one `x` and axis, as the gradients of the
 /// pieces of an [`unstack`](crate::unstack) or [`split`](crate::split) are)
 /// are joined into one [`PieceGrads`] node first: one pass over `x`'s size
-/// instead of one full-size tensor per piece. The result is then that node
-/// alone when no other term is left.
+/// instead of one full-size tensor per piece. Matrix products among the
+/// terms ([`matmul`](crate::matmul) nodes of 2-D operands and one shape, as
+/// the gradient of a weight used by several products is) are joined into one
+/// [`MatMulSum`] node: the products accumulated in one buffer per thread, not
+/// one full-size tensor each. The result is a joined node alone when no other
+/// term is left.
 ///
+/// [`MatMulSum`]: crate::ops::linalg::MatMulSum
 /// [`UnstackGrad`]: crate::ops::array::UnstackGrad
 /// [`SplitGrad`]: crate::ops::array::SplitGrad
 /// [`PieceGrads`]: crate::ops::array::PieceGrads
@@ -268,14 +273,19 @@ impl Op for AddN {
 /// [`Error::InvalidArgument`] for no inputs; [`Error::Node`] when the static
 /// shapes differ.
 pub fn add_n(xs: &[&Node]) -> Result<Node> {
-    if let Some(mut terms) = crate::ops::array::join_piece_gradients(xs)? {
-        if terms.len() == 1 {
-            if let Some(only) = terms.pop() {
-                return Ok(only);
-            }
-        }
-        let refs: Vec<&Node> = terms.iter().collect();
-        return build(AddN, &refs);
+    let pieces = crate::ops::array::join_piece_gradients(xs)?;
+    let joined = pieces.is_some();
+    let mut terms = pieces.unwrap_or_else(|| xs.iter().map(|&n| n.clone()).collect());
+    match crate::ops::linalg::join_matmul_terms(&terms)? {
+        Some(t) => terms = t,
+        None if !joined => return build(AddN, xs),
+        None => {}
     }
-    build(AddN, xs)
+    if terms.len() == 1 {
+        if let Some(only) = terms.pop() {
+            return Ok(only);
+        }
+    }
+    let refs: Vec<&Node> = terms.iter().collect();
+    build(AddN, &refs)
 }

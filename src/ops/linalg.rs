@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::kernels::gemm::{matmul_vec, sgemm};
+use crate::kernels::gemm::{matmul_serial_add, matmul_vec, sgemm};
 use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::array::{checked_num_elements, expect_inputs};
 use crate::ops::broadcast::{SumTo, SumToShapeOf};
@@ -360,4 +360,207 @@ pub fn matmul_transposed(x: &Node, y: &Node, transpose_a: bool, transpose_b: boo
         },
         &[x, y],
     )
+}
+
+// ---------------------------------------------------------------------------
+// sums of products
+// ---------------------------------------------------------------------------
+
+/// `Σ_i op(a_i) · op(b_i)` over 2-D products of one shape, `op` each term's
+/// own `transpose_a` / `transpose_b`: inputs `a_0, b_0, a_1, b_1, ...`.
+///
+/// What [`add_n`](crate::add_n) makes of several [`MatMul`] terms: the
+/// gradient of a weight used by many products, such as an LSTM's recurrent
+/// kernel (`Σ_t h_{t-1}ᵀ · dz_t`, one term per step). Summed as separate
+/// nodes, each small product is split over the threads and each adds a
+/// full-size temporary; here the terms are cut into fixed groups (by count,
+/// never by the number of threads, so the bits do not depend on it), each
+/// group accumulated on one thread into its own buffer, the groups side by
+/// side, then added in order.
+pub struct MatMulSum {
+    /// `(transpose_a, transpose_b)` of each term.
+    pub flags: Vec<(bool, bool)>,
+}
+
+/// Groups of terms a [`MatMulSum`] accumulates side by side (at most).
+const SUM_GROUPS: usize = 4;
+
+impl MatMulSum {
+    fn check(&self, n: usize) -> Result<()> {
+        if self.flags.is_empty() || n != 2 * self.flags.len() {
+            return Err(Error::invalid(format!(
+                "MatMulSum of {} terms takes {} inputs (a_i, b_i), got {n}",
+                self.flags.len(),
+                2 * self.flags.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Op for MatMulSum {
+    fn type_name(&self) -> &'static str {
+        "MatMulSum"
+    }
+
+    // Each term: [p, q] x [q, r] -> [p, r] (after its flags); all alike.
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        self.check(inputs.len())?;
+        let mut out: Option<TensorShape> = None;
+        for (k, &(ta, tb)) in self.flags.iter().enumerate() {
+            let (a, b) = (inputs[2 * k], inputs[2 * k + 1]);
+            if a.rank() != 2 || b.rank() != 2 {
+                return Err(Error::invalid(format!(
+                    "MatMulSum term {k}: the operands {a} and {b} are not both matrices"
+                )));
+            }
+            let s = matmul_rule(a, b, ta, tb)?;
+            out = Some(match out {
+                None => s,
+                Some(o) => o.merge(&s).ok_or_else(|| Error::ShapeMismatch {
+                    what: format!("MatMulSum term {k} (the terms' products must have one shape)"),
+                    expected: o.clone(),
+                    got: s.clone(),
+                })?,
+            });
+        }
+        out.ok_or_else(|| Error::invalid("MatMulSum of no terms"))
+    }
+
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        self.check(inputs.len())?;
+        let known: Vec<TensorShape> = inputs
+            .iter()
+            .map(|t| TensorShape::known(t.shape()))
+            .collect();
+        let refs: Vec<&TensorShape> = known.iter().collect();
+        let shape = self.infer_shape(&refs)?;
+        let (p, r) = match (shape.dim(0), shape.dim(1)) {
+            (Some(p), Some(r)) => (p, r),
+            _ => {
+                return Err(Error::invalid(
+                    "MatMulSum: unknown result shape at run time",
+                ))
+            }
+        };
+        let views = inputs
+            .iter()
+            .map(|t| t.view().into_dimensionality::<ndarray::Ix2>())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let term = |k: usize| {
+            let (ta, tb) = self.flags[k];
+            let a = if ta {
+                views[2 * k].t()
+            } else {
+                views[2 * k].view()
+            };
+            let b = if tb {
+                views[2 * k + 1].t()
+            } else {
+                views[2 * k + 1].view()
+            };
+            (a, b)
+        };
+        let n = self.flags.len();
+        let per_group = n.div_ceil(SUM_GROUPS.min(n));
+        let groups: Vec<Vec<f32>> = (0..n.div_ceil(per_group))
+            .into_par_iter()
+            .map(|g| {
+                let mut acc = vec![0.0f32; p * r];
+                for k in g * per_group..((g + 1) * per_group).min(n) {
+                    let (a, b) = term(k);
+                    matmul_serial_add(a, b, &mut acc);
+                }
+                acc
+            })
+            .collect();
+        let mut groups = groups.into_iter();
+        let mut sum = groups.next().unwrap_or_else(|| vec![0.0; p * r]);
+        for g in groups {
+            sum.iter_mut().zip(&g).for_each(|(s, v)| *s += v);
+        }
+        Ok(Tensor::from_shape_vec(ndarray::IxDyn(&[p, r]), sum)?)
+    }
+
+    // d/da_i and d/db_i are those of the i-th product alone: the same sum
+    // written with MatMul and AddN nodes, differentiated.
+    fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        ctx.gradient_of_composition(|inputs| {
+            let terms = self
+                .flags
+                .iter()
+                .enumerate()
+                .map(|(k, &(ta, tb))| matmul_transposed(&inputs[2 * k], &inputs[2 * k + 1], ta, tb))
+                .collect::<Result<Vec<Node>>>()?;
+            let refs: Vec<&Node> = terms.iter().collect();
+            build(crate::ops::arithmetic::AddN, &refs)
+        })
+    }
+}
+
+/// The 2-D [`MatMul`] node `n` as `(transpose_a, transpose_b, a, b)`, if it is one.
+fn matrix_product(n: &Node) -> Option<(bool, bool, Node, Node)> {
+    let graph = n.graph().clone();
+    let flags = {
+        let inner = graph.borrow();
+        let crate::graph::NodeKind::Op(op) = &inner.nodes[n.id().index()].kind else {
+            return None;
+        };
+        let any: &dyn std::any::Any = &**op;
+        let m = any.downcast_ref::<MatMul>()?;
+        (m.transpose_a, m.transpose_b)
+    };
+    match n.inputs().as_slice() {
+        [a, b] if a.shape().rank() == 2 && b.shape().rank() == 2 => {
+            Some((flags.0, flags.1, a.clone(), b.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The terms of a sum with its 2-D [`MatMul`] terms of one static shape
+/// joined into one [`MatMulSum`] each (in the place of the first), or `None`
+/// when no two such terms share a shape.
+pub(crate) fn join_matmul_terms(xs: &[Node]) -> Result<Option<Vec<Node>>> {
+    let products: Vec<Option<(bool, bool, Node, Node)>> = xs.iter().map(matrix_product).collect();
+    // For each term: the index of the first product term of its shape.
+    let mut leader: Vec<Option<usize>> = vec![None; xs.len()];
+    let mut joined = false;
+    for i in 0..xs.len() {
+        if products[i].is_none() {
+            continue;
+        }
+        let first = (0..i).find(|&j| products[j].is_some() && xs[j].shape() == xs[i].shape());
+        leader[i] = Some(first.unwrap_or(i));
+        joined |= first.is_some();
+    }
+    if !joined {
+        return Ok(None);
+    }
+    let mut terms = Vec::with_capacity(xs.len());
+    for i in 0..xs.len() {
+        match leader[i] {
+            None => terms.push(xs[i].clone()),
+            Some(l) if l == i => {
+                let members: Vec<usize> = (i..xs.len()).filter(|&k| leader[k] == Some(i)).collect();
+                if members.len() == 1 {
+                    terms.push(xs[i].clone());
+                    continue;
+                }
+                let mut flags = Vec::with_capacity(members.len());
+                let mut args = Vec::with_capacity(2 * members.len());
+                for &k in &members {
+                    if let Some((ta, tb, a, b)) = &products[k] {
+                        flags.push((*ta, *tb));
+                        args.push(a.clone());
+                        args.push(b.clone());
+                    }
+                }
+                let refs: Vec<&Node> = args.iter().collect();
+                terms.push(build(MatMulSum { flags }, &refs)?);
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Some(terms))
 }

@@ -39,6 +39,7 @@ use ndarray::IxDyn;
 
 use crate::error::{Error, Result};
 use crate::graph::Node;
+use crate::kernels::buffer_pool::{self, PooledBuffer};
 use crate::kernels::elementwise::row_major;
 use crate::kernels::rnn::{
     lstm_cell_backward, lstm_cell_forward, CellGradInputs, CellInputs, CellOutputs,
@@ -183,8 +184,10 @@ fn gate_dims(parts: &[GateInput], values: &[&Tensor]) -> Result<(usize, usize)> 
     }
 }
 
-/// `z` (`rows x n`, row-major) as the sum of its parts: borrowed when it is
-/// one `[B, 4H]` tensor laid out by rows.
+/// `z` (`rows x n`, row-major) as the sum of its parts, in the kernel's
+/// order (the first non-bias part, the bias, the other parts; so a
+/// recomputation gives the forward's bits): borrowed when it is one
+/// `[B, 4H]` tensor laid out by rows.
 fn gate_sum<'a>(
     parts: &[GateInput],
     values: &[&'a Tensor],
@@ -193,21 +196,70 @@ fn gate_sum<'a>(
     if let ([GateInput::Full], [z]) = (parts, values) {
         return row_major(z);
     }
-    let mut z = vec![0.0f32; rows * n];
-    for (part, v) in parts.iter().zip(values) {
-        let data = row_major(v);
-        match *part {
-            GateInput::Full => z.iter_mut().zip(data.iter()).for_each(|(a, b)| *a += b),
-            GateInput::RowBlock { index, .. } => {
-                let block = &data[index * rows * n..(index + 1) * rows * n];
-                z.iter_mut().zip(block).for_each(|(a, b)| *a += b);
-            }
-            GateInput::Bias => z.chunks_mut(n).for_each(|row| {
-                row.iter_mut().zip(data.iter()).for_each(|(a, b)| *a += b);
-            }),
-        }
+    let terms = GateTerms::new(parts, values, (rows, n));
+    let mut z = terms.first().to_vec();
+    if let Some(b) = &terms.bias {
+        z.chunks_mut(n).for_each(|row| {
+            row.iter_mut().zip(b.iter()).for_each(|(a, v)| *a += v);
+        });
+    }
+    for t in &terms.add {
+        z.iter_mut().zip(t.iter()).for_each(|(a, v)| *a += v);
     }
     Cow::Owned(z)
+}
+
+/// `z`'s parts as the kernel takes them: the first non-bias part's rows,
+/// the other non-bias parts' rows, and the bias (several biases summed).
+struct GateTerms<'a> {
+    first: Cow<'a, [f32]>,
+    /// Where the first part's rows start in `first` (a row block's offset).
+    offset: usize,
+    len: usize,
+    add: Vec<Cow<'a, [f32]>>,
+    bias: Option<Cow<'a, [f32]>>,
+}
+
+impl<'a> GateTerms<'a> {
+    fn new(parts: &[GateInput], values: &[&'a Tensor], (rows, n): (usize, usize)) -> Self {
+        let mut terms = GateTerms {
+            first: Cow::Borrowed(&[]),
+            offset: 0,
+            len: rows * n,
+            add: Vec::new(),
+            bias: None,
+        };
+        let mut have_first = false;
+        for (part, v) in parts.iter().zip(values) {
+            let data = row_major(v);
+            let offset = match *part {
+                GateInput::Bias => {
+                    terms.bias = Some(match terms.bias.take() {
+                        None => data,
+                        Some(b) => {
+                            Cow::Owned(b.iter().zip(data.iter()).map(|(x, y)| x + y).collect())
+                        }
+                    });
+                    continue;
+                }
+                GateInput::Full => 0,
+                GateInput::RowBlock { index, .. } => index * rows * n,
+            };
+            if have_first {
+                terms.add.push(match data {
+                    Cow::Borrowed(d) => Cow::Borrowed(&d[offset..offset + rows * n]),
+                    Cow::Owned(d) => Cow::Owned(d[offset..offset + rows * n].to_vec()),
+                });
+            } else {
+                (terms.first, terms.offset, have_first) = (data, offset, true);
+            }
+        }
+        terms
+    }
+
+    fn first(&self) -> &[f32] {
+        &self.first[self.offset..self.offset + self.len]
+    }
 }
 
 /// `z` as a node: the sum of its parts written with simple ops (second
@@ -239,10 +291,20 @@ fn gate_sum_node(parts: &[GateInput], inputs: &[Node]) -> Result<Node> {
 }
 
 /// What the forward keeps for the gradient: the gates' activations `[B, 4H]`
-/// (`i, f, g, o`) and `tanh(c_t)` `[B, H]`.
+/// (`i, f, g, o`) and `tanh(c_t)` `[B, H]`, in buffers from the thread's pool
+/// (every element is written, so no zero fill; the next step reuses them).
 struct CellKept {
-    gates: Vec<f32>,
-    tanh_c: Vec<f32>,
+    gates: PooledBuffer,
+    tanh_c: PooledBuffer,
+}
+
+impl CellKept {
+    fn new(rows: usize, h: usize) -> Self {
+        CellKept {
+            gates: buffer_pool::take(rows * 4 * h),
+            tanh_c: buffer_pool::take(rows * h),
+        }
+    }
 }
 
 /// The input named `what` of an op: its rank must be 2.
@@ -317,14 +379,13 @@ fn runtime_dims((rows, n): (usize, usize), c_prev: Option<&Tensor>) -> Result<(u
 
 /// The gates and `tanh(c_t)` computed again (when the forward's are not held).
 fn recompute(z: &[f32], c_prev: Option<&[f32]>, rows: usize, h: usize, fb: f32) -> CellKept {
-    let mut kept = CellKept {
-        gates: vec![0.0; rows * 4 * h],
-        tanh_c: vec![0.0; rows * h],
-    };
+    let mut kept = CellKept::new(rows, h);
     let (mut ho, mut co) = (vec![0.0; rows * h], vec![0.0; rows * h]);
     lstm_cell_forward(
         CellInputs {
             z,
+            z_add: &[],
+            bias: None,
             c_prev,
             h,
             forget_bias: fb,
@@ -370,18 +431,18 @@ impl Op for LstmCell {
         let (parts, c_prev) = self.inputs(inputs)?;
         let dims = gate_dims(&self.gate_inputs, parts)?;
         let (rows, h) = runtime_dims(dims, c_prev.copied())?;
-        let zs = gate_sum(&self.gate_inputs, parts, dims);
+        let terms = GateTerms::new(&self.gate_inputs, parts, dims);
+        let z_add: Vec<&[f32]> = terms.add.iter().map(|t| &t[..]).collect();
         let cs = c_prev.map(|c| row_major(c));
         let mut out = vec![0.0f32; 2 * rows * h];
         let (ho, co) = out.split_at_mut(rows * h);
         let keep = !ctx.is_inference();
-        let mut kept = CellKept {
-            gates: vec![0.0; if keep { rows * 4 * h } else { 0 }],
-            tanh_c: vec![0.0; if keep { rows * h } else { 0 }],
-        };
+        let mut kept = CellKept::new(if keep { rows } else { 0 }, h);
         lstm_cell_forward(
             CellInputs {
-                z: &zs,
+                z: terms.first(),
+                z_add: &z_add,
+                bias: terms.bias.as_deref(),
                 c_prev: cs.as_deref(),
                 h,
                 forget_bias: self.forget_bias,
