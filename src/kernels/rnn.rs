@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use crate::kernels::elementwise::{sigmoid, PARALLEL_MIN_LEN};
-use crate::kernels::exp::exp;
+use crate::kernels::exp::{exp, mul_add};
 
 /// Below this magnitude [`tanh`] uses its Taylor polynomial: there
 /// `1 - e^-2|x|` would lose bits to cancellation.
@@ -43,8 +43,10 @@ pub fn tanh(x: f32) -> f32 {
     let far = (1.0 - e) / (1.0 + e);
     let s = a * a;
     // x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835
-    let near =
-        a * (1.0 + s * (-1.0 / 3.0 + s * (2.0 / 15.0 + s * (-17.0 / 315.0 + s * (62.0 / 2835.0)))));
+    let mut q = mul_add(s, 62.0 / 2835.0, -17.0 / 315.0);
+    q = mul_add(s, q, 2.0 / 15.0);
+    q = mul_add(s, q, -1.0 / 3.0);
+    let near = mul_add(a * s, q, a);
     let t = if a < TANH_SERIES_BELOW { near } else { far };
     t.copysign(x)
 }
