@@ -92,6 +92,7 @@ pub use ops::pool::{avgpool2d, maxpool2d};
 pub use ops::reduce::{argmax, argmin, reduce_max, reduce_min};
 pub use ops::reduce::{reduce_mean, reduce_sum, Axes};
 pub use ops::rnn::{lstm_cell, lstm_cell_from_parts};
+pub use ops::rnn_sequence::lstm_sequence;
 pub use ops::scan::cumsum;
 pub use rng_state::RngState;
 pub use runtime::{Feed, RunTime};

@@ -205,9 +205,10 @@ fn lstm_first_and_second_derivatives() {
     }
 }
 
-/// The gradient of the all-steps input product is one node for all steps
-/// (not one full-size tensor per step), and the cells' gradients are the
-/// fused ones.
+/// The whole recurrence is one LstmSequence node; the gradients of both
+/// kernels and the bias come from its one fused backward node (the input
+/// kernel's through one product over all steps, the recurrent kernel's as one
+/// product over all steps, the bias's as one column sum).
 #[test]
 fn lstm_gradient_is_fused_and_joined() {
     let g = Graph::with_seed(0);
@@ -215,30 +216,31 @@ fn lstm_gradient_is_fused_and_joined() {
     let lstm = Lstm::new(4);
     let y = lstm.apply(&x).unwrap();
     let loss = ad::reduce_sum(&y, ad::Axes::All, false).unwrap();
-    let kernel = lstm.kernel().unwrap();
-    let dk = ad::gradients(&[&loss], &[&kernel], None).unwrap()[0]
-        .clone()
-        .unwrap();
-    // dkernel = rows^T · d(xw), d(xw) reshaped from the joined pieces.
-    let mut seen = Vec::new();
-    let mut stack = vec![dk];
-    while let Some(n) = stack.pop() {
-        seen.push(n.op_type());
-        if n.op_type() == "PieceGrads" {
-            let inputs = n.inputs();
-            assert_eq!(inputs.len(), 6, "5 steps' gradients and x");
-            // Each step's dz comes straight from its fused cell gradient.
-            for dz in &inputs[..5] {
-                assert_eq!(dz.op_type(), "LstmCellGrad", "{}", dz.name());
-            }
-            seen.push("LstmCellGrad");
-            continue;
-        }
-        stack.extend(n.inputs().into_iter().filter(|i| i.is_gradient()));
-    }
-    assert!(seen.contains(&"PieceGrads"), "{seen:?}");
-    assert!(seen.contains(&"LstmCellGrad"), "{seen:?}");
-    assert!(!seen.contains(&"UnstackGrad"), "{seen:?}");
+    let vars = [
+        lstm.kernel().unwrap(),
+        lstm.recurrent_kernel().unwrap(),
+        lstm.bias().unwrap(),
+    ];
+    let refs: Vec<&Node> = vars.iter().collect();
+    let grads: Vec<Node> = ad::gradients(&[&loss], &refs, None)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let types: Vec<&str> = grads.iter().map(Node::op_type).collect();
+    assert_eq!(types, ["MatMul", "LstmSequenceGradWh", "ReduceSum"]);
+    // dkernel = rowsᵀ · dxw, dxw the fused backward node itself; the other
+    // two read that same node.
+    let dxw = &grads[0].inputs()[1];
+    assert_eq!(dxw.op_type(), "LstmSequenceGrad");
+    assert!(grads[1].inputs().contains(dxw));
+    assert_eq!(&grads[2].inputs()[0], dxw);
+    let seq = dxw
+        .inputs()
+        .into_iter()
+        .filter(|n| n.op_type() == "LstmSequence")
+        .count();
+    assert_eq!(seq, 1, "the forward node is an input of its gradient");
 }
 
 #[test]

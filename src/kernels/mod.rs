@@ -11,6 +11,7 @@ pub mod im2col;
 pub mod permute;
 pub mod pool;
 pub mod rnn;
+pub mod rnn_sequence;
 pub mod scratch;
 #[cfg(target_arch = "x86_64")]
 pub mod small_gemm;

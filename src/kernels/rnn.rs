@@ -171,9 +171,23 @@ fn sum_row(out: &mut [f32], input: &CellInputs, rz: std::ops::Range<usize>) {
 /// The caller gives slices of matching lengths (`z`: `4 h rows`, the gates
 /// `4 h rows`, the others `h rows`), with `h > 0`.
 pub fn lstm_cell_forward(input: CellInputs, out: CellOutputs) {
+    cell_forward(input, out, true);
+}
+
+/// [`lstm_cell_forward`] on the calling thread only (for a caller that
+/// already splits its work over threads).
+pub fn lstm_cell_forward_serial(input: CellInputs, out: CellOutputs) {
+    cell_forward(input, out, false);
+}
+
+fn cell_forward(input: CellInputs, out: CellOutputs, parallel: bool) {
     let h = input.h;
     let rows = input.z.len() / (4 * h);
-    let per_task = rows_per_task(rows, h);
+    let per_task = if parallel {
+        rows_per_task(rows, h)
+    } else {
+        rows.max(1)
+    };
     let (gates, tanh_c) = match out.kept {
         Some((g, t)) => (Some(g), Some(t)),
         None => (None, None),
@@ -310,9 +324,31 @@ pub fn lstm_cell_backward(
     dz: Option<&mut [f32]>,
     dc_prev: Option<&mut [f32]>,
 ) {
+    cell_backward(input, dz, dc_prev, true);
+}
+
+/// [`lstm_cell_backward`] on the calling thread only.
+pub fn lstm_cell_backward_serial(
+    input: CellGradInputs,
+    dz: Option<&mut [f32]>,
+    dc_prev: Option<&mut [f32]>,
+) {
+    cell_backward(input, dz, dc_prev, false);
+}
+
+fn cell_backward(
+    input: CellGradInputs,
+    dz: Option<&mut [f32]>,
+    dc_prev: Option<&mut [f32]>,
+    parallel: bool,
+) {
     let h = input.h;
     let rows = input.dh.len() / h;
-    let per_task = rows_per_task(rows, h);
+    let per_task = if parallel {
+        rows_per_task(rows, h)
+    } else {
+        rows.max(1)
+    };
     let run = |start: usize, dz: Option<&mut [f32]>, dc_prev: Option<&mut [f32]>| {
         let n = match (&dz, &dc_prev) {
             (Some(d), _) => d.len() / (4 * h),

@@ -8,9 +8,9 @@ use super::{display_name, input_dim, refit_error, InitRef, Layer, LayerScope};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
 use crate::init::{Initializer, RandomUniform, Zeros};
-use crate::ops::array::{reshape, stack, transpose};
+use crate::ops::array::{reshape, transpose, unstack};
 use crate::ops::linalg::matmul;
-use crate::ops::rnn::{lstm_cell_from_parts, GatePart};
+use crate::ops::rnn_sequence::lstm_sequence;
 
 /// What an [`Lstm`] gives: the outputs of every step and the final state.
 #[derive(Debug, Clone)]
@@ -198,43 +198,39 @@ impl Lstm {
         }
         scope.enter(|| {
             // The input projections of all steps: one product on the rows of
-            // x in time-major order (step, batch), so that each step's
-            // [batch, 4 units] block is contiguous. Each cell reads its block
-            // in place and adds the recurrent product and the bias in its own
-            // pass (no bias add over all steps, no copy or sum per step); the
-            // blocks' gradients join into one concatenation.
+            // x in time-major order (step, batch); then the whole recurrence
+            // as one LstmSequence node, whose row groups run their steps side
+            // by side ([2, T, B, H]: every step's h and c).
             let rows = reshape(&transpose(x, &[1, 0, 2])?, &[-1, in_dim as isize])?;
             let xw = matmul(&rows, &vars.kernel)?;
-            let (mut h, mut c) = match initial {
-                Some((h0, c0)) => (Some(h0.clone()), Some(c0.clone())),
-                None => (None, None),
+            let state = lstm_sequence(
+                &xw,
+                &vars.recurrent_kernel,
+                &vars.bias,
+                initial,
+                steps,
+                self.forget_bias,
+            )?;
+            let mut hc = unstack(&state, 0)?.into_iter();
+            let (h_all, c_all) = match (hc.next(), hc.next()) {
+                (Some(h), Some(c)) => (h, c),
+                _ => {
+                    return Err(Error::invalid(
+                        "Lstm: the state did not unstack in two (a bug)",
+                    ))
+                }
             };
-            let mut outputs = Vec::with_capacity(steps);
-            for t in 0..steps {
-                let recurrent = match &h {
-                    Some(h) => Some(matmul(h, &vars.recurrent_kernel)?),
-                    None => None,
-                };
-                let mut parts = vec![
-                    GatePart::RowBlock {
-                        of: &xw,
-                        index: t,
-                        count: steps,
-                    },
-                    GatePart::Bias(&vars.bias),
-                ];
-                parts.extend(recurrent.as_ref().map(GatePart::Full));
-                let (h_t, c_t) = lstm_cell_from_parts(&parts, c.as_ref(), self.forget_bias)?;
-                outputs.push(h_t.clone());
-                h = Some(h_t);
-                c = Some(c_t);
-            }
-            let refs: Vec<&Node> = outputs.iter().collect();
-            let outputs = stack(&refs, 1)?;
-            match (h, c) {
-                (Some(h), Some(c)) => Ok(LstmOutput { outputs, h, c }),
-                _ => Err(Error::invalid("Lstm: no step was built (a bug)")),
-            }
+            let outputs = transpose(&h_all, &[1, 0, 2])?;
+            let last = |all: &Node| -> Result<Node> {
+                unstack(all, 0)?
+                    .pop()
+                    .ok_or_else(|| Error::invalid("Lstm: no step was built (a bug)"))
+            };
+            Ok(LstmOutput {
+                outputs,
+                h: last(&h_all)?,
+                c: last(&c_all)?,
+            })
         })
     }
 

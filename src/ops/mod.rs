@@ -20,6 +20,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod rnn;
+pub mod rnn_sequence;
 pub mod scan;
 
 use crate::error::{Error, Result};
