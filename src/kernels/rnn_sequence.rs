@@ -18,6 +18,7 @@ use std::ops::Range;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
+use crate::kernels::buffer_pool::{self, PooledBuffer};
 use crate::kernels::gemm::{matmul_serial_add, matmul_vec, sgemm};
 use crate::kernels::rnn::{
     lstm_cell_backward_serial, lstm_cell_forward_serial, CellGradInputs, CellInputs, CellOutputs,
@@ -68,12 +69,31 @@ pub struct SeqInputs<'a> {
 
 /// What one row group's forward computed and keeps for the backward, each
 /// `[T, rows, ·]`: `h_t`, `c_t`, the gates' activations and `tanh(c_t)`.
+///
+/// The buffers come from the calling thread's pool
+/// ([`buffer_pool`](crate::kernels::buffer_pool)) and go back to it when the
+/// record is dropped, so a training loop reuses the same memory every step
+/// instead of faulting in fresh pages (which took as long as the steps).
 pub struct GroupState {
     rows: Range<usize>,
-    h: Vec<f32>,
-    c: Vec<f32>,
-    gates: Vec<f32>,
-    tanh_c: Vec<f32>,
+    h: PooledBuffer,
+    c: PooledBuffer,
+    gates: PooledBuffer,
+    tanh_c: PooledBuffer,
+}
+
+impl GroupState {
+    /// Buffers for `rows` of a `dims` sequence, contents unspecified.
+    fn take(rows: Range<usize>, dims: SeqDims) -> Self {
+        let n = rows.len() * dims.steps * dims.units;
+        GroupState {
+            rows,
+            h: buffer_pool::take(n),
+            c: buffer_pool::take(n),
+            gates: buffer_pool::take(4 * n),
+            tanh_c: buffer_pool::take(n),
+        }
+    }
 }
 
 /// The forward's record of a sequence (every row group's [`GroupState`]).
@@ -89,38 +109,36 @@ pub fn lstm_sequence_forward(inp: &SeqInputs) -> (Vec<f32>, SeqKept) {
         batch,
         units: h,
     } = inp.dims;
-    let groups: Vec<GroupState> = row_groups(batch)
-        .into_par_iter()
-        .map(|rows| forward_group(inp, rows))
+    // Taken here, on the calling thread, so they return to its pool.
+    let mut groups: Vec<GroupState> = row_groups(batch)
+        .into_iter()
+        .map(|rows| GroupState::take(rows, inp.dims))
         .collect();
-    let mut out = vec![0.0f32; 2 * steps * batch * h];
-    let (h_out, c_out) = out.split_at_mut(steps * batch * h);
-    for g in &groups {
-        let n = g.rows.len() * h;
+    groups.par_iter_mut().for_each(|st| forward_group(inp, st));
+    // [2, T, B, H] in order: h then c, step by step, group by group.
+    let mut out = Vec::with_capacity(2 * steps * batch * h);
+    for half in [0, 1] {
         for t in 0..steps {
-            let at = (t * batch + g.rows.start) * h;
-            h_out[at..at + n].copy_from_slice(&g.h[t * n..(t + 1) * n]);
-            c_out[at..at + n].copy_from_slice(&g.c[t * n..(t + 1) * n]);
+            for g in &groups {
+                let n = g.rows.len() * h;
+                let src = if half == 0 { &g.h } else { &g.c };
+                out.extend_from_slice(&src[t * n..(t + 1) * n]);
+            }
         }
     }
     (out, SeqKept { groups })
 }
 
-/// One row group's steps, on the calling thread.
-fn forward_group(inp: &SeqInputs, rows: Range<usize>) -> GroupState {
+/// One row group's steps, on the calling thread, into `st` (every element
+/// written).
+fn forward_group(inp: &SeqInputs, st: &mut GroupState) {
     let SeqDims {
         steps,
         batch,
         units: h,
     } = inp.dims;
+    let rows = st.rows.clone();
     let n = rows.len();
-    let mut st = GroupState {
-        rows: rows.clone(),
-        h: vec![0.0; steps * n * h],
-        c: vec![0.0; steps * n * h],
-        gates: vec![0.0; steps * n * 4 * h],
-        tanh_c: vec![0.0; steps * n * h],
-    };
     let initial = inp.initial.map(|(h0, c0)| {
         (
             &h0[rows.start * h..rows.end * h],
@@ -162,7 +180,6 @@ fn forward_group(inp: &SeqInputs, rows: Range<usize>) -> GroupState {
             },
         );
     }
-    st
 }
 
 /// The gradients a sequence's backward gives: of `xw` (`[T·B, 4H]`, which is
@@ -183,39 +200,46 @@ pub fn lstm_sequence_backward(inp: &SeqInputs, kept: &SeqKept, d_out: &[f32]) ->
         batch,
         units: h,
     } = inp.dims;
-    let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = kept
+    // Each group's dz in a buffer of the calling thread's pool.
+    let mut parts: Vec<(PooledBuffer, Vec<f32>, Vec<f32>)> = kept
         .groups
-        .par_iter()
-        .map(|g| backward_group(inp, g, d_out))
+        .iter()
+        .map(|g| {
+            let dz = buffer_pool::take(steps * g.rows.len() * 4 * h);
+            (dz, Vec::new(), Vec::new())
+        })
         .collect();
-    let mut dz = vec![0.0f32; steps * batch * 4 * h];
-    let mut dh0 = vec![0.0f32; if inp.initial.is_some() { batch * h } else { 0 }];
-    let mut dc0 = dh0.clone();
-    for (g, (gdz, gdh0, gdc0)) in kept.groups.iter().zip(&parts) {
-        let n = g.rows.len() * 4 * h;
-        for t in 0..steps {
-            let at = (t * batch + g.rows.start) * 4 * h;
-            dz[at..at + n].copy_from_slice(&gdz[t * n..(t + 1) * n]);
-        }
-        if inp.initial.is_some() {
-            let r = g.rows.start * h..g.rows.end * h;
-            dh0[r.clone()].copy_from_slice(gdh0);
-            dc0[r].copy_from_slice(gdc0);
+    parts
+        .par_iter_mut()
+        .zip(&kept.groups)
+        .for_each(|((dz, dh0, dc0), g)| {
+            (*dh0, *dc0) = backward_group(inp, g, d_out, dz);
+        });
+    // [T·B, 4H] in order: step by step, group by group.
+    let mut dz = Vec::with_capacity(steps * batch * 4 * h);
+    for t in 0..steps {
+        for (g, (gdz, _, _)) in kept.groups.iter().zip(&parts) {
+            let n = g.rows.len() * 4 * h;
+            dz.extend_from_slice(&gdz[t * n..(t + 1) * n]);
         }
     }
-    SeqGrads {
-        dz,
-        initial: inp.initial.map(|_| (dh0, dc0)),
-    }
+    let initial = inp.initial.map(|_| {
+        let dh0 = parts.iter().flat_map(|p| p.1.iter().copied()).collect();
+        let dc0 = parts.iter().flat_map(|p| p.2.iter().copied()).collect();
+        (dh0, dc0)
+    });
+    SeqGrads { dz, initial }
 }
 
-/// One row group's backward: its `dz` `[T, rows, 4H]`, and `dh_0`, `dc_0`
-/// (`[rows, H]`; meaningful with an initial state).
+/// One row group's backward: its `dz` `[T, rows, 4H]` into `dz` (every
+/// element written), and `dh_0`, `dc_0` (`[rows, H]`; meaningful with an
+/// initial state).
 fn backward_group(
     inp: &SeqInputs,
     g: &GroupState,
     d_out: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    dz: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
     let SeqDims {
         steps,
         batch,
@@ -223,7 +247,6 @@ fn backward_group(
     } = inp.dims;
     let n = g.rows.len();
     let (nh, nz) = (n * h, n * 4 * h);
-    let mut dz = vec![0.0f32; steps * nz];
     let (mut dh, mut dc) = (vec![0.0f32; nh], vec![0.0f32; nh]);
     let (mut dh_next, mut dc_next) = (vec![0.0f32; nh], vec![0.0f32; nh]);
     let c0 = inp
@@ -262,7 +285,7 @@ fn backward_group(
             matmul_serial_add(dz_t, inp.wh.t(), &mut dh_next);
         }
     }
-    (dz, dh_next, dc_next)
+    (dh_next, dc_next)
 }
 
 /// The recurrent kernel's gradient `Σ_t h_{t-1}ᵀ · dz_t` (`[H, 4H]`) as one
