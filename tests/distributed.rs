@@ -13,7 +13,8 @@
 //!   process with batch 50 to a relative 1e-4, and a second distributed run
 //!   gives the same bits; likewise a conv net with synchronised batch norm
 //!   against one process with the fused batch norm;
-//! - the sharded update (`ShardedOptimizer`, which the trainer uses for Adam):
+//! - the sharded update (`ShardedOptimizer`, which the trainer uses for Adam
+//!   with `Distributed::set_shard_optimizer`):
 //!   the same bits as averaging the whole gradient on every rank
 //!   (`AveragedOptimizer`), also in many small buckets whose blocks cut
 //!   through the variables; its gathered state equals one process's Adam
@@ -488,8 +489,8 @@ fn train(
 enum Mode<'a> {
     /// One process, batch 50.
     Single,
-    /// `Trainer::distributed` (the sharded update).
-    Distributed(&'a Distributed),
+    /// `Trainer::distributed`, with the sharded update.
+    Sharded(&'a Distributed),
     /// Each rank its rows by hand, `AveragedOptimizer` (the whole gradient
     /// averaged on every rank).
     Averaged(&'a Distributed),
@@ -514,7 +515,12 @@ fn train_run(
         .progress(false);
     trainer = match mode {
         Mode::Single => trainer.optimizer(Adam::new(3e-3)),
-        Mode::Distributed(d) => trainer.optimizer(Adam::new(3e-3)).distributed(d),
+        Mode::Sharded(d) => {
+            d.set_shard_optimizer(true);
+            let t = trainer.optimizer(Adam::new(3e-3)).distributed(d);
+            d.set_shard_optimizer(false);
+            t
+        }
         Mode::Averaged(d) => trainer.optimizer(AveragedOptimizer::new(Adam::new(3e-3), d)),
     };
     if let Some(path) = save {
@@ -576,7 +582,7 @@ fn sharded(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     // ranks: 51 buckets for the MLP's 50,890, the last one padded, blocks
     // cutting through the variables).
     d.set_bucket_bytes(4 * 1001);
-    let sharded = train_run(&mlp()?, data, Mode::Distributed(d), 20, None, None);
+    let sharded = train_run(&mlp()?, data, Mode::Sharded(d), 20, None, None);
     let averaged = train_run(&mlp()?, data, Mode::Averaged(d), 20, None, None);
     d.set_bucket_bytes(DEFAULT_BUCKET_BYTES);
     let ((_, sharded_vars, sharded_state), (_, averaged_vars, averaged_state)) =
@@ -611,7 +617,7 @@ fn sharded(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     d.broadcast_bytes(&mut name);
     let path = std::env::temp_dir().join(String::from_utf8_lossy(&name).to_string());
     let (_, _, single_state) = train_run(&mlp()?, data, Mode::Single, 25, None, None)?;
-    let (_, _, dist_state) = train_run(&mlp()?, data, Mode::Distributed(d), 25, None, Some(&path))?;
+    let (_, _, dist_state) = train_run(&mlp()?, data, Mode::Sharded(d), 25, None, Some(&path))?;
     let diff = state_diff(&dist_state, &single_state);
     println!(
         "rank {}: Adam state after 25 steps, gathered from {} ranks vs one process: {diff:.2e}",
@@ -623,10 +629,9 @@ fn sharded(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         diff <= 1e-4,
         || format!("differ by {diff:e}"),
     );
-    let (whole_loss, whole_vars, _) =
-        train_run(&mlp()?, data, Mode::Distributed(d), 50, None, None)?;
+    let (whole_loss, whole_vars, _) = train_run(&mlp()?, data, Mode::Sharded(d), 50, None, None)?;
     let (resumed_loss, resumed_vars, _) =
-        train_run(&mlp()?, data, Mode::Distributed(d), 50, Some(&path), None)?;
+        train_run(&mlp()?, data, Mode::Sharded(d), 50, Some(&path), None)?;
     out.check(
         "sharded: resumed at step 25 on N ranks = uninterrupted (same bits)",
         resumed_loss.to_bits() == whole_loss.to_bits() && bits(&resumed_vars) == bits(&whole_vars),
@@ -743,6 +748,92 @@ fn time_conv_net_gradients(d: &Distributed) -> ad::Result<()> {
     Ok(())
 }
 
+/// Times one Adam update of variables shaped as the conv net demo's (five
+/// kernels, batch-norm scales and offsets, the dense layer: 395,386 values),
+/// averaged (`AveragedOptimizer`: pack, allreduce, unpack, the whole update on
+/// every rank) against sharded (`ShardedOptimizer`: pack, reduce-scatter, the
+/// update of this rank's share, allgather, unpack): the median and minimum of
+/// 21, each after a barrier. Printed, not asserted.
+fn time_conv_net_updates(d: &Distributed) -> ad::Result<()> {
+    let graph = Graph::with_seed(5);
+    let mut shapes: Vec<Vec<usize>> = Vec::new();
+    let mut cin = 1;
+    for cout in [16, 32, 64, 128, 256] {
+        shapes.extend([vec![3, 3, cin, cout], vec![cout], vec![cout]]);
+        cin = cout;
+    }
+    shapes.extend([vec![256, 10], vec![10]]);
+    let pairs: Vec<(Node, Tensor)> = shapes
+        .iter()
+        .map(|s| {
+            let v = graph.variable(s, TruncatedNormal::new(0.0, 0.01), true)?;
+            Ok((v, Tensor::from_elem(s.clone(), 1e-3)))
+        })
+        .collect::<ad::Result<_>>()?;
+    let mut averaged = AveragedOptimizer::new(Adam::new(1e-3), d);
+    let mut sharded = ShardedOptimizer::new(Adam::new(1e-3), d)?;
+    let mut line = Vec::new();
+    for (name, opt) in [
+        ("averaged", &mut averaged as &mut dyn ad::optim::Optimizer),
+        ("sharded", &mut sharded),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            d.barrier();
+            let t0 = std::time::Instant::now();
+            opt.apply_gradients(&pairs)?;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        line.push(format!(
+            "{name} median {:.3} ms, min {:.3} ms",
+            times[times.len() / 2],
+            times[0]
+        ));
+    }
+    // The collectives alone, on buffers of that size.
+    let n = d.size();
+    let block = 395_386usize.div_ceil(n);
+    let send = vec![0.5f32; block * n];
+    let mut part = vec![0f32; block];
+    let mut whole = vec![0f32; block * n];
+    let (mut rs, mut ag, mut ar) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..21 {
+        d.barrier();
+        let t0 = std::time::Instant::now();
+        d.reduce_scatter_sum(&send, &mut part)?;
+        rs.push(t0.elapsed().as_secs_f64() * 1e3);
+        d.barrier();
+        let t0 = std::time::Instant::now();
+        d.all_gather(&part, &mut whole)?;
+        ag.push(t0.elapsed().as_secs_f64() * 1e3);
+        whole.copy_from_slice(&send);
+        d.barrier();
+        let t0 = std::time::Instant::now();
+        d.all_reduce_sum(&mut whole);
+        ar.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    for (name, t) in [
+        ("reduce-scatter", &mut rs),
+        ("allgather", &mut ag),
+        ("allreduce", &mut ar),
+    ] {
+        t.sort_by(f64::total_cmp);
+        line.push(format!(
+            "{name} alone median {:.3} ms, min {:.3} ms",
+            t[t.len() / 2],
+            t[0]
+        ));
+    }
+    println!(
+        "rank {}: an Adam update of the conv net's variables (395,386 values) on {} ranks: {} (21 runs)",
+        d.rank(),
+        d.size(),
+        line.join("; ")
+    );
+    Ok(())
+}
+
 #[test]
 fn distributed() {
     let d = Distributed::init().expect("MPI starts");
@@ -756,7 +847,8 @@ fn distributed() {
         ("same answer", same_answer),
         ("sharded update", sharded),
         ("timing", |d: &Distributed, _: &mut Outcome| {
-            time_conv_net_gradients(d)
+            time_conv_net_gradients(d)?;
+            time_conv_net_updates(d)
         }),
     ] {
         if let Err(e) = part(&d, &mut out) {

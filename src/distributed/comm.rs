@@ -85,6 +85,8 @@ struct Inner {
     verified_layout: Cell<Option<u64>>,
     /// A barrier before each gradient communication, timed apart.
     measure_wait: Cell<bool>,
+    /// Whether trainers split element-wise optimizers' updates across the ranks.
+    shard_optimizer: Cell<bool>,
     stats: Cell<CommStats>,
     /// Dropped last: dropping it finalises MPI.
     _universe: Universe,
@@ -214,6 +216,7 @@ impl Distributed {
             buffers: RefCell::new((Vec::new(), Vec::new())),
             verified_layout: Cell::new(None),
             measure_wait: Cell::new(false),
+            shard_optimizer: Cell::new(false),
             stats: Cell::new(CommStats::default()),
             _universe: universe,
         });
@@ -271,6 +274,27 @@ impl Distributed {
     /// set the same.
     pub fn set_measure_wait(&self, on: bool) {
         self.inner.measure_wait.set(on);
+    }
+
+    /// Whether a [`Trainer::distributed`](crate::train::Trainer::distributed)
+    /// on this handle splits the update of each element-wise optimizer across
+    /// the ranks ([`ShardedOptimizer`](crate::distributed::ShardedOptimizer),
+    /// ZeRO stage 1: `1/N` of the update's work and of the optimizer's state
+    /// per rank) instead of averaging the whole gradient on every rank
+    /// ([`AveragedOptimizer`](crate::distributed::AveragedOptimizer), the
+    /// default). Set it before the trainer wraps its optimizers
+    /// ([`Trainer::distributed`](crate::train::Trainer::distributed) and the
+    /// optimizers added after it read it). Every rank must set the same. On
+    /// 2 ranks through shared memory the sharded update of the conv net demo
+    /// was the slower (see `docs/distributed.md`): it pays when the update or
+    /// the optimizer's memory is large against the collectives.
+    pub fn set_shard_optimizer(&self, on: bool) {
+        self.inner.shard_optimizer.set(on);
+    }
+
+    /// See [`set_shard_optimizer`](Distributed::set_shard_optimizer) (default: no).
+    pub fn shard_optimizer(&self) -> bool {
+        self.inner.shard_optimizer.get()
     }
 
     /// The barrier of [`set_measure_wait`](Distributed::set_measure_wait), timed into `stats`.

@@ -21,12 +21,13 @@
 //!   whose update is split across the ranks (ZeRO stage 1): the gradients
 //!   are reduce-scattered, each rank updates its `1/N` of the elements, and
 //!   the new values are allgathered; the same bits as averaging, `1/N` of
-//!   the update's work and optimizer memory per rank.
+//!   the update's work and optimizer memory per rank (trainers use it when
+//!   [`Distributed::set_shard_optimizer`] is on).
 //! - [`Trainer::distributed`](crate::train::Trainer::distributed) does all of
 //!   it for a training loop: variables broadcast at the start (and after a
 //!   resume, whose checkpoint rank 0 reads and sends to the others), each
-//!   rank's share of every global batch, averaged gradients (the update
-//!   split across the ranks for element-wise optimizers), loss and metrics
+//!   rank's share of every global batch, averaged gradients (optionally the
+//!   update split across the ranks), loss and metrics
 //!   averaged over the ranks, and checkpoints, the progress bar and lines
 //!   written by rank 0 only.
 //! - Batch norm: per-rank statistics by default (as DDP: each rank normalises

@@ -9,7 +9,10 @@
 //! rank only), and an allgather gives every rank all the updated values. A
 //! reduce-scatter and an allgather move the bytes of one allreduce (which is
 //! itself built of the two), so the communication is the same while the
-//! update work and the optimizer's memory per rank fall to `1/N`.
+//! update work and the optimizer's memory per rank fall to `1/N` (when the
+//! MPI library's reduce-scatter costs half its allreduce, as a ring's does;
+//! Open MPI's through shared memory on 2 ranks costs about as much, see
+//! `docs/distributed.md`).
 //!
 //! The split is by elements, not by whole variables: a model whose largest
 //! variable holds most of the elements (the conv net demo's last kernel is 75%
@@ -89,7 +92,13 @@ struct Plan {
 /// [module docs](self) for how the split is made.
 ///
 /// [`Trainer::distributed`](crate::train::Trainer::distributed) uses it for
-/// every optimizer whose update is [element-wise](Optimizer::elementwise).
+/// every optimizer whose update is [element-wise](Optimizer::elementwise)
+/// when [`Distributed::set_shard_optimizer`] is on. Whether it is faster
+/// depends on the transport: Open MPI's reduce-scatter through shared memory
+/// on 2 ranks costs about as much as its allreduce, so the allgather and the
+/// copies into and out of the pieces outweigh the half of the update saved
+/// for a cheap update like Adam's (measured in `docs/distributed.md`); with a
+/// ring allreduce (between machines) the two collectives are the allreduce.
 ///
 /// Its [`state`](Optimizer::state) is the wrapped optimizer's, for whole
 /// variables (the same entries one process would have), gathered from the
@@ -115,13 +124,14 @@ pub struct ShardedOptimizer {
 }
 
 /// `optimizer` made data-parallel over `dist`: a [`ShardedOptimizer`] when
-/// its update is element-wise, else an
+/// `dist` [shards optimizers](Distributed::set_shard_optimizer) and its
+/// update is element-wise, else an
 /// [`AveragedOptimizer`](crate::distributed::AveragedOptimizer).
 pub(crate) fn data_parallel(
     optimizer: Box<dyn Optimizer>,
     dist: &Distributed,
 ) -> Box<dyn Optimizer> {
-    if optimizer.elementwise() {
+    if dist.shard_optimizer() && optimizer.elementwise() {
         Box::new(ShardedOptimizer::wrap(optimizer, dist))
     } else {
         Box::new(crate::distributed::AveragedOptimizer::boxed(

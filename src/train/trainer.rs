@@ -179,12 +179,12 @@ impl Trainer {
     ///   `r·B/N .. (r+1)·B/N` of each batch, in the same seeded order);
     /// - each optimizer (added before or after) averages the gradients
     ///   across ranks before its update, weighted by each rank's share of
-    ///   the batch: an element-wise one ([`Optimizer::elementwise`], every
-    ///   built-in one) with its update split across the ranks
+    ///   the batch ([`AveragedOptimizer`](crate::distributed::AveragedOptimizer));
+    ///   with [`Distributed::set_shard_optimizer`](crate::distributed::Distributed::set_shard_optimizer)
+    ///   on, an element-wise one ([`Optimizer::elementwise`], every built-in
+    ///   one) has its update split across the ranks instead
     ///   ([`ShardedOptimizer`](crate::distributed::ShardedOptimizer): each
-    ///   rank updates `1/N` of the elements and keeps their optimizer state),
-    ///   any other by averaging the whole gradient on every rank
-    ///   ([`AveragedOptimizer`](crate::distributed::AveragedOptimizer));
+    ///   rank updates `1/N` of the elements and keeps their optimizer state);
     /// - each step's loss and metrics are averaged across ranks (weighted
     ///   likewise), so that all ranks record and check the global values;
     /// - only rank 0 saves checkpoints (every rank takes part in gathering
