@@ -484,6 +484,9 @@ fn train(
     Ok((summary.final_loss().unwrap_or(f32::NAN), values))
 }
 
+/// An optimizer's state: named tensors.
+type State = Vec<(String, Tensor)>;
+
 /// How [`train_run`] trains.
 #[derive(Clone, Copy)]
 enum Mode<'a> {
@@ -507,7 +510,7 @@ fn train_run(
     steps: usize,
     resume: Option<&Path>,
     save: Option<&Path>,
-) -> ad::Result<(f32, Vec<Tensor>, Vec<(String, Tensor)>)> {
+) -> ad::Result<(f32, Vec<Tensor>, State)> {
     let batches = Batches::new(data.0.clone(), data.1.clone(), 50, 11)?;
     let mut trainer = Trainer::new(&m.graph)
         .data(batches)

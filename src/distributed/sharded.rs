@@ -34,6 +34,9 @@ use crate::init::Zeros;
 use crate::optim::{check_gradient, Optimizer};
 use crate::tensor::Tensor;
 
+/// An optimizer state: named tensors.
+type NamedTensors = Vec<(String, Tensor)>;
+
 /// One bucket of the flat gradient buffer: elements `start .. start + len`,
 /// split into `size` blocks of `block` elements (the last padded).
 struct Bucket {
@@ -379,10 +382,7 @@ fn make_plan(grads_and_vars: &[(Node, Tensor)], dist: &Distributed) -> Result<Pl
 /// Splits a whole-variable `state` for `plan`: the counters and the slots of
 /// the plan's variables, cut into this rank's pieces (named as the pieces),
 /// and the slots of other variables, kept whole.
-fn split_state(
-    state: Vec<(String, Tensor)>,
-    plan: &Plan,
-) -> Result<(Vec<(String, Tensor)>, Vec<(String, Tensor)>)> {
+fn split_state(state: NamedTensors, plan: &Plan) -> Result<(NamedTensors, NamedTensors)> {
     let by_name: HashMap<String, usize> = plan
         .vars
         .iter()
