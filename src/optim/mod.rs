@@ -185,8 +185,8 @@ pub trait Optimizer {
     /// gradient and of the optimizer's per-variable slots, and on counters
     /// every variable shares (no norms or other reductions over a variable).
     /// Such an update can be split across processes by ranges of elements
-    /// ([`ShardedOptimizer`](crate::distributed::ShardedOptimizer), feature
-    /// `mpi`). Every built-in optimizer is; the default is `false`.
+    /// (`distributed::ShardedOptimizer`, feature `mpi`). Every built-in
+    /// optimizer is; the default is `false`.
     fn elementwise(&self) -> bool {
         false
     }

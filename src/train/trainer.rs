@@ -375,7 +375,7 @@ impl Trainer {
 
     /// The training checkpoint of where training stands now. In a
     /// distributed run (feature `mpi`) it gathers the optimizers' state from
-    /// the ranks ([`ShardedOptimizer`](crate::distributed::ShardedOptimizer)):
+    /// the ranks (`distributed::ShardedOptimizer`):
     /// call it on every rank at the same point.
     ///
     /// # Errors
