@@ -91,8 +91,11 @@ struct Plan {
 /// communication volume as an allreduce, `1/N` of the update's work and of the
 /// optimizer's slots per rank, and the same bits as
 /// [`AveragedOptimizer`](crate::distributed::AveragedOptimizer) (each element
-/// is updated by the same arithmetic, on one rank). See the
-/// [module docs](self) for how the split is made.
+/// is updated by the same arithmetic, on one rank). The split is by
+/// elements, not whole variables: each bucket of the packed buffer is cut
+/// into one block per rank (the last padded), and each rank's share of a
+/// variable is a variable of a private graph, which the wrapped optimizer
+/// updates, with its own state, as any other.
 ///
 /// [`Trainer::distributed`](crate::train::Trainer::distributed) uses it for
 /// every optimizer whose update is [element-wise](Optimizer::elementwise)
