@@ -30,8 +30,10 @@
 //! time of a step's `forward_ms`, `backward_ms` (gradients) and `update_ms`
 //! (Adam), and the resident memory (Linux; `n/a` elsewhere) after 100 steps
 //! (`rss_mib_step_100`), at the end of training (`rss_mib_end`) and at its peak
-//! (`peak_rss_mib`), and `comm_ms_per_step` (distributed: the time per step in
-//! the gradient allreduce; `n/a` on one process). `--check-numerics` checks every value and gradient for NaN
+//! (`peak_rss_mib`), `comm_ms_per_step` (distributed: the time per step in
+//! the gradient communication; `n/a` on one process) and `comm_wait_ms_per_rank`
+//! (with `--measure-wait`: each rank's wait per step for the slowest one,
+//! then not in `comm_ms_per_step`). `--check-numerics` checks every value and gradient for NaN
 //! and infinity; `--infer-batch N` skips training and times one inference batch
 //! of N images instead. It draws, in `--out` (default `out/conv_net/`): `loss.png` (training
 //! loss per step and its running mean), `accuracy.png` (training accuracy over
@@ -112,6 +114,13 @@ struct Args {
     /// failing at the first node that holds one.
     #[arg(long)]
     check_numerics: bool,
+    /// Distributed: time apart, in every gradient communication, the wait for
+    /// the slowest rank (a barrier first) and the transfer; reports
+    /// `comm_wait_ms_per_rank` (each rank's wait per step) beside
+    /// `comm_ms_per_step` (then the transfer alone). A diagnostic: the
+    /// barrier is one more small collective per step.
+    #[arg(long)]
+    measure_wait: bool,
     /// Instead of training, run one inference batch of N test images (repeated
     /// as needed) through the network (after --load, if given) and report its
     /// time and the peak resident memory.
@@ -232,6 +241,25 @@ fn comm_ms_per_step(trainer: &Trainer, steps: usize) -> String {
     "n/a".to_string()
 }
 
+/// Each rank's milliseconds per step waiting for the slowest rank before the
+/// gradient communication (`--measure-wait`), comma-separated in rank order
+/// (a collective: every rank calls it); `n/a` otherwise.
+fn comm_wait_ms_per_rank(trainer: &Trainer, steps: usize, measured: bool) -> String {
+    #[cfg(feature = "mpi")]
+    if let (Some(d), true) = (trainer.dist(), measured) {
+        let mut waits = vec![0.0; d.size()];
+        waits[d.rank()] = d.stats().wait_seconds * 1e3 / steps.max(1) as f64;
+        d.all_reduce_sum_f64(&mut waits);
+        return waits
+            .iter()
+            .map(|w| format!("{w:.2}"))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    let _ = (trainer, steps, measured);
+    "n/a".to_string()
+}
+
 /// Mean milliseconds of `total` over `steps`.
 fn mean_ms(total: Duration, steps: usize) -> String {
     format!("{:.1}", total.as_secs_f64() * 1e3 / steps.max(1) as f64)
@@ -291,6 +319,10 @@ fn run(args: Args) -> Res {
             .lines_to_stderr(true),
     )?;
     let test_images = data.test_images.nhwc();
+    #[cfg(feature = "mpi")]
+    if let Some(d) = trainer.dist() {
+        d.set_measure_wait(args.measure_wait);
+    }
     let rt = trainer.rt_mut();
     rt.set_check_numerics(args.check_numerics);
     if let Some(n) = args.infer_batch {
@@ -353,6 +385,7 @@ fn run(args: Args) -> Res {
         },
     )?;
 
+    let waits = comm_wait_ms_per_rank(&trainer, summary.steps_run(), args.measure_wait);
     let history = &summary.history;
     let test_accuracy = history.eval("accuracy").last().map_or(f64::NAN, |p| p.1);
     let (steps_run, train_seconds) = (summary.steps_run(), summary.train_seconds);
@@ -376,6 +409,7 @@ fn run(args: Args) -> Res {
         ("backward_ms", mean_ms(t_backward, steps_run)),
         ("update_ms", mean_ms(t_update, steps_run)),
         ("comm_ms_per_step", comm_ms_per_step(&trainer, steps_run)),
+        ("comm_wait_ms_per_rank", waits),
         ("rss_mib_step_100", common::mib(rss_step_100)),
         ("rss_mib_end", common::mib(rss_end)),
         (

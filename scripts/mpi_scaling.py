@@ -2,23 +2,35 @@
 """Images per second of the conv net demo: 1 rank x 1 thread, 1 rank x 2 threads and
 2 ranks x 1 thread (shared memory), interleaved over ROUNDS rounds (the machine drifts).
 
-    python3 scripts/mpi_scaling.py [ROUNDS] [STEPS]      (default 3 rounds of 60 steps)
+    python3 scripts/mpi_scaling.py [ROUNDS] [STEPS] [--weak] [--measure-wait]
 
-Build first: cargo build --release --features mpi --example conv_net. Each run trains
-STEPS steps of the global batch 50 (no test evaluation); the line per run gives the
-demo's images_per_s and comm_ms_per_step and foreign_cpu: the CPU that other processes
-used meanwhile, as a share of all cores (from /proc/stat minus this run's own CPU time).
-The summary gives the median of each configuration and the 2-rank speed-up.
+(default 3 rounds of 60 steps). Build first: cargo build --release --features mpi
+--example conv_net.
+
+Strong scaling (the required figure): every configuration trains STEPS steps of the
+global batch 50 (2 ranks: 25 rows each), no test evaluation. With --weak, each round
+also runs 2 ranks x 1 thread on the global batch 100 (50 rows per rank, as one rank
+of batch 50), printed and summarised apart as weak scaling. With --measure-wait the
+2-rank runs time apart each rank's wait for the other before the gradient
+communication (conv_net --measure-wait: a barrier per step, so not for the required
+figure).
+
+The line per run gives the demo's images_per_s, the mean forward_ms, backward_ms
+and update_ms of a step (update: the optimizer, with the gradient communication when
+distributed), comm_ms_per_step (the gradient communication), and foreign_cpu: the
+CPU that other processes used meanwhile, as a share of all cores (from /proc/stat
+minus this run's own CPU time). The summary gives the median of each configuration
+and the speed-ups against 1 rank x 1 thread.
 """
 import os
 import resource
 import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/examples/conv_net")
+FIELDS = ["forward_ms", "backward_ms", "update_ms", "comm_ms_per_step", "comm_wait_ms_per_rank"]
 
 
 def machine_ticks():
@@ -28,12 +40,14 @@ def machine_ticks():
     return sum(fields) - idle, sum(fields)
 
 
-def run(ranks, threads, steps):
-    cmd = [BIN, "--threads", str(threads), "--steps", str(steps), "--eval-every", "1000000",
-           "--out", "/tmp/mpi_scaling_out"]
+def run(ranks, threads, batch, steps, measure_wait):
+    cmd = [BIN, "--threads", str(threads), "--steps", str(steps), "--batch", str(batch),
+           "--eval-every", "1000000", "--out", "/tmp/mpi_scaling_out"]
     if ranks > 1:
         cmd = ["mpirun", "-np", str(ranks), "--mca", "pml", "ob1", "--mca", "btl", "vader,self",
                "--bind-to", "core"] + cmd + ["--distributed"]
+        if measure_wait:
+            cmd.append("--measure-wait")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     busy0, total0 = machine_ticks()
     own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -47,25 +61,38 @@ def run(ranks, threads, steps):
     total = max(total1 - total0, 1)
     foreign = max(0.0, (busy1 - busy0 - own) / total * 100)
     values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line and " " not in line)
-    return float(values["images_per_s"]), values.get("comm_ms_per_step", "n/a"), foreign
+    detail = " ".join(f"{k}={values.get(k, 'n/a')}" for k in FIELDS)
+    return float(values["images_per_s"]), detail, foreign
 
 
 def main():
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 60
-    configs = [(1, 1), (1, 2), (2, 1)]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    weak = "--weak" in sys.argv
+    measure_wait = "--measure-wait" in sys.argv
+    rounds = int(args[0]) if len(args) > 0 else 3
+    steps = int(args[1]) if len(args) > 1 else 60
+    # (label, ranks, threads, global batch)
+    configs = [("strong", 1, 1, 50), ("strong", 1, 2, 50), ("strong", 2, 1, 50)]
+    if weak:
+        configs.append(("weak", 2, 1, 100))
     results = {c: [] for c in configs}
     for r in range(rounds):
-        for ranks, threads in configs:
-            ips, comm, foreign = run(ranks, threads, steps)
-            results[(ranks, threads)].append(ips)
-            print(f"round {r + 1}: ranks={ranks} threads={threads} images_per_s={ips:.0f} "
-                  f"comm_ms_per_step={comm} foreign_cpu={foreign:.0f}%", flush=True)
+        for c in configs:
+            label, ranks, threads, batch = c
+            ips, detail, foreign = run(ranks, threads, batch, steps, measure_wait)
+            results[c].append(ips)
+            print(f"round {r + 1}: {label} ranks={ranks} threads={threads} global_batch={batch} "
+                  f"images_per_s={ips:.0f} {detail} foreign_cpu={foreign:.0f}%", flush=True)
     med = {c: statistics.median(v) for c, v in results.items()}
-    for (ranks, threads), m in med.items():
-        print(f"median ranks={ranks} threads={threads} images_per_s={m:.0f}")
-    print(f"speedup_2ranks_vs_1rank_1thread={med[(2, 1)] / med[(1, 1)]:.2f} "
-          f"speedup_1rank_2threads_vs_1thread={med[(1, 2)] / med[(1, 1)]:.2f}")
+    for (label, ranks, threads, batch), m in med.items():
+        print(f"median {label} ranks={ranks} threads={threads} global_batch={batch} images_per_s={m:.0f}")
+    base = med[("strong", 1, 1, 50)]
+    print(f"strong scaling (global batch 50): "
+          f"speedup_2ranks_vs_1rank_1thread={med[('strong', 2, 1, 50)] / base:.2f} "
+          f"speedup_1rank_2threads_vs_1thread={med[('strong', 1, 2, 50)] / base:.2f}")
+    if weak:
+        print(f"weak scaling (50 rows per rank, global batch 100): "
+              f"speedup_2ranks_vs_1rank_1thread={med[('weak', 2, 1, 100)] / base:.2f}")
 
 
 if __name__ == "__main__":

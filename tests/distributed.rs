@@ -12,13 +12,21 @@
 //!   (N ranks × batch 50/N) for 50 steps, ends with the final loss of one
 //!   process with batch 50 to a relative 1e-4, and a second distributed run
 //!   gives the same bits; likewise a conv net with synchronised batch norm
-//!   against one process with the fused batch norm.
+//!   against one process with the fused batch norm;
+//! - the sharded update (`ShardedOptimizer`, which the trainer uses for Adam
+//!   with `Distributed::set_shard_optimizer`):
+//!   the same bits as averaging the whole gradient on every rank
+//!   (`AveragedOptimizer`), also in many small buckets whose blocks cut
+//!   through the variables; its gathered state equals one process's Adam
+//!   state; a checkpoint of it resumes on N ranks to the same bits as an
+//!   uninterrupted run, and on one process.
 //!
 //! Every rank prints its summary; a failure fails (and, under mpirun, aborts)
 //! the job.
 
 use adgraph::{self as ad, data::Batches, distributed::*, gradcheck::GradCheck};
 use adgraph::{init::*, optim::Adam, train::Trainer, BatchNormConfig, Feed, Graph, Node, Tensor};
+use std::path::Path;
 
 /// What the checks found.
 #[derive(Default)]
@@ -476,6 +484,178 @@ fn train(
     Ok((summary.final_loss().unwrap_or(f32::NAN), values))
 }
 
+/// An optimizer's state: named tensors.
+type State = Vec<(String, Tensor)>;
+
+/// How [`train_run`] trains.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// One process, batch 50.
+    Single,
+    /// `Trainer::distributed`, with the sharded update.
+    Sharded(&'a Distributed),
+    /// Each rank its rows by hand, `AveragedOptimizer` (the whole gradient
+    /// averaged on every rank).
+    Averaged(&'a Distributed),
+}
+
+/// Trains `m` with Adam on global batches of 50 until step `steps`, resuming
+/// from `resume` and saving to `save` when given; the final loss, every
+/// variable's value, and the optimizer's state (gathered from the ranks: all
+/// of them call this).
+fn train_run(
+    m: &Model,
+    data: (&Tensor, &Tensor),
+    mode: Mode<'_>,
+    steps: usize,
+    resume: Option<&Path>,
+    save: Option<&Path>,
+) -> ad::Result<(f32, Vec<Tensor>, State)> {
+    let batches = Batches::new(data.0.clone(), data.1.clone(), 50, 11)?;
+    let mut trainer = Trainer::new(&m.graph)
+        .data(batches)
+        .steps(steps)
+        .progress(false);
+    trainer = match mode {
+        Mode::Single => trainer.optimizer(Adam::new(3e-3)),
+        Mode::Sharded(d) => {
+            d.set_shard_optimizer(true);
+            let t = trainer.optimizer(Adam::new(3e-3)).distributed(d);
+            d.set_shard_optimizer(false);
+            t
+        }
+        Mode::Averaged(d) => trainer.optimizer(AveragedOptimizer::new(Adam::new(3e-3), d)),
+    };
+    if let Some(path) = save {
+        trainer = trainer.checkpoint(path, None);
+    }
+    if let Some(path) = resume {
+        trainer.resume(path)?;
+    }
+    let summary = trainer.run(|s| {
+        let (xb, yb) = s.next_batch()?;
+        let (xb, yb) = match mode {
+            Mode::Averaged(d) => d.shard(xb, yb)?,
+            _ => (xb, yb),
+        };
+        s.minimize(&m.loss, &Feed::new().with(&m.x, xb)?.with(&m.y, yb)?)
+    })?;
+    let values = m
+        .graph
+        .variables(false)
+        .iter()
+        .map(|v| m.graph.variable_value(v))
+        .collect::<ad::Result<_>>()?;
+    let state = trainer.optimizers()[0].state();
+    Ok((summary.final_loss().unwrap_or(f32::NAN), values, state))
+}
+
+fn bits(v: &[Tensor]) -> Vec<u32> {
+    v.iter()
+        .flat_map(|t| t.iter().map(|x| x.to_bits()))
+        .collect()
+}
+
+/// The largest difference between two optimizer states, relative to each
+/// entry's largest magnitude; infinite when their entries differ.
+fn state_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+    let names = |s: &[(String, Tensor)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    if names(a) != names(b) {
+        return f64::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|((_, p), (_, q))| {
+            let scale = q.iter().fold(0f32, |m, &x| m.max(x.abs())).max(1e-12);
+            p.iter()
+                .zip(q.iter())
+                .map(|(&x, &y)| f64::from((x - y).abs() / scale))
+                .fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max)
+}
+
+fn sharded(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
+    let data = ad::data::Mnist::embedded()?;
+    let labels = ad::data::one_hot(&data.train_labels, 10)?;
+    let flat = data.train_images.flat();
+    let data = (&flat, &labels);
+
+    // Sharded against averaged, in buckets of 1001 elements (1000 on 2
+    // ranks: 51 buckets for the MLP's 50,890, the last one padded, blocks
+    // cutting through the variables).
+    d.set_bucket_bytes(4 * 1001);
+    let sharded = train_run(&mlp()?, data, Mode::Sharded(d), 20, None, None);
+    let averaged = train_run(&mlp()?, data, Mode::Averaged(d), 20, None, None);
+    d.set_bucket_bytes(DEFAULT_BUCKET_BYTES);
+    let ((_, sharded_vars, sharded_state), (_, averaged_vars, averaged_state)) =
+        (sharded?, averaged?);
+    // Two ranks sum each element in one addition either way; more may
+    // order the sums differently in the two collectives.
+    let exact = d.size() <= 2;
+    out.check(
+        "sharded update = averaged update (same bits on up to 2 ranks), small buckets",
+        if exact {
+            bits(&sharded_vars) == bits(&averaged_vars)
+        } else {
+            max_rel_diff(&sharded_vars, &averaged_vars) <= 1e-5
+        },
+        || {
+            format!(
+                "variables differ by {:.2e}",
+                max_rel_diff(&sharded_vars, &averaged_vars)
+            )
+        },
+    );
+    let diff = state_diff(&sharded_state, &averaged_state);
+    out.check(
+        "sharded state gathered = averaged optimizer's state",
+        if exact { diff == 0.0 } else { diff <= 1e-5 },
+        || format!("differ by {diff:e}"),
+    );
+
+    // A checkpoint at step 25 (rank 0 writes where its pid says; every rank
+    // learns the name), resumed to step 50 on N ranks and on one process.
+    let mut name = format!("adgraph-sharded-{}.safetensors", std::process::id()).into_bytes();
+    d.broadcast_bytes(&mut name);
+    let path = std::env::temp_dir().join(String::from_utf8_lossy(&name).to_string());
+    let (_, _, single_state) = train_run(&mlp()?, data, Mode::Single, 25, None, None)?;
+    let (_, _, dist_state) = train_run(&mlp()?, data, Mode::Sharded(d), 25, None, Some(&path))?;
+    let diff = state_diff(&dist_state, &single_state);
+    println!(
+        "rank {}: Adam state after 25 steps, gathered from {} ranks vs one process: {diff:.2e}",
+        d.rank(),
+        d.size()
+    );
+    out.check(
+        "sharded Adam state = one process's (rel 1e-4 of each entry's largest value)",
+        diff <= 1e-4,
+        || format!("differ by {diff:e}"),
+    );
+    let (whole_loss, whole_vars, _) = train_run(&mlp()?, data, Mode::Sharded(d), 50, None, None)?;
+    let (resumed_loss, resumed_vars, _) =
+        train_run(&mlp()?, data, Mode::Sharded(d), 50, Some(&path), None)?;
+    out.check(
+        "sharded: resumed at step 25 on N ranks = uninterrupted (same bits)",
+        resumed_loss.to_bits() == whole_loss.to_bits() && bits(&resumed_vars) == bits(&whole_vars),
+        || format!("{resumed_loss} vs {whole_loss}"),
+    );
+    // The file is rank 0's: the others read it after the resume above
+    // (which rank 0 took part in, after writing it).
+    let (single_loss, _, _) = train_run(&mlp()?, data, Mode::Single, 50, Some(&path), None)?;
+    let r = rel(f64::from(single_loss), f64::from(whole_loss));
+    out.check(
+        "sharded checkpoint resumed on one process = N ranks (rel 1e-4)",
+        r <= 1e-4,
+        || format!("{single_loss} vs {whole_loss}: {r:e}"),
+    );
+    d.barrier();
+    if d.is_primary() {
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(())
+}
+
 fn max_rel_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
     a.iter()
         .zip(b)
@@ -571,6 +751,92 @@ fn time_conv_net_gradients(d: &Distributed) -> ad::Result<()> {
     Ok(())
 }
 
+/// Times one Adam update of variables shaped as the conv net demo's (five
+/// kernels, batch-norm scales and offsets, the dense layer: 395,386 values),
+/// averaged (`AveragedOptimizer`: pack, allreduce, unpack, the whole update on
+/// every rank) against sharded (`ShardedOptimizer`: pack, reduce-scatter, the
+/// update of this rank's share, allgather, unpack): the median and minimum of
+/// 21, each after a barrier. Printed, not asserted.
+fn time_conv_net_updates(d: &Distributed) -> ad::Result<()> {
+    let graph = Graph::with_seed(5);
+    let mut shapes: Vec<Vec<usize>> = Vec::new();
+    let mut cin = 1;
+    for cout in [16, 32, 64, 128, 256] {
+        shapes.extend([vec![3, 3, cin, cout], vec![cout], vec![cout]]);
+        cin = cout;
+    }
+    shapes.extend([vec![256, 10], vec![10]]);
+    let pairs: Vec<(Node, Tensor)> = shapes
+        .iter()
+        .map(|s| {
+            let v = graph.variable(s, TruncatedNormal::new(0.0, 0.01), true)?;
+            Ok((v, Tensor::from_elem(s.clone(), 1e-3)))
+        })
+        .collect::<ad::Result<_>>()?;
+    let mut averaged = AveragedOptimizer::new(Adam::new(1e-3), d);
+    let mut sharded = ShardedOptimizer::new(Adam::new(1e-3), d)?;
+    let mut line = Vec::new();
+    for (name, opt) in [
+        ("averaged", &mut averaged as &mut dyn ad::optim::Optimizer),
+        ("sharded", &mut sharded),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            d.barrier();
+            let t0 = std::time::Instant::now();
+            opt.apply_gradients(&pairs)?;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        line.push(format!(
+            "{name} median {:.3} ms, min {:.3} ms",
+            times[times.len() / 2],
+            times[0]
+        ));
+    }
+    // The collectives alone, on buffers of that size.
+    let n = d.size();
+    let block = 395_386usize.div_ceil(n);
+    let send = vec![0.5f32; block * n];
+    let mut part = vec![0f32; block];
+    let mut whole = vec![0f32; block * n];
+    let (mut rs, mut ag, mut ar) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..21 {
+        d.barrier();
+        let t0 = std::time::Instant::now();
+        d.reduce_scatter_sum(&send, &mut part)?;
+        rs.push(t0.elapsed().as_secs_f64() * 1e3);
+        d.barrier();
+        let t0 = std::time::Instant::now();
+        d.all_gather(&part, &mut whole)?;
+        ag.push(t0.elapsed().as_secs_f64() * 1e3);
+        whole.copy_from_slice(&send);
+        d.barrier();
+        let t0 = std::time::Instant::now();
+        d.all_reduce_sum(&mut whole);
+        ar.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    for (name, t) in [
+        ("reduce-scatter", &mut rs),
+        ("allgather", &mut ag),
+        ("allreduce", &mut ar),
+    ] {
+        t.sort_by(f64::total_cmp);
+        line.push(format!(
+            "{name} alone median {:.3} ms, min {:.3} ms",
+            t[t.len() / 2],
+            t[0]
+        ));
+    }
+    println!(
+        "rank {}: an Adam update of the conv net's variables (395,386 values) on {} ranks: {} (21 runs)",
+        d.rank(),
+        d.size(),
+        line.join("; ")
+    );
+    Ok(())
+}
+
 #[test]
 fn distributed() {
     let d = Distributed::init().expect("MPI starts");
@@ -582,8 +848,10 @@ fn distributed() {
         ),
         ("cross-replica ops", cross_replica),
         ("same answer", same_answer),
+        ("sharded update", sharded),
         ("timing", |d: &Distributed, _: &mut Outcome| {
-            time_conv_net_gradients(d)
+            time_conv_net_gradients(d)?;
+            time_conv_net_updates(d)
         }),
     ] {
         if let Err(e) = part(&d, &mut out) {

@@ -65,6 +65,11 @@ pub struct CommonArgs {
     /// (synchronised batch norm) instead of each rank's own rows.
     #[arg(long)]
     pub sync_bn: bool,
+    /// With --distributed: split the optimizer's update and state across
+    /// the ranks (ZeRO stage 1: reduce-scatter, each rank updates 1/N of the
+    /// elements, allgather) instead of every rank updating everything.
+    #[arg(long)]
+    pub shard_optimizer: bool,
     /// Threads of this process's pool [default: all cores, shared evenly
     /// among the ranks on this machine when launched by mpirun].
     #[arg(long, value_name = "N")]
@@ -143,6 +148,11 @@ impl CommonArgs {
             if self.sync_bn {
                 return Err("--sync-bn needs a distributed run (--distributed, or mpirun)".into());
             }
+            if self.shard_optimizer {
+                return Err(
+                    "--shard-optimizer needs a distributed run (--distributed, or mpirun)".into(),
+                );
+            }
             return Ok(None);
         }
         if let Some(d) = self.dist_handle.borrow().as_ref() {
@@ -156,13 +166,13 @@ impl CommonArgs {
     /// Errors for the distributed flags of a build without MPI.
     #[cfg(not(feature = "mpi"))]
     fn no_mpi(&self) -> Res {
-        if self.is_distributed() || self.sync_bn {
+        if self.is_distributed() || self.sync_bn || self.shard_optimizer {
             let launched = match launched_ranks() {
                 Some(n) => format!(" (launched by mpirun with {n} ranks)"),
                 None => String::new(),
             };
             return Err(format!(
-                "--distributed and --sync-bn need a build with MPI{launched}: \
+                "--distributed, --sync-bn and --shard-optimizer need a build with MPI{launched}: \
                  cargo build --release --features mpi --examples (see docs/distributed.md)"
             )
             .into());
@@ -173,9 +183,10 @@ impl CommonArgs {
     /// An error when the run is distributed: for demos that train on one
     /// process only (`demo` names it).
     pub fn single_process_only(&self, demo: &str) -> Res {
-        if self.is_distributed() || self.sync_bn {
+        if self.is_distributed() || self.sync_bn || self.shard_optimizer {
             return Err(format!(
-                "{demo} trains on one process only: --distributed, --sync-bn and mpirun are for \
+                "{demo} trains on one process only: --distributed, --sync-bn, --shard-optimizer \
+                 and mpirun are for \
                  conv_net, logistic_regression and spiral"
             )
             .into());
@@ -250,6 +261,10 @@ impl CommonArgs {
                     rayon::current_num_threads(),
                     if self.sync_bn { ", synchronised batch norm" } else { "" }
                 );
+                d.set_shard_optimizer(self.shard_optimizer);
+                if self.shard_optimizer {
+                    println!("distributed: the optimizer's update split across the ranks");
+                }
                 trainer.distributed(&d)
             }
             None => trainer,

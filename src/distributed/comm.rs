@@ -55,8 +55,15 @@ pub struct CommStats {
     pub gradient_calls: u64,
     /// Bytes of gradients each rank sent into them.
     pub gradient_bytes: u64,
-    /// Seconds spent in those allreduce calls (waiting for slower ranks included).
+    /// Seconds spent in those allreduce calls, and in the reduce-scatter and
+    /// allgather calls of a [`ShardedOptimizer`](crate::distributed::ShardedOptimizer)
+    /// (waiting for slower ranks included, unless
+    /// [`set_measure_wait`](Distributed::set_measure_wait) takes it apart).
     pub gradient_seconds: f64,
+    /// With [`set_measure_wait`](Distributed::set_measure_wait): seconds spent
+    /// in a barrier before each gradient communication, waiting for the
+    /// slowest rank to be ready (then not counted in `gradient_seconds`).
+    pub wait_seconds: f64,
     /// Other collectives (broadcasts, [`cross_replica_sum`](crate::distributed::cross_replica_sum),
     /// loss averaging, checks).
     pub other_calls: u64,
@@ -76,6 +83,10 @@ struct Inner {
     buffers: RefCell<(Vec<f32>, Vec<f32>)>,
     /// The last gradient layout every rank was found to share.
     verified_layout: Cell<Option<u64>>,
+    /// A barrier before each gradient communication, timed apart.
+    measure_wait: Cell<bool>,
+    /// Whether trainers split element-wise optimizers' updates across the ranks.
+    shard_optimizer: Cell<bool>,
     stats: Cell<CommStats>,
     /// Dropped last: dropping it finalises MPI.
     _universe: Universe,
@@ -137,7 +148,7 @@ fn fnv(hash: u64, bytes: &[u8]) -> u64 {
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// A hash of a list of shapes (and names, when given).
-fn layout_hash<'a>(items: impl Iterator<Item = (&'a [usize], Option<String>)>) -> u64 {
+pub(crate) fn layout_hash<'a>(items: impl Iterator<Item = (&'a [usize], Option<String>)>) -> u64 {
     let mut h = FNV_START;
     let mut count = 0u64;
     for (shape, name) in items {
@@ -204,6 +215,8 @@ impl Distributed {
             share: Cell::new(1.0 / size as f32),
             buffers: RefCell::new((Vec::new(), Vec::new())),
             verified_layout: Cell::new(None),
+            measure_wait: Cell::new(false),
+            shard_optimizer: Cell::new(false),
             stats: Cell::new(CommStats::default()),
             _universe: universe,
         });
@@ -251,6 +264,116 @@ impl Distributed {
     /// What the collectives of this process cost so far.
     pub fn stats(&self) -> CommStats {
         self.inner.stats.get()
+    }
+
+    /// Whether to time apart the wait for the slowest rank (default: no):
+    /// with it, every gradient communication starts with a barrier, whose
+    /// time goes to [`CommStats::wait_seconds`], so that
+    /// [`CommStats::gradient_seconds`] is the transfer alone. A diagnostic:
+    /// the barrier costs one more small collective per step. Every rank must
+    /// set the same.
+    pub fn set_measure_wait(&self, on: bool) {
+        self.inner.measure_wait.set(on);
+    }
+
+    /// Whether a [`Trainer::distributed`](crate::train::Trainer::distributed)
+    /// on this handle splits the update of each element-wise optimizer across
+    /// the ranks ([`ShardedOptimizer`](crate::distributed::ShardedOptimizer),
+    /// ZeRO stage 1: `1/N` of the update's work and of the optimizer's state
+    /// per rank) instead of averaging the whole gradient on every rank
+    /// ([`AveragedOptimizer`](crate::distributed::AveragedOptimizer), the
+    /// default). Set it before the trainer wraps its optimizers
+    /// ([`Trainer::distributed`](crate::train::Trainer::distributed) and the
+    /// optimizers added after it read it). Every rank must set the same. On
+    /// 2 ranks through shared memory the sharded update of the conv net demo
+    /// was the slower (see `docs/distributed.md`): it pays when the update or
+    /// the optimizer's memory is large against the collectives.
+    pub fn set_shard_optimizer(&self, on: bool) {
+        self.inner.shard_optimizer.set(on);
+    }
+
+    /// See [`set_shard_optimizer`](Distributed::set_shard_optimizer) (default: no).
+    pub fn shard_optimizer(&self) -> bool {
+        self.inner.shard_optimizer.get()
+    }
+
+    /// The barrier of [`set_measure_wait`](Distributed::set_measure_wait), timed into `stats`.
+    fn wait_for_all(&self, stats: &mut CommStats) {
+        if self.inner.measure_wait.get() {
+            let t0 = Instant::now();
+            self.inner.world.barrier();
+            stats.wait_seconds += t0.elapsed().as_secs_f64();
+        }
+    }
+
+    /// The sum across ranks of `send` (`size` blocks of `recv.len()`
+    /// elements), of which this rank gets block `rank` in `recv`
+    /// (`MPI_Reduce_scatter_block`; a copy of block 0 in a world of one).
+    /// Counted as gradient communication in [`stats`](Distributed::stats).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `send` is not `size · recv.len()`
+    /// elements, or a block exceeds `2^31 - 1` elements.
+    pub fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        let n = self.inner.size;
+        if send.len() != n * recv.len() || recv.len() > MAX_COUNT {
+            return Err(Error::invalid(format!(
+                "reduce_scatter_sum: {} ranks need a send buffer of {n} blocks of the receive                  buffer's {} elements (at most 2^31 - 1), got {} elements",
+                n,
+                recv.len(),
+                send.len()
+            )));
+        }
+        let mut stats = self.inner.stats.get();
+        if n == 1 {
+            recv.copy_from_slice(send);
+        } else {
+            self.wait_for_all(&mut stats);
+            let t0 = Instant::now();
+            self.inner
+                .world
+                .reduce_scatter_block_into(send, recv, SystemOperation::sum());
+            stats.gradient_seconds += t0.elapsed().as_secs_f64();
+            stats.gradient_calls += 1;
+            stats.gradient_bytes += 4 * send.len() as u64;
+        }
+        self.inner.stats.set(stats);
+        Ok(())
+    }
+
+    /// Every rank's `send`, concatenated in rank order into `recv`
+    /// (`MPI_Allgather`; every rank sends as many elements). Counted as
+    /// gradient communication in [`stats`](Distributed::stats).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `recv` is not `size · send.len()`
+    /// elements, or `send` exceeds `2^31 - 1` elements.
+    pub fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        let n = self.inner.size;
+        if recv.len() != n * send.len() || send.len() > MAX_COUNT {
+            return Err(Error::invalid(format!(
+                "all_gather: {n} ranks need a receive buffer of {n} times the send buffer's {}                  elements (at most 2^31 - 1), got {} elements",
+                send.len(),
+                recv.len()
+            )));
+        }
+        if n == 1 {
+            recv.copy_from_slice(send);
+            return Ok(());
+        }
+        let mut stats = self.inner.stats.get();
+        let t0 = Instant::now();
+        self.inner.world.all_gather_into(send, recv);
+        stats.gradient_seconds += t0.elapsed().as_secs_f64();
+        stats.gradient_calls += 1;
+        self.inner.stats.set(stats);
+        Ok(())
+    }
+
+    /// The largest gradient buffer of one collective, in elements
+    /// ([`set_bucket_bytes`](Distributed::set_bucket_bytes) / 4).
+    pub fn bucket_elements(&self) -> usize {
+        self.inner.bucket_elements.get()
     }
 
     /// Waits until every rank has called it.
@@ -551,6 +674,7 @@ impl Distributed {
         if self.inner.size == 1 {
             recv.copy_from_slice(send);
         } else {
+            self.wait_for_all(&mut stats);
             let t0 = Instant::now();
             for (s, r) in send.chunks(bucket).zip(recv.chunks_mut(bucket)) {
                 self.inner

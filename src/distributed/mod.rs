@@ -17,10 +17,17 @@
 //! - [`AveragedOptimizer`]: any [`Optimizer`](crate::optim::Optimizer) whose
 //!   updates use the gradients averaged across ranks (Horovod's
 //!   `DistributedOptimizer`).
+//! - [`ShardedOptimizer`]: an element-wise optimizer (every built-in one)
+//!   whose update is split across the ranks (ZeRO stage 1): the gradients
+//!   are reduce-scattered, each rank updates its `1/N` of the elements, and
+//!   the new values are allgathered; the same bits as averaging, `1/N` of
+//!   the update's work and optimizer memory per rank (trainers use it when
+//!   [`Distributed::set_shard_optimizer`] is on).
 //! - [`Trainer::distributed`](crate::train::Trainer::distributed) does all of
 //!   it for a training loop: variables broadcast at the start (and after a
 //!   resume, whose checkpoint rank 0 reads and sends to the others), each
-//!   rank's share of every global batch, averaged gradients, loss and metrics
+//!   rank's share of every global batch, averaged gradients (optionally the
+//!   update split across the ranks), loss and metrics
 //!   averaged over the ranks, and checkpoints, the progress bar and lines
 //!   written by rank 0 only.
 //! - Batch norm: per-rank statistics by default (as DDP: each rank normalises
@@ -54,7 +61,10 @@
 mod comm;
 mod ops;
 mod optimizer;
+mod sharded;
 
 pub use comm::{CommStats, Distributed, DistributedRef, DEFAULT_BUCKET_BYTES};
 pub use ops::{cross_replica_sum, sync_batch_norm, AssignMovingAverage, CrossReplicaSum};
 pub use optimizer::AveragedOptimizer;
+pub(crate) use sharded::data_parallel;
+pub use sharded::ShardedOptimizer;

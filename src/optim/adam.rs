@@ -97,6 +97,10 @@ impl Adam {
 const PARALLEL_ELEMENTS: usize = 1 << 16;
 
 impl Optimizer for Adam {
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
         let alpha = self.schedule.rate(self.t);
         self.t += 1;
@@ -161,6 +165,10 @@ impl AdamW {
 }
 
 impl Optimizer for AdamW {
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
         self.0.apply_gradients(grads_and_vars)
     }

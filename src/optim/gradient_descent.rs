@@ -33,6 +33,10 @@ impl GradientDescent {
 }
 
 impl Optimizer for GradientDescent {
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
         let alpha = self.schedule.rate(self.step);
         for (var, grad) in grads_and_vars {
@@ -83,6 +87,10 @@ impl Momentum {
 }
 
 impl Optimizer for Momentum {
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
         let alpha = self.schedule.rate(self.step);
         let mu = self.momentum;

@@ -179,6 +179,17 @@ pub trait Optimizer {
             ))),
         }
     }
+
+    /// Whether the update is element-wise: each element of a variable's new
+    /// value depends only on the same element of the variable, of its
+    /// gradient and of the optimizer's per-variable slots, and on counters
+    /// every variable shares (no norms or other reductions over a variable).
+    /// Such an update can be split across processes by ranges of elements
+    /// (`distributed::ShardedOptimizer`, feature `mpi`). Every built-in
+    /// optimizer is; the default is `false`.
+    fn elementwise(&self) -> bool {
+        false
+    }
 }
 
 /// Words of a step count stored by [`step_to_tensor`]; each holds 24 bits, exact in `f32`.

@@ -64,6 +64,10 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn apply_gradients(&mut self, grads_and_vars: &[(Node, Tensor)]) -> Result<()> {
         let alpha = self.schedule.rate(self.step);
         let (rho, mu, eps) = (self.rho, self.momentum, self.epsilon);

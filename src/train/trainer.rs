@@ -162,7 +162,7 @@ impl Trainer {
         let optimizer: Box<dyn Optimizer> = Box::new(optimizer);
         #[cfg(feature = "mpi")]
         let optimizer = match &self.dist {
-            Some(d) => Box::new(crate::distributed::AveragedOptimizer::boxed(optimizer, d)),
+            Some(d) => crate::distributed::data_parallel(optimizer, d),
             None => optimizer,
         };
         self.optimizers.push(optimizer);
@@ -178,11 +178,17 @@ impl Trainer {
     ///   (`--batch` stays the global batch: rank `r` of `N` takes rows
     ///   `r·B/N .. (r+1)·B/N` of each batch, in the same seeded order);
     /// - each optimizer (added before or after) averages the gradients
-    ///   across ranks before its update ([`AveragedOptimizer`](crate::distributed::AveragedOptimizer)),
-    ///   weighted by each rank's share of the batch;
+    ///   across ranks before its update, weighted by each rank's share of
+    ///   the batch ([`AveragedOptimizer`](crate::distributed::AveragedOptimizer));
+    ///   with [`Distributed::set_shard_optimizer`](crate::distributed::Distributed::set_shard_optimizer)
+    ///   on, an element-wise one ([`Optimizer::elementwise`], every built-in
+    ///   one) has its update split across the ranks instead
+    ///   ([`ShardedOptimizer`](crate::distributed::ShardedOptimizer): each
+    ///   rank updates `1/N` of the elements and keeps their optimizer state);
     /// - each step's loss and metrics are averaged across ranks (weighted
     ///   likewise), so that all ranks record and check the global values;
-    /// - only rank 0 saves checkpoints, shows the progress bar and prints
+    /// - only rank 0 saves checkpoints (every rank takes part in gathering
+    ///   the optimizer state into them), shows the progress bar and prints
     ///   evaluation lines.
     ///
     /// An error in a step, an evaluation or a checkpoint save on any rank
@@ -193,10 +199,7 @@ impl Trainer {
         if self.dist.is_none() {
             self.optimizers = std::mem::take(&mut self.optimizers)
                 .into_iter()
-                .map(|o| {
-                    Box::new(crate::distributed::AveragedOptimizer::boxed(o, dist))
-                        as Box<dyn Optimizer>
-                })
+                .map(|o| crate::distributed::data_parallel(o, dist))
                 .collect();
         }
         self.dist = Some(dist.clone());
@@ -370,7 +373,10 @@ impl Trainer {
         Ok(resumed)
     }
 
-    /// The training checkpoint of where training stands now.
+    /// The training checkpoint of where training stands now. In a
+    /// distributed run (feature `mpi`) it gathers the optimizers' state from
+    /// the ranks (`distributed::ShardedOptimizer`):
+    /// call it on every rank at the same point.
     ///
     /// # Errors
     /// As [`Graph::training_checkpoint`]; [`Error::InvalidArgument`] for badly
@@ -550,12 +556,17 @@ impl Trainer {
             let writes = self.dist.as_ref().is_none_or(|d| d.is_primary());
             #[cfg(not(feature = "mpi"))]
             let writes = true;
-            if let (Some(path), true) = (&self.checkpoint, writes) {
+            if let Some(path) = &self.checkpoint {
                 let due = self.step == total
                     || (self.checkpoint_every > 0
                         && self.step.is_multiple_of(self.checkpoint_every));
                 if due {
-                    self.save(path)?;
+                    // Every rank gathers (the optimizer state may be split
+                    // across them); rank 0 writes.
+                    let ckpt = self.training_checkpoint()?;
+                    if writes {
+                        ckpt.save(path)?;
+                    }
                 }
             }
         }
