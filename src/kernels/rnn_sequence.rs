@@ -103,6 +103,10 @@ pub struct SeqKept {
 
 /// Runs the sequence forward: returns the output `[2, T, B, H]` and what the
 /// backward needs.
+///
+/// **Panics** if the slices' lengths do not fit `inp.dims` (the
+/// [`LstmSequence`](crate::ops::rnn_sequence::LstmSequence) op checks them
+/// first and reports errors).
 pub fn lstm_sequence_forward(inp: &SeqInputs) -> (Vec<f32>, SeqKept) {
     let SeqDims {
         steps,
@@ -194,6 +198,9 @@ pub struct SeqGrads {
 /// Back through the sequence from the upstream gradient of its output
 /// (`d_out`, `[2, T, B, H]`): per step `dh = d_out_h + dz_{t+1}·Whᵀ`,
 /// `dc = d_out_c + dc_prev_{t+1}`, and the cell's backward.
+///
+/// **Panics** if the slices' lengths do not fit `inp.dims` or `kept` is
+/// another sequence's (the op checks them first).
 pub fn lstm_sequence_backward(inp: &SeqInputs, kept: &SeqKept, d_out: &[f32]) -> SeqGrads {
     let SeqDims {
         steps,
@@ -291,6 +298,9 @@ fn backward_group(
 /// The recurrent kernel's gradient `Σ_t h_{t-1}ᵀ · dz_t` (`[H, 4H]`) as one
 /// product over all steps: `h` is the output's `[T, B, H]` half, `dz` the
 /// gradient of `xw`; `h_0` adds its term at step 0 (no term without it).
+///
+/// **Panics** if the slices' lengths do not fit `dims` (the op checks them
+/// first).
 pub fn recurrent_kernel_grad(dims: SeqDims, h: &[f32], dz: &[f32], h0: Option<&[f32]>) -> Vec<f32> {
     let SeqDims {
         steps,
