@@ -1,10 +1,11 @@
-//! `add_n` of matrix products: joined into one `MatMulSum` node (the gradient
-//! of a weight used by several products, e.g. an LSTM's recurrent kernel per
-//! step). Values against the separate products, every flag combination, the
-//! bits independent of the thread count, first and second derivatives by
-//! finite differences, and errors.
+//! `MatMulSum`: the sum of matrix products that `add_n` makes of the product
+//! terms of a gradient (a weight used by several products, e.g. an unrolled
+//! recurrence's kernel). Values against the separate products, every flag
+//! combination, the bits independent of the thread count, first and second
+//! derivatives by finite differences, which sums are joined, and errors.
 
 use ad::gradcheck::{check_gradients, GradCheck};
+use ad::ops::linalg::MatMulSum;
 use ad::{Graph, Node, RunTime, Tensor};
 use adgraph as ad;
 use rand::{Rng, SeedableRng};
@@ -12,6 +13,16 @@ use rand_chacha::ChaCha8Rng;
 
 fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
     Tensor::from_shape_fn(shape.to_vec(), |_| rng.gen_range(-1.0..1.0))
+}
+
+/// The `MatMulSum` of the products' operands (their flags cycling as in
+/// [`products`]).
+fn matmul_sum(g: &Graph, operands: &[Node]) -> Node {
+    let flags = (0..operands.len() / 2)
+        .map(|k| (k % 2 == 1, k % 4 >= 2))
+        .collect();
+    let refs: Vec<&Node> = operands.iter().collect();
+    g.add_op(MatMulSum { flags }, &refs).unwrap()
 }
 
 /// `n` products `op(a_i)·op(b_i)` of result `[p, r]` and inner `q`, with the
@@ -33,7 +44,7 @@ fn products(n: usize, (p, q, r): (usize, usize, usize)) -> (Graph, Vec<Node>, Ve
 }
 
 #[test]
-fn add_n_of_products_is_one_node_with_the_same_values() {
+fn the_sum_has_the_values_of_the_separate_products() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (n, dims) in [
         (2, (3, 4, 5)),
@@ -42,10 +53,10 @@ fn add_n_of_products_is_one_node_with_the_same_values() {
         (7, (9, 33, 2)),
     ] {
         let (g, operands, prods) = products(n, dims);
+        let sum = matmul_sum(&g, &operands);
+        // The user's own products are added as they are (they may have other uses).
         let refs: Vec<&Node> = prods.iter().collect();
-        let sum = ad::add_n(&refs).unwrap();
-        assert_eq!(sum.op_type(), "MatMulSum");
-        assert_eq!(sum.inputs().len(), 2 * n);
+        assert_eq!(ad::add_n(&refs).unwrap().op_type(), "AddN");
         let mut feed = ad::Feed::new();
         for o in &operands {
             let shape: Vec<usize> = o.shape().dims().iter().map(|d| d.unwrap()).collect();
@@ -62,7 +73,6 @@ fn add_n_of_products_is_one_node_with_the_same_values() {
         for (x, y) in got[0].iter().zip(want.iter()) {
             assert!((x - y).abs() <= tol, "{n} terms {dims:?}: {x} vs {y}");
         }
-        let _ = g;
     }
 }
 
@@ -78,9 +88,8 @@ fn the_sum_does_not_depend_on_the_thread_count() {
             .unwrap()
             .install(|| {
                 let mut rng = ChaCha8Rng::seed_from_u64(2);
-                let (_g, operands, prods) = products(15, (64, 32, 96));
-                let refs: Vec<&Node> = prods.iter().collect();
-                let sum = ad::add_n(&refs).unwrap();
+                let (g, operands, _) = products(15, (64, 32, 96));
+                let sum = matmul_sum(&g, &operands);
                 let mut feed = ad::Feed::new();
                 for o in &operands {
                     let shape: Vec<usize> = o.shape().dims().iter().map(|d| d.unwrap()).collect();
@@ -97,10 +106,8 @@ fn the_sum_does_not_depend_on_the_thread_count() {
 fn first_and_second_derivatives_of_every_operand() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for n in [2, 5] {
-        let (g, operands, prods) = products(n, (2, 3, 2));
-        let refs: Vec<&Node> = prods.iter().collect();
-        let sum = ad::add_n(&refs).unwrap();
-        assert_eq!(sum.op_type(), "MatMulSum");
+        let (g, operands, _) = products(n, (2, 3, 2));
+        let sum = matmul_sum(&g, &operands);
         // A nonlinear loss, so the second derivatives are not all zero.
         let w = g.placeholder([2, 2]);
         let loss = ad::reduce_sum(
@@ -151,27 +158,33 @@ fn a_shared_weight_gets_one_summed_gradient() {
     check_gradients(&loss, &[&w], &feed).unwrap();
 }
 
-/// Products of different shapes stay apart; terms that are not products
-/// are added as before; a MatMulSum built by hand checks its inputs.
+/// In a gradient, products of one shape are joined and the other terms added
+/// beside them; a MatMulSum built by hand checks its inputs.
 #[test]
 fn shapes_and_errors() {
     let g = Graph::new();
     let a = g.placeholder([2, 3]);
     let b = g.placeholder([3, 4]);
     let c = g.placeholder([3, 2]);
+    // w reaches the loss through two products and directly (a non-product term).
+    let w = g.placeholder([3, 4]);
+    let y = ad::add(&ad::matmul(&a, &w).unwrap(), &ad::matmul(&a, &w).unwrap()).unwrap();
+    let loss = ad::add(
+        &ad::reduce_sum(&ad::tanh(&y).unwrap(), ad::Axes::All, false).unwrap(),
+        &ad::reduce_sum(&ad::square(&w).unwrap(), ad::Axes::All, false).unwrap(),
+    )
+    .unwrap();
+    let dw = ad::gradients(&[&loss], &[&w], None).unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(dw.op_type(), "AddN");
+    let types: Vec<&str> = dw.inputs().iter().map(Node::op_type).collect();
+    assert!(
+        types.contains(&"MatMulSum") && types.len() == 2,
+        "{types:?}"
+    );
     let p1 = ad::matmul(&a, &b).unwrap();
-    let p2 = ad::matmul(&a, &b).unwrap();
     let p3 = ad::matmul(&c, &a).unwrap(); // [3, 3]
-    let s = ad::add_n(&[&p1, &p2]).unwrap();
-    assert_eq!(s.op_type(), "MatMulSum");
-    let other = g.placeholder([2, 4]);
-    let s = ad::add_n(&[&p1, &other, &p2]).unwrap();
-    assert_eq!(s.op_type(), "AddN");
-    let types: Vec<&str> = s.inputs().iter().map(Node::op_type).collect();
-    assert_eq!(types, ["MatMulSum", "Placeholder"]);
-    // One product of its shape: nothing to join.
-    let lone = ad::add_n(&[&p1, &other]).unwrap();
-    assert_eq!(lone.inputs().len(), 2);
     assert!(
         ad::add_n(&[&p1, &p3]).is_err(),
         "different shapes do not add"

@@ -258,8 +258,9 @@ impl Op for AddN {
 /// pieces of an [`unstack`](crate::unstack) or [`split`](crate::split) are)
 /// are joined into one [`PieceGrads`] node first: one pass over `x`'s size
 /// instead of one full-size tensor per piece. Matrix products among the
-/// terms ([`matmul`](crate::matmul) nodes of 2-D operands and one shape, as
-/// the gradient of a weight used by several products is) are joined into one
+/// terms that [`gradients`](crate::gradients()) built ([`matmul`](crate::matmul)
+/// nodes of 2-D operands and one shape: the gradient of a weight used by
+/// several products) are joined into one
 /// [`MatMulSum`] node: the products accumulated in one buffer per thread, not
 /// one full-size tensor each. The result is a joined node alone when no other
 /// term is left.

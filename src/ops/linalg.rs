@@ -498,8 +498,13 @@ impl Op for MatMulSum {
     }
 }
 
-/// The 2-D [`MatMul`] node `n` as `(transpose_a, transpose_b, a, b)`, if it is one.
+/// The 2-D [`MatMul`] node `n` as `(transpose_a, transpose_b, a, b)`, if it is
+/// one built for a gradient (a product of the user's own graph may have other
+/// uses, which would then compute it twice).
 fn matrix_product(n: &Node) -> Option<(bool, bool, Node, Node)> {
+    if !n.is_gradient() {
+        return None;
+    }
     let graph = n.graph().clone();
     let flags = {
         let inner = graph.borrow();
@@ -518,8 +523,8 @@ fn matrix_product(n: &Node) -> Option<(bool, bool, Node, Node)> {
     }
 }
 
-/// The terms of a sum with its 2-D [`MatMul`] terms of one static shape
-/// joined into one [`MatMulSum`] each (in the place of the first), or `None`
+/// The terms of a sum with its 2-D [`MatMul`] gradient terms of one static
+/// shape joined into one [`MatMulSum`] each (in the place of the first), or `None`
 /// when no two such terms share a shape.
 pub(crate) fn join_matmul_terms(xs: &[Node]) -> Result<Option<Vec<Node>>> {
     let products: Vec<Option<(bool, bool, Node, Node)>> = xs.iter().map(matrix_product).collect();
