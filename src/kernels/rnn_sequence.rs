@@ -71,7 +71,7 @@ pub struct SeqInputs<'a> {
 /// `[T, rows, ·]`: `h_t`, `c_t`, the gates' activations and `tanh(c_t)`.
 ///
 /// The buffers come from the calling thread's pool
-/// ([`buffer_pool`](crate::kernels::buffer_pool)) and go back to it when the
+/// ([`buffer_pool`]) and go back to it when the
 /// record is dropped, so a training loop reuses the same memory every step
 /// instead of faulting in fresh pages (which took as long as the steps).
 pub struct GroupState {

@@ -1,5 +1,5 @@
 //! [`Lstm`]: a long short-term memory layer unrolled over a static number of
-//! time steps, on the fused LSTM cell ([`lstm_cell_from_parts`]).
+//! time steps, on the whole-sequence op ([`lstm_sequence`]).
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -35,11 +35,11 @@ pub struct LstmOutput {
 ///
 /// from `h_0 = c_0 = 0` or a given initial state. The input projections of
 /// all steps are one matrix product (`[time · batch, features] · kernel`,
-/// rows in time-major order); each step runs one fused cell node
-/// ([`lstm_cell_from_parts`]) that reads its block of those rows in place and
-/// adds its `h_{t-1} · recurrent_kernel` and the bias in its own pass (the
-/// first step, from a zero state, has no recurrent product). The forget bias is a constant, not a variable
-/// (TensorFlow's `forget_bias`, default 1.0).
+/// rows in time-major order); the recurrence is one
+/// [`lstm_sequence`] node (every step's
+/// `h_{t-1} · recurrent_kernel`, bias and cell; the batch's row groups run
+/// their steps side by side), whose `h` half is the output. The forget bias is
+/// a constant, not a variable (TensorFlow's `forget_bias`, default 1.0).
 ///
 /// Variables (Keras's names and gate order `i, f, g, o`):
 /// `<scope>/kernel [features, 4 units]`, `<scope>/recurrent_kernel
