@@ -46,7 +46,8 @@
 //! W1 uses the spiral data set. Timings do not depend on which images are used.
 //! Layouts differ (adgraph is NHWC, torch NCHW) but the work is the same.
 //! `--profile` then runs up to ten more steps with the run-time profiler on and
-//! prints the ten nodes with the most time and the time per op type (the timed
+//! prints the ten nodes with the most time (`ADGRAPH_PROFILE_TOP=N` in the
+//! environment: N of them) and the time per op type (the timed
 //! steps are not profiled, so the profiler's overhead does not reach them; the
 //! optimizer's update is not a node, so it is not in the profile).
 //! `--threads N` sizes rayon's global pool (default: one thread per core); the
