@@ -282,22 +282,6 @@ fn run(args: Args) -> Res {
     let out_dir = args.common.out_dir("conv_net")?;
     let batch = args.common.batch.unwrap_or(DEFAULT_BATCH);
     println!("batch: {batch}");
-    // Synchronised batch norm averages the ranks' statistics with equal
-    // weights: right only when every rank holds the same number of rows.
-    #[cfg(feature = "mpi")]
-    if args.common.sync_bn {
-        if let Some(d) = args.common.dist()? {
-            if !batch.is_multiple_of(d.size()) {
-                return Err(format!(
-                    "--sync-bn needs --batch ({batch}) to split evenly over the {} ranks: \
-                     it averages the ranks' batch statistics with equal weights",
-                    d.size()
-                )
-                .into());
-            }
-        }
-    }
-
     // The graph: variables, a training network and an inference network sharing them.
     let graph = Graph::with_seed(args.common.seed);
     let x = graph.placeholder(ad::shape![None, 28, 28, 1]);

@@ -6,8 +6,11 @@
 //! - the collectives: allreduce, agreement checks, broadcasts of bytes and
 //!   variables, gradient averaging in several buckets, weighted shares, batch
 //!   sharding;
-//! - `cross_replica_sum`: its value and gradient (and, in a world of one, first
-//!   and second derivatives of it and of `sync_batch_norm` by finite differences);
+//! - `cross_replica_sum`: its value and gradient, with equal and unequal
+//!   shares (and, in a world of one, first and second derivatives of it and of
+//!   `sync_batch_norm` by finite differences);
+//! - `sync_batch_norm` with a different number of rows on every rank against
+//!   `fused_batch_norm` on all of them in one process;
 //! - "same answer": a network without batch norm, trained distributed
 //!   (N ranks × batch 50/N) for 50 steps, ends with the final loss of one
 //!   process with batch 50 to a relative 1e-4, and a second distributed run
@@ -208,13 +211,31 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
     out.check("cross_replica_sum value", value == sum, || {
         format!("{value:?} != {sum:?}")
     });
-    // d(Σ_r L_r)/dx_r = Σ_s 2 y = 2 · size · y.
-    rt.backward(&loss, &feed, None)?;
-    let grad: Vec<f32> = rt.grad(&x)?.iter().copied().collect();
-    let want: Vec<f32> = sum.iter().map(|s| 2.0 * size as f32 * s).collect();
-    out.check("cross_replica_sum gradient", grad == want, || {
-        format!("{grad:?} != {want:?}")
-    });
+    // Training minimises J = Σ_s w_s L_s (w: the ranks' shares, here each
+    // L_s = Σ y², y the same on every rank), and rank r's gradient is
+    // (1/w_r) ∂J/∂x_r = Σ_s w_s 2y / w_r = 2y / w_r: 2 · size · y for equal
+    // shares, and so for shares (r + 1) / Σ_q (q + 1).
+    let close = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .all(|(p, q)| (p - q).abs() <= 1e-5 * q.abs().max(1.0))
+    };
+    for weights in ["equal", "unequal"] {
+        if weights == "unequal" {
+            d.set_share(rank + 1, size * (size + 1) / 2);
+        }
+        let w = d.share();
+        let mut rt = ad::RunTime::new();
+        rt.backward(&loss, &feed, None)?;
+        let grad: Vec<f32> = rt.grad(&x)?.iter().copied().collect();
+        let want: Vec<f32> = sum.iter().map(|s| 2.0 * s / w).collect();
+        out.check(
+            &format!("cross_replica_sum gradient, {weights} shares"),
+            close(&grad, &want),
+            || format!("{grad:?} != {want:?}"),
+        );
+    }
+    d.set_share(1, size);
 
     // Bad inputs are errors naming what is wrong.
     let bn = Graph::new();
@@ -249,16 +270,16 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         || format!("{r:?}"),
     );
     let stat = bn.placeholder([4]);
+    let count = bn.placeholder([1]);
     let r = bn.add_op(
         AssignMovingAverage {
             decay: 0.9,
             bessel: false,
-            replicas: size,
         },
-        &[&stat, &wide, &bx],
+        &[&stat, &mv, &count],
     );
     out.check(
-        "AssignMovingAverage of 4 values for x of 3 channels",
+        "AssignMovingAverage of 4 values for a moving statistic of 3",
         r.as_ref().is_err_and(|e| e.to_string().contains("channel")),
         || format!("{r:?}"),
     );
@@ -266,15 +287,88 @@ fn cross_replica(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         AssignMovingAverage {
             decay: 1.5,
             bessel: false,
-            replicas: size,
         },
-        &[&stat, &wide, &bx],
+        &[&stat, &wide, &count],
     );
     out.check(
         "AssignMovingAverage with decay 1.5",
         r.as_ref().is_err_and(|e| e.to_string().contains("decay")),
         || format!("{r:?}"),
     );
+    let r = bn.add_op(
+        AssignMovingAverage {
+            decay: 0.9,
+            bessel: true,
+        },
+        &[&stat, &wide, &stat],
+    );
+    out.check(
+        "AssignMovingAverage with a count of 4 values",
+        r.as_ref().is_err_and(|e| e.to_string().contains("count")),
+        || format!("{r:?}"),
+    );
+    let scalar = bn.placeholder(ad::TensorShape::known(&[]));
+    let r = bn.add_op(ad::distributed::ChannelCount, &[&scalar]);
+    out.check(
+        "ChannelCount of a scalar",
+        r.as_ref()
+            .is_err_and(|e| e.to_string().contains("ChannelCount")),
+        || format!("{r:?}"),
+    );
+
+    // Ranks holding different numbers of rows (rank r: r + 2 rows of one
+    // global batch): each rank's output and the moving statistics are those
+    // of the fused batch norm over the whole batch on one process.
+    {
+        let c = 3;
+        let starts: Vec<usize> = (0..=size).map(|r| (0..r).map(|q| q + 2).sum()).collect();
+        let (lo, hi, global) = (starts[d.rank()], starts[d.rank() + 1], starts[size]);
+        let all = Tensor::from_shape_fn(vec![global, 2, 2, c], |i| {
+            ((i[0] * 13 + i[1] * 5 + i[2] * 3 + i[3] * 7) % 17) as f32 / 4.0 - 2.0
+        });
+        let config = BatchNormConfig {
+            epsilon: 1e-3,
+            decay: 0.5,
+            ..Default::default()
+        };
+        let run =
+            |rows: std::ops::Range<usize>, sync: bool| -> ad::Result<(Tensor, Tensor, Tensor)> {
+                let g = Graph::with_seed(6);
+                let x = g.placeholder(ad::shape![None, 2, 2, c]);
+                let scale = g.variable(&[c], Ones, true)?;
+                let offset = g.variable(&[c], Zeros, true)?;
+                let mm = g.variable(&[c], Zeros, false)?;
+                let mv = g.variable(&[c], Ones, false)?;
+                let y = if sync {
+                    sync_batch_norm(&x, &scale, &offset, &mm, &mv, config, d)?
+                } else {
+                    ad::fused_batch_norm(&x, &scale, &offset, &mm, &mv, config)?
+                };
+                let part = all.slice_axis(ndarray::Axis(0), rows.into()).to_owned();
+                let feed = Feed::new().with(&x, part)?;
+                let y = ad::RunTime::new().forward(&y, &feed)?.clone();
+                Ok((y, g.variable_value(&mm)?, g.variable_value(&mv)?))
+            };
+        let (y, mm, mv) = run(lo..hi, true)?;
+        let (fy, fmm, fmv) = run(0..global, false)?;
+        let fy = fy.slice_axis(ndarray::Axis(0), (lo..hi).into()).to_owned();
+        let diff = |a: &Tensor, b: &Tensor| {
+            a.iter()
+                .zip(b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let (dy, dm, dv) = (diff(&y, &fy), diff(&mm, &fmm), diff(&mv, &fmv));
+        out.check(
+            &format!(
+                "sync_batch_norm with {} of {global} rows on rank {} = fused_batch_norm",
+                hi - lo,
+                d.rank()
+            ),
+            dy < 1e-5 && dm < 1e-6 && dv < 1e-5,
+            || format!("max difference {dy:e}, moving mean {dm:e}, moving variance {dv:e}"),
+        );
+    }
 
     if size == 1 {
         // Finite differences see one rank's loss, which is the whole objective

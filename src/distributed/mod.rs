@@ -64,7 +64,9 @@ mod optimizer;
 mod sharded;
 
 pub use comm::{CommStats, Distributed, DistributedRef, DEFAULT_BUCKET_BYTES};
-pub use ops::{cross_replica_sum, sync_batch_norm, AssignMovingAverage, CrossReplicaSum};
+pub use ops::{
+    cross_replica_sum, sync_batch_norm, AssignMovingAverage, ChannelCount, CrossReplicaSum,
+};
 pub use optimizer::AveragedOptimizer;
 pub(crate) use sharded::data_parallel;
 pub use sharded::ShardedOptimizer;

@@ -1,6 +1,7 @@
 //! Graph ops that talk across ranks: [`CrossReplicaSum`] (an allreduce as a
 //! node, whose gradient is again one), [`AssignMovingAverage`] (batch norm's
-//! moving statistics), and [`sync_batch_norm`] built on them.
+//! moving statistics), [`ChannelCount`] (a rank's values per channel), and
+//! [`sync_batch_norm`] built on them.
 //!
 //! A node that communicates runs on every rank at the same point of the same
 //! graph: the run time computes nodes in ascending id order, so ranks that
@@ -12,18 +13,26 @@ use crate::error::{Error, Result};
 use crate::graph::Node;
 use crate::op::{ForwardContext, GradientContext, Op};
 use crate::ops::activation::{leaky_relu, relu};
+use crate::ops::array::{concat, slice};
 use crate::ops::math::rsqrt;
 use crate::ops::norm::{fused_batch_norm, BatchNormActivation, BatchNormConfig};
-use crate::ops::reduce::reduce_mean;
+use crate::ops::reduce::reduce_sum;
 use crate::shape::TensorShape;
 use crate::tensor::Tensor;
 
 /// The element-wise sum of its input over all ranks (`MPI_Allreduce` with
 /// `MPI_SUM`); every rank gets the same value. Build it with [`cross_replica_sum`].
+///
+/// With `weighted`, rank `r` gets `Σ_s w_s x_s / w_r` instead, `w` being
+/// each rank's share of the step's batch ([`Distributed::share`]): the
+/// gradient of the plain sum when the ranks' shares differ (see `gradient`).
 pub struct CrossReplicaSum {
     /// The ranks summed over (a handle that does not keep MPI running: a
     /// graph can outlive the program's use of MPI).
     pub dist: DistributedRef,
+    /// Whether each rank's input is weighted by its share (and the sum
+    /// divided by its own).
+    pub weighted: bool,
 }
 
 impl Op for CrossReplicaSum {
@@ -43,21 +52,34 @@ impl Op for CrossReplicaSum {
     }
 
     fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
-        let mut out = inputs[0].as_standard_layout().into_owned();
+        let dist = self.dist.get()?;
+        let share = dist.share();
+        let mut out = if self.weighted {
+            inputs[0].mapv(|v| v * share)
+        } else {
+            inputs[0].as_standard_layout().into_owned()
+        };
         let data = out
             .as_slice_mut()
             .ok_or_else(|| Error::invalid("CrossReplicaSum: output not contiguous"))?;
-        self.dist.get()?.all_reduce_sum(data);
+        dist.all_reduce_sum(data);
+        if self.weighted {
+            data.iter_mut().for_each(|v| *v /= share);
+        }
         Ok(out)
     }
 
-    // y = Σ_s x_s, the same on every rank s. Training minimises the sum of the
-    // ranks' losses Σ_s L_s (averaged by the optimizer), so
-    // dΣL/dx_r = Σ_s dL_s/dy_s = cross_replica_sum(dy): an allreduce of the
-    // upstream gradients. It is linear, so its own gradient is again one.
+    // Training minimises J = Σ_s w_s L_s (rank s's mean loss weighted by its
+    // share), and the optimizer averages the ranks' gradients with the same
+    // weights, so each rank's adjoint of a value v is (1/w_r) ∂J/∂v_r. For
+    // the plain sum y = Σ_s x_s that gives x̄_s = Σ_r w_r ȳ_r / w_s: the
+    // weighted sum of the upstream gradients; for the weighted one, the plain
+    // sum. Each is linear and the other's gradient, so derivatives of any
+    // order stay allreduces. (Equal shares: both are the plain sum.)
     fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         let op = CrossReplicaSum {
             dist: self.dist.clone(),
+            weighted: !self.weighted,
         };
         Ok(vec![Some(ctx.add_op(op, &[ctx.grad()])?)])
     }
@@ -65,8 +87,9 @@ impl Op for CrossReplicaSum {
 
 /// `x` summed element-wise over all ranks of `dist`, as a node: forward is an
 /// allreduce; the gradient w.r.t. `x` is the allreduce of the upstream
-/// gradient (training minimises the sum of the ranks' losses). With one rank
-/// it is the identity. The node holds a [`DistributedRef`]: running it after
+/// gradients, each rank's weighted by its share of the batch (training
+/// minimises the ranks' losses weighted by their shares, see
+/// [`CrossReplicaSum`]). With one rank it is the identity. The node holds a [`DistributedRef`]: running it after
 /// every [`Distributed`] handle was dropped is an error.
 ///
 /// # Errors
@@ -75,25 +98,63 @@ pub fn cross_replica_sum(x: &Node, dist: &Distributed) -> Result<Node> {
     x.graph().add_op(
         CrossReplicaSum {
             dist: dist.downgrade(),
+            weighted: false,
         },
         &[&x.clone().check()?],
     )
 }
 
+/// The number of values per channel in its input `x` (`[.., C]`: all its
+/// elements over `C`) on this rank, as a `[1]` tensor: what a synchronised
+/// batch norm sums across the ranks to weight each rank's rows. A count,
+/// not a function of `x`'s values: it takes no gradient.
+pub struct ChannelCount;
+
+impl Op for ChannelCount {
+    fn type_name(&self) -> &'static str {
+        "ChannelCount"
+    }
+
+    // x: [.., C] (rank 1 or more). Output: [1].
+    fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
+        match inputs {
+            [x] if x.rank() > 0 => Ok(TensorShape::known(&[1])),
+            [x] => Err(Error::Rank {
+                what: "ChannelCount input x".into(),
+                expected: "1 or more".into(),
+                got: (*x).clone(),
+            }),
+            _ => Err(Error::invalid(format!(
+                "ChannelCount takes 1 input, got {}",
+                inputs.len()
+            ))),
+        }
+    }
+
+    fn forward(&self, inputs: &[&Tensor], _ctx: &mut ForwardContext) -> Result<Tensor> {
+        let x = inputs[0];
+        let c = x.shape().last().copied().unwrap_or(1).max(1);
+        Ok(Tensor::from_elem(vec![1], (x.len() / c) as f32))
+    }
+
+    // A count of elements: constant in x's values.
+    fn gradient(&self, _ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
+        Ok(vec![None])
+    }
+}
+
 /// Passes its first input (a batch statistic, `[C]`) through unchanged and
 /// sets the variable of its second (the moving statistic, `[C]`) to
 /// `decay · moving + (1 - decay) · factor · stat`, `factor = n / (n - 1)`
-/// (Bessel's correction, when `bessel`; 1 when `n == 1`) with
-/// `n = replicas ·` the reduction count of the third input `x` (`[.., C]`:
-/// all its elements over `C`), as [`fused_batch_norm`] updates its moving
-/// statistics. The variable takes no gradient, nor does `x`.
+/// (Bessel's correction, when `bessel`; 1 when `n <= 1`), where `n`, its
+/// third input (`[1]`), is the number of values per channel the statistic
+/// covers (on all ranks), as [`fused_batch_norm`] updates its moving
+/// statistics. The variable takes no gradient, nor does `n`.
 pub struct AssignMovingAverage {
     /// The decay, in `[0, 1]`.
     pub decay: f32,
     /// Whether the statistic is a variance (Bessel's correction applies).
     pub bessel: bool,
-    /// The number of ranks whose rows the statistic covers.
-    pub replicas: usize,
 }
 
 impl Op for AssignMovingAverage {
@@ -101,11 +162,11 @@ impl Op for AssignMovingAverage {
         "AssignMovingAverage"
     }
 
-    // stat: [C]; moving: [C]; x: [.., C]. Output: stat's shape.
+    // stat: [C]; moving: [C]; n: [1]. Output: stat's shape.
     fn infer_shape(&self, inputs: &[&TensorShape]) -> Result<TensorShape> {
-        let [stat, moving, x] = inputs else {
+        let [stat, moving, n] = inputs else {
             return Err(Error::invalid(format!(
-                "AssignMovingAverage takes 3 inputs (stat, moving, x), got {}",
+                "AssignMovingAverage takes 3 inputs (stat, moving, n), got {}",
                 inputs.len()
             )));
         };
@@ -124,46 +185,48 @@ impl Op for AssignMovingAverage {
                 });
             }
         }
-        if x.rank() == 0 {
-            return Err(Error::Rank {
-                what: "AssignMovingAverage input x".into(),
-                expected: "1 or more".into(),
-                got: (*x).clone(),
-            });
-        }
-        let c = x.dim(x.rank() - 1);
-        for (name, s) in [("stat", stat), ("moving", moving)] {
-            if let (Some(c), Some(d)) = (c, s.dim(0)) {
-                if c != d {
-                    return Err(Error::ShapeMismatch {
-                        what: format!(
-                            "AssignMovingAverage input {name} (one value per channel, the last dim of x)"
-                        ),
-                        expected: TensorShape::known(&[c]),
-                        got: (*s).clone(),
-                    });
-                }
+        if let (Some(c), Some(d)) = (stat.dim(0), moving.dim(0)) {
+            if c != d {
+                return Err(Error::ShapeMismatch {
+                    what: "AssignMovingAverage input moving (one value per channel, as stat)"
+                        .into(),
+                    expected: TensorShape::known(&[c]),
+                    got: (*moving).clone(),
+                });
             }
+        }
+        if n.rank() != 1 || n.dim(0).is_some_and(|d| d != 1) {
+            return Err(Error::ShapeMismatch {
+                what: "AssignMovingAverage input n (the count of values per channel)".into(),
+                expected: TensorShape::known(&[1]),
+                got: (*n).clone(),
+            });
         }
         Ok((*stat).clone())
     }
 
     fn forward(&self, inputs: &[&Tensor], ctx: &mut ForwardContext) -> Result<Tensor> {
-        let (stat, moving, x) = (inputs[0], inputs[1], inputs[2]);
-        let c = stat.len();
-        if moving.len() != c || x.shape().last() != Some(&c) {
+        let (stat, moving, count) = (inputs[0], inputs[1], inputs[2]);
+        if moving.len() != stat.len() || count.len() != 1 {
             return Err(Error::invalid(format!(
-                "AssignMovingAverage: stat {:?}, moving {:?} and x {:?} must agree on the \
-                 channel count",
+                "AssignMovingAverage: stat {:?} and moving {:?} must agree on the channel \
+                 count, and n {:?} must hold one value",
                 stat.shape(),
                 moving.shape(),
-                x.shape()
+                count.shape()
             )));
         }
-        let n = x.len() / c.max(1) * self.replicas;
-        if n > 0 {
-            let factor = if self.bessel && n > 1 {
-                n as f64 / (n - 1) as f64
+        let n = count.iter().next().copied().unwrap_or(0.0);
+        if !(n >= 0.0 && n.is_finite()) {
+            return Err(Error::invalid(format!(
+                "AssignMovingAverage: the count of values per channel must be a finite \
+                 number >= 0, got {n}"
+            )));
+        }
+        let n = f64::from(n.round());
+        if n > 0.0 {
+            let factor = if self.bessel && n > 1.0 {
+                n / (n - 1.0)
             } else {
                 1.0
             };
@@ -181,7 +244,7 @@ impl Op for AssignMovingAverage {
     }
 
     // The output is the statistic itself: d stat = dy. The moving statistic
-    // and x (read only for its count) take none.
+    // and the count take none.
     fn gradient(&self, ctx: &GradientContext) -> Result<Vec<Option<Node>>> {
         Ok(vec![Some(ctx.grad().clone()), None, None])
     }
@@ -189,20 +252,20 @@ impl Op for AssignMovingAverage {
 
 /// Batch normalization whose statistics span the rows of all ranks
 /// (synchronised batch norm, PyTorch's `SyncBatchNorm`): in training mode
-/// the per-channel mean is the mean of the ranks' means (a
-/// [`cross_replica_sum`] of `[C]` values), the variance likewise about that
-/// mean, so that `N` ranks with `B` rows each normalise as one process with
-/// `N·B` rows; the moving statistics are updated from these (Bessel's
-/// correction over all `N·B·H·W` values). In inference mode it is
-/// [`fused_batch_norm`] with the moving statistics (no communication).
+/// the per-channel mean is the sum of the ranks' values over the sum of
+/// their counts (one [`cross_replica_sum`] of `[C + 1]` values: the sums and
+/// the count), the variance likewise about that mean (one more of `[C]`), so
+/// that ranks with `B_r` rows each normalise as one process with `Σ B_r` rows,
+/// also when the ranks hold different numbers of rows (a batch that does not
+/// divide by the number of ranks, an epoch's last batch); the moving
+/// statistics are updated from these (Bessel's correction over all the
+/// ranks' values). In inference mode it is [`fused_batch_norm`] with the
+/// moving statistics (no communication).
 ///
 /// Same inputs and attributes as [`fused_batch_norm`] (`x` `[N, C]` or
 /// `[N, H, W, C]`). Built from simple ops and two cross-replica sums, so it
 /// has first and second derivatives; the backward makes two more
-/// allreduces of `[C]` values (the gradients of the sums). It assumes
-/// every rank holds the same number of rows (the mean of the ranks' means
-/// is the global mean only then), as a global batch that divides by the
-/// number of ranks gives.
+/// allreduces (the gradients of the sums).
 ///
 /// # Errors
 /// As [`fused_batch_norm`]: bad attributes, inputs of the wrong rank or
@@ -223,24 +286,32 @@ pub fn sync_batch_norm(
     }
     let rank = x.shape().rank();
     let axes: Vec<usize> = (0..rank - 1).collect();
-    let per_rank = 1.0 / dist.size() as f32;
+    // The moving mean is a variable (checked above): its one dim is known.
+    let c = moving_mean.shape().dim(0).ok_or_else(|| {
+        Error::invalid("sync_batch_norm: the moving mean's channel count is unknown")
+    })?;
     let g = x.graph();
+    let count = g.add_op(ChannelCount, &[x])?;
+    let sums = cross_replica_sum(
+        &concat(&[&reduce_sum(x, axes.clone(), false)?, &count], 0)?,
+        dist,
+    )?;
+    // All ranks' values per channel.
+    let total = slice(&sums, &[c], &[1])?;
     let moving = |stat: &Node, var: &Node, bessel: bool| {
         g.add_op(
             AssignMovingAverage {
                 decay: config.decay,
                 bessel,
-                replicas: dist.size(),
             },
-            &[stat, var, x],
+            &[stat, var, &total],
         )
     };
-    let mean =
-        (cross_replica_sum(&reduce_mean(x, axes.clone(), false)?, dist)? * per_rank).check()?;
+    let mean = (slice(&sums, &[0], &[c as isize])? / &total).check()?;
     let mean = moving(&mean, moving_mean, false)?;
     let centred = (x - &mean).check()?;
     let square = (&centred * &centred).check()?;
-    let var = (cross_replica_sum(&reduce_mean(&square, axes, false)?, dist)? * per_rank).check()?;
+    let var = (cross_replica_sum(&reduce_sum(&square, axes, false)?, dist)? / &total).check()?;
     let var = moving(&var, moving_variance, true)?;
     let gain = (rsqrt(&(&var + config.epsilon).check()?)? * scale).check()?;
     let y = (&centred * &gain + offset).check()?;
