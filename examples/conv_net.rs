@@ -48,11 +48,13 @@
 //!
 //! Data-parallel on MPI (see `docs/distributed.md`): each of N processes takes
 //! `--batch`/N rows of every batch and the gradients are averaged before each
-//! update; `--sync-bn` normalises with statistics over all ranks' rows:
+//! update; `--sync-bn` normalises with statistics over all ranks' rows;
+//! `--balance` gives the ranks rows in proportion to their measured speeds
+//! (for cores that run at different speeds; no longer the same bits per run):
 //!
 //! ```text
 //! cargo build --release --features mpi --example conv_net
-//! mpirun -np 2 target/release/examples/conv_net --distributed [--sync-bn]
+//! mpirun -np 2 target/release/examples/conv_net --distributed [--sync-bn] [--balance]
 //! ```
 
 mod common;

@@ -2,7 +2,7 @@
 """Images per second of the conv net demo: 1 rank x 1 thread, 1 rank x 2 threads and
 2 ranks x 1 thread (shared memory), interleaved over ROUNDS rounds (the machine drifts).
 
-    python3 scripts/mpi_scaling.py [ROUNDS] [STEPS] [--weak] [--measure-wait]
+    python3 scripts/mpi_scaling.py [ROUNDS] [STEPS] [--weak] [--balance] [--measure-wait]
 
 (default 3 rounds of 60 steps). Build first: cargo build --release --features mpi
 --example conv_net.
@@ -10,7 +10,9 @@
 Strong scaling (the required figure): every configuration trains STEPS steps of the
 global batch 50 (2 ranks: 25 rows each), no test evaluation. With --weak, each round
 also runs 2 ranks x 1 thread on the global batch 100 (50 rows per rank, as one rank
-of batch 50), printed and summarised apart as weak scaling. With --measure-wait the
+of batch 50), printed and summarised apart as weak scaling. With --balance, each round
+also runs 2 ranks x 1 thread on the global batch 50 with conv_net --balance (rows split by
+the ranks' speeds), summarised apart. With --measure-wait the
 2-rank runs time apart each rank's wait for the other before the gradient
 communication (conv_net --measure-wait: a barrier per step, so not for the required
 figure).
@@ -20,7 +22,9 @@ and update_ms of a step (update: the optimizer, with the gradient communication 
 distributed), comm_ms_per_step (the gradient communication), and foreign_cpu: the
 CPU that other processes used meanwhile, as a share of all cores (from /proc/stat
 minus this run's own CPU time). The summary gives the median of each configuration
-and the speed-ups against 1 rank x 1 thread.
+and the speed-ups against 1 rank x 1 thread: the ratio of the medians, and the median
+of the per-round ratios (each against the same round's 1 rank x 1 thread run, which
+cancels the machine's slow phases of minutes).
 """
 import os
 import resource
@@ -40,7 +44,7 @@ def machine_ticks():
     return sum(fields) - idle, sum(fields)
 
 
-def run(ranks, threads, batch, steps, measure_wait):
+def run(ranks, threads, batch, steps, measure_wait, balance=False):
     cmd = [BIN, "--threads", str(threads), "--steps", str(steps), "--batch", str(batch),
            "--eval-every", "1000000", "--out", "/tmp/mpi_scaling_out"]
     if ranks > 1:
@@ -48,6 +52,8 @@ def run(ranks, threads, batch, steps, measure_wait):
                "--bind-to", "core"] + cmd + ["--distributed"]
         if measure_wait:
             cmd.append("--measure-wait")
+        if balance:
+            cmd.append("--balance")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     busy0, total0 = machine_ticks()
     own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -69,30 +75,44 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     weak = "--weak" in sys.argv
     measure_wait = "--measure-wait" in sys.argv
+    balance = "--balance" in sys.argv
     rounds = int(args[0]) if len(args) > 0 else 3
     steps = int(args[1]) if len(args) > 1 else 60
     # (label, ranks, threads, global batch)
     configs = [("strong", 1, 1, 50), ("strong", 1, 2, 50), ("strong", 2, 1, 50)]
     if weak:
         configs.append(("weak", 2, 1, 100))
+    if balance:
+        configs.append(("balanced", 2, 1, 50))
     results = {c: [] for c in configs}
     for r in range(rounds):
         for c in configs:
             label, ranks, threads, batch = c
-            ips, detail, foreign = run(ranks, threads, batch, steps, measure_wait)
+            ips, detail, foreign = run(ranks, threads, batch, steps, measure_wait,
+                                       balance=label == "balanced")
             results[c].append(ips)
             print(f"round {r + 1}: {label} ranks={ranks} threads={threads} global_batch={batch} "
                   f"images_per_s={ips:.0f} {detail} foreign_cpu={foreign:.0f}%", flush=True)
     med = {c: statistics.median(v) for c, v in results.items()}
     for (label, ranks, threads, batch), m in med.items():
         print(f"median {label} ranks={ranks} threads={threads} global_batch={batch} images_per_s={m:.0f}")
-    base = med[("strong", 1, 1, 50)]
+    base_key = ("strong", 1, 1, 50)
+    base = med[base_key]
+
+    def speedup(key):
+        """Ratio of the medians, and median of the per-round ratios."""
+        per_round = [v / b for v, b in zip(results[key], results[base_key])]
+        return f"{med[key] / base:.2f} (per round: median {statistics.median(per_round):.2f})"
+
     print(f"strong scaling (global batch 50): "
-          f"speedup_2ranks_vs_1rank_1thread={med[('strong', 2, 1, 50)] / base:.2f} "
-          f"speedup_1rank_2threads_vs_1thread={med[('strong', 1, 2, 50)] / base:.2f}")
+          f"speedup_2ranks_vs_1rank_1thread={speedup(('strong', 2, 1, 50))} "
+          f"speedup_1rank_2threads_vs_1thread={speedup(('strong', 1, 2, 50))}")
+    if balance:
+        print(f"strong scaling, balanced shares: "
+              f"speedup_2ranks_vs_1rank_1thread={speedup(('balanced', 2, 1, 50))}")
     if weak:
         print(f"weak scaling (50 rows per rank, global batch 100): "
-              f"speedup_2ranks_vs_1rank_1thread={med[('weak', 2, 1, 100)] / base:.2f}")
+              f"speedup_2ranks_vs_1rank_1thread={speedup(('weak', 2, 1, 100))}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 //! `mpirun -np 2`, where every check compares two ranks. It checks:
 //! - the collectives: allreduce, agreement checks, broadcasts of bytes and
 //!   variables, gradient averaging in several buckets, weighted shares, batch
-//!   sharding;
+//!   sharding, balanced shares (a slow rank gets fewer rows);
 //! - `cross_replica_sum`: its value and gradient, with equal and unequal
 //!   shares (and, in a world of one, first and second derivatives of it and of
 //!   `sync_batch_norm` by finite differences);
@@ -15,7 +15,7 @@
 //!   (N ranks × batch 50/N) for 50 steps, ends with the final loss of one
 //!   process with batch 50 to a relative 1e-4, and a second distributed run
 //!   gives the same bits; likewise a conv net with synchronised batch norm
-//!   against one process with the fused batch norm;
+//!   against one process with the fused batch norm, also with balanced shares;
 //! - the sharded update (`ShardedOptimizer`, which the trainer uses for Adam
 //!   with `Distributed::set_shard_optimizer`):
 //!   the same bits as averaging the whole gradient on every rank
@@ -174,6 +174,46 @@ fn collectives(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         (avg[0][0] - 3.0).abs() < 1e-6,
         || format!("{} != 3 (mean of 0..7)", avg[0][0]),
     );
+    d.set_share(1, size);
+
+    // Balanced shares: a rank that is slow (rank 0 sleeps before each
+    // gradient average) is given fewer rows; the ranks' rows still cover
+    // each batch once, in rank order, and their shares add up to 1.
+    d.set_balance(true);
+    let x = Tensor::from_shape_fn(vec![40, 1], |i| i[0] as f32);
+    let mut covered = true;
+    let mut first_rows = 0;
+    for _ in 0..4 {
+        let (xs, _) = d.shard(x.clone(), x.clone())?;
+        let mut seen = vec![0.0f64; 41];
+        for v in &xs {
+            seen[*v as usize] += 1.0;
+        }
+        seen[40] = f64::from(d.share());
+        d.all_reduce_sum_f64(&mut seen);
+        covered &= seen[..40].iter().all(|&c| c == 1.0) && (seen[40] - 1.0).abs() < 1e-6;
+        first_rows = xs.len();
+        if rank == 0 && size > 1 {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+        }
+        d.average_tensors(&[&Tensor::from_elem(vec![1], 1.0)])?;
+    }
+    let (xs, _) = d.shard(x.clone(), x.clone())?;
+    out.check("balanced shards cover each batch once", covered, || {
+        "a row missing or twice, or shares not adding up to 1".into()
+    });
+    out.check(
+        "balanced shards: the slow rank takes fewer rows",
+        size == 1 || rank != 0 || (xs.len() < 40 / size && !xs.is_empty()),
+        || {
+            format!(
+                "rank 0 takes {} of 40 rows (last step {first_rows})",
+                xs.len()
+            )
+        },
+    );
+    d.average_tensors(&[&Tensor::from_elem(vec![1], 1.0)])?;
+    d.set_balance(false);
     d.set_share(1, size);
     out.check(
         "shard of too few rows",
@@ -816,6 +856,25 @@ fn same_answer(d: &Distributed, out: &mut Outcome) -> ad::Result<()> {
         "conv net: a second distributed run gives the same bits",
         again_loss.to_bits() == sync_loss.to_bits() && bits(&again_vars) == bits(&sync_vars),
         || format!("{again_loss} vs {sync_loss}"),
+    );
+
+    // Balanced shares (rows split by the ranks' speeds, which change from
+    // run to run): the same steps up to rounding, batch norm synchronised.
+    d.set_balance(true);
+    let (bal_loss, bal_vars) = train(&conv_net(Some(d))?, (&images, &labels), Some(d))?;
+    d.set_balance(false);
+    d.set_share(1, d.size());
+    let r = rel(f64::from(bal_loss), f64::from(single_loss));
+    println!(
+        "rank {}: conv net, 50 steps, balanced shares, synchronised batch norm: final_loss={bal_loss:.7}, \
+         relative difference {r:.2e}, variables {:.2e}",
+        d.rank(),
+        max_rel_diff(&bal_vars, &single_vars)
+    );
+    out.check(
+        "conv net: balanced shares, final loss = one process's (rel 1e-4)",
+        r <= 1e-4,
+        || format!("{bal_loss} vs {single_loss}: {r:e}"),
     );
     Ok(())
 }

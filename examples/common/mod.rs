@@ -70,6 +70,12 @@ pub struct CommonArgs {
     /// elements, allgather) instead of every rank updating everything.
     #[arg(long)]
     pub shard_optimizer: bool,
+    /// With --distributed: split each global batch in proportion to the
+    /// ranks' speeds on the last steps (a rank on a slower core takes fewer
+    /// rows, so the others wait less); the same global batch and update up
+    /// to rounding, but no longer the same bits from run to run.
+    #[arg(long)]
+    pub balance: bool,
     /// Threads of this process's pool [default: all cores, shared evenly
     /// among the ranks on this machine when launched by mpirun].
     #[arg(long, value_name = "N")]
@@ -153,6 +159,9 @@ impl CommonArgs {
                     "--shard-optimizer needs a distributed run (--distributed, or mpirun)".into(),
                 );
             }
+            if self.balance {
+                return Err("--balance needs a distributed run (--distributed, or mpirun)".into());
+            }
             return Ok(None);
         }
         if let Some(d) = self.dist_handle.borrow().as_ref() {
@@ -166,13 +175,14 @@ impl CommonArgs {
     /// Errors for the distributed flags of a build without MPI.
     #[cfg(not(feature = "mpi"))]
     fn no_mpi(&self) -> Res {
-        if self.is_distributed() || self.sync_bn || self.shard_optimizer {
+        if self.is_distributed() || self.sync_bn || self.shard_optimizer || self.balance {
             let launched = match launched_ranks() {
                 Some(n) => format!(" (launched by mpirun with {n} ranks)"),
                 None => String::new(),
             };
             return Err(format!(
-                "--distributed, --sync-bn and --shard-optimizer need a build with MPI{launched}: \
+                "--distributed, --sync-bn, --shard-optimizer and --balance need a build with \
+                 MPI{launched}: \
                  cargo build --release --features mpi --examples (see docs/distributed.md)"
             )
             .into());
@@ -183,9 +193,10 @@ impl CommonArgs {
     /// An error when the run is distributed: for demos that train on one
     /// process only (`demo` names it).
     pub fn single_process_only(&self, demo: &str) -> Res {
-        if self.is_distributed() || self.sync_bn || self.shard_optimizer {
+        if self.is_distributed() || self.sync_bn || self.shard_optimizer || self.balance {
             return Err(format!(
-                "{demo} trains on one process only: --distributed, --sync-bn, --shard-optimizer \
+                "{demo} trains on one process only: --distributed, --sync-bn, --shard-optimizer, \
+                 --balance \
                  and mpirun are for \
                  conv_net, logistic_regression and spiral"
             )
@@ -264,6 +275,10 @@ impl CommonArgs {
                 d.set_shard_optimizer(self.shard_optimizer);
                 if self.shard_optimizer {
                     println!("distributed: the optimizer's update split across the ranks");
+                }
+                d.set_balance(self.balance);
+                if self.balance {
+                    println!("distributed: each batch split by the ranks' speeds");
                 }
                 trainer.distributed(&d)
             }

@@ -26,6 +26,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use ndarray::{Axis, Slice};
 
+use crate::distributed::RowBalancer;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
 use crate::tensor::Tensor;
@@ -87,6 +88,15 @@ struct Inner {
     measure_wait: Cell<bool>,
     /// Whether trainers split element-wise optimizers' updates across the ranks.
     shard_optimizer: Cell<bool>,
+    /// With [`set_balance`](Distributed::set_balance): the speed estimates
+    /// that split each global batch.
+    balancer: RefCell<Option<RowBalancer>>,
+    /// When this rank's share of the current step was handed out ([`shard`](Distributed::shard)).
+    step_started: Cell<Option<Instant>>,
+    /// Seconds from then to the step's gradient communication.
+    step_compute: Cell<Option<f64>>,
+    /// Rows each rank took in the current step.
+    step_rows: RefCell<Vec<usize>>,
     stats: Cell<CommStats>,
     /// Dropped last: dropping it finalises MPI.
     _universe: Universe,
@@ -217,6 +227,10 @@ impl Distributed {
             verified_layout: Cell::new(None),
             measure_wait: Cell::new(false),
             shard_optimizer: Cell::new(false),
+            balancer: RefCell::new(None),
+            step_started: Cell::new(None),
+            step_compute: Cell::new(None),
+            step_rows: RefCell::new(Vec::new()),
             stats: Cell::new(CommStats::default()),
             _universe: universe,
         });
@@ -297,8 +311,60 @@ impl Distributed {
         self.inner.shard_optimizer.get()
     }
 
-    /// The barrier of [`set_measure_wait`](Distributed::set_measure_wait), timed into `stats`.
-    fn wait_for_all(&self, stats: &mut CommStats) {
+    /// Turns on or off (default off) splitting each global batch in
+    /// proportion to the ranks' speeds ([`RowBalancer`]): [`shard`](Distributed::shard)
+    /// gives a rank that computed its rows faster on the last steps more rows,
+    /// so that the others wait less for the slowest. The global batch and the
+    /// weight of every row in the averaged gradient stay the same, but the
+    /// rounding (and per-rank batch norm's statistics) then depend on timing,
+    /// so repeated runs are no longer the same bits. Every rank must set the
+    /// same; it costs one allreduce of one value per rank each step.
+    pub fn set_balance(&self, on: bool) {
+        *self.inner.balancer.borrow_mut() = on.then(|| RowBalancer::new(self.inner.size));
+        self.inner.step_started.set(None);
+    }
+
+    /// Whether [`set_balance`](Distributed::set_balance) is on.
+    pub fn balance(&self) -> bool {
+        self.inner.balancer.borrow().is_some()
+    }
+
+    /// This rank's rows of a global batch of `rows` under balancing: the
+    /// last step's compute times are exchanged (one small allreduce) and
+    /// recorded, then the batch is split by the speeds.
+    fn balanced_rows(&self, rows: usize) -> Result<Range<usize>> {
+        let (r, n) = (self.inner.rank, self.inner.size);
+        if rows < n {
+            return self.rows_of(rows);
+        }
+        let mut guard = self.inner.balancer.borrow_mut();
+        let Some(balancer) = guard.as_mut() else {
+            return self.rows_of(rows);
+        };
+        if self.inner.step_started.get().is_some() {
+            let mut seconds = vec![0.0f64; n];
+            seconds[r] = self.inner.step_compute.get().unwrap_or(0.0);
+            self.all_reduce_sum_f64(&mut seconds);
+            balancer.record(&self.inner.step_rows.borrow(), &seconds);
+        }
+        let split = balancer.split(rows);
+        let start: usize = split[..r].iter().sum();
+        let range = start..start + split[r];
+        *self.inner.step_rows.borrow_mut() = split;
+        self.inner.step_compute.set(None);
+        self.inner.step_started.set(Some(Instant::now()));
+        Ok(range)
+    }
+
+    /// Called as a step's gradient communication starts: ends the step's
+    /// compute time (for [`set_balance`](Distributed::set_balance)), then the
+    /// barrier of [`set_measure_wait`](Distributed::set_measure_wait), timed into `stats`.
+    fn gradient_comm_starts(&self, stats: &mut CommStats) {
+        if let (Some(t0), None) = (self.inner.step_started.get(), self.inner.step_compute.get()) {
+            self.inner
+                .step_compute
+                .set(Some(t0.elapsed().as_secs_f64()));
+        }
         if self.inner.measure_wait.get() {
             let t0 = Instant::now();
             self.inner.world.barrier();
@@ -328,7 +394,7 @@ impl Distributed {
         if n == 1 {
             recv.copy_from_slice(send);
         } else {
-            self.wait_for_all(&mut stats);
+            self.gradient_comm_starts(&mut stats);
             let t0 = Instant::now();
             self.inner
                 .world
@@ -434,9 +500,10 @@ impl Distributed {
         self.inner.share.get()
     }
 
-    /// This rank's rows ([`rows_of`](Distributed::rows_of)) of a global
-    /// batch `(x, y)` (examples along axis 0), and its share of the batch set
-    /// as the weight of the next average ([`set_share`](Distributed::set_share)).
+    /// This rank's rows ([`rows_of`](Distributed::rows_of), or split by the
+    /// ranks' speeds with [`set_balance`](Distributed::set_balance)) of a
+    /// global batch `(x, y)` (examples along axis 0), and its share of the
+    /// batch set as the weight of the next average ([`set_share`](Distributed::set_share)).
     ///
     /// # Errors
     /// As [`rows_of`](Distributed::rows_of); [`Error::InvalidArgument`] when
@@ -452,7 +519,11 @@ impl Distributed {
             )));
         }
         let rows = rows.unwrap_or(0);
-        let range = self.rows_of(rows)?;
+        let range = if self.balance() {
+            self.balanced_rows(rows)?
+        } else {
+            self.rows_of(rows)?
+        };
         self.set_share(range.len(), rows);
         if range.len() == rows {
             return Ok((x, y));
@@ -674,7 +745,7 @@ impl Distributed {
         if self.inner.size == 1 {
             recv.copy_from_slice(send);
         } else {
-            self.wait_for_all(&mut stats);
+            self.gradient_comm_starts(&mut stats);
             let t0 = Instant::now();
             for (s, r) in send.chunks(bucket).zip(recv.chunks_mut(bucket)) {
                 self.inner

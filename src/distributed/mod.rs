@@ -30,6 +30,10 @@
 //!   update split across the ranks), loss and metrics
 //!   averaged over the ranks, and checkpoints, the progress bar and lines
 //!   written by rank 0 only.
+//! - Balanced shares, opt-in ([`Distributed::set_balance`], [`RowBalancer`]):
+//!   each global batch split in proportion to the ranks' measured speeds, so
+//!   that ranks on faster cores do not wait for a slower one in every
+//!   allreduce (the same update up to rounding; no longer the same bits).
 //! - Batch norm: per-rank statistics by default (as DDP: each rank normalises
 //!   its share with its share's statistics), or statistics across all ranks
 //!   with [`sync_batch_norm`], built on [`cross_replica_sum`] (an allreduce as
@@ -58,11 +62,13 @@
 //! handle is dropped (graph nodes hold a [`DistributedRef`], which does not
 //! keep it running: keep a handle while a graph that communicates runs).
 
+mod balance;
 mod comm;
 mod ops;
 mod optimizer;
 mod sharded;
 
+pub use balance::RowBalancer;
 pub use comm::{CommStats, Distributed, DistributedRef, DEFAULT_BUCKET_BYTES};
 pub use ops::{
     cross_replica_sum, sync_batch_norm, AssignMovingAverage, ChannelCount, CrossReplicaSum,
