@@ -104,13 +104,6 @@ impl RowBalancer {
         }
         rows
     }
-
-    /// This rank's range of a global batch split as [`split`](RowBalancer::split).
-    pub fn range(&self, rank: usize, global: usize) -> std::ops::Range<usize> {
-        let rows = self.split(global);
-        let start: usize = rows[..rank.min(rows.len())].iter().sum();
-        start..start + rows.get(rank).copied().unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
@@ -121,7 +114,6 @@ mod tests {
     fn even_before_any_measurement() {
         let b = RowBalancer::new(3);
         assert_eq!(b.split(50), vec![16, 17, 17]);
-        assert_eq!(b.range(1, 50), 16..33);
     }
 
     #[test]
@@ -132,7 +124,6 @@ mod tests {
         let rows = b.split(50);
         assert_eq!(rows.iter().sum::<usize>(), 50);
         assert_eq!(rows, vec![29, 21]);
-        assert_eq!(b.range(1, 50), 29..50);
     }
 
     #[test]
