@@ -5,7 +5,7 @@
 //! numbers: walking the graph from the targets back in reverse topological
 //! order (node ids ascend topologically, so a descending loop, no recursion),
 //! each op that lies between the targets and the nodes asked about adds its
-//! input gradients as nodes through [`Op::gradient`](crate::Op::gradient), and
+//! input gradients as nodes through [`Op::gradient`], and
 //! the contributions reaching a node from several consumers are summed by one
 //! `AddN` node. The result is ordinary nodes of the same graph: they run in a
 //! [`RunTime`](crate::RunTime) like any other, feed other ops, and can be

@@ -616,7 +616,7 @@ pub fn gelu_exact_slope(x: f32) -> f32 {
 
 /// gelu, tanh form: `0.5 x (1 + tanh(u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`,
 /// computed as `x * sigmoid(2u)` (the same function: `0.5 (1 + tanh(u)) =
-/// sigmoid(2u)`) with the branch-free [`exp`](crate::kernels::exp::exp), so
+/// sigmoid(2u)`) with the branch-free [`exp`], so
 /// that a loop of it vectorises (`f32::tanh` calls the C library once per
 /// element) and stays accurate where `1 + tanh(u)` would cancel (large
 /// negative `x`).

@@ -42,10 +42,10 @@ pub struct Attention {
 /// `.qkv_initializer(RandomNormal::new(0.0, 0.02))` and a smaller normal for
 /// the output). Default scope `multi_head_attention`. `T` and `d` must be
 /// known when the graph is built (`B` may be `None`). The attention itself
-/// is the fused [`self_attention`](crate::self_attention) op on the
+/// is the fused [`self_attention`] op on the
 /// projected rows (one pass per sequence, no copies of q, k and v); the
 /// weights node is the same math written with simple ops
-/// ([`self_attention_weights`](crate::self_attention_weights)), run only
+/// ([`self_attention_weights`]), run only
 /// when asked for.
 ///
 /// ```

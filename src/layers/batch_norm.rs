@@ -1,5 +1,5 @@
 //! [`BatchNorm`]: batch normalisation over the last (channel) dim, on the
-//! fused [`fused_batch_norm`](crate::fused_batch_norm) op.
+//! fused [`fused_batch_norm`] op.
 
 use std::cell::OnceCell;
 use std::rc::Rc;

@@ -8,7 +8,7 @@ use crate::graph::Node;
 use crate::ops::dropout::dropout;
 
 /// Inverted dropout (`tf.layers.dropout`, Keras `Dropout`), the
-/// [`dropout`](crate::dropout) op in a scope: with `training`, each element
+/// [`dropout`] op in a scope: with `training`, each element
 /// is zeroed with probability `rate` and the others scaled by
 /// `1 / (1 - rate)`, a new mask every forward (drawn from the run time's
 /// generator); without, the identity. No variables; default scope `dropout`.
@@ -56,7 +56,7 @@ impl Dropout {
     }
 
     /// `x` with dropout when `training`, else `x` (through an identity
-    /// [`dropout`](crate::dropout) node, so the graph reads the same).
+    /// [`dropout`] node, so the graph reads the same).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the layer when `rate` is not in

@@ -1,5 +1,5 @@
 //! [`LayerNorm`]: layer normalisation over the trailing dims, on the fused
-//! [`layer_norm`](crate::layer_norm) op.
+//! [`layer_norm`] op.
 
 use std::cell::OnceCell;
 use std::rc::Rc;

@@ -143,25 +143,25 @@ pub enum Activation {
     /// None: the output as it is.
     #[default]
     Linear,
-    /// [`relu`](crate::relu).
+    /// [`relu`].
     Relu,
-    /// [`leaky_relu`](crate::leaky_relu) with this slope for negative inputs.
+    /// [`leaky_relu`] with this slope for negative inputs.
     LeakyRelu(f32),
-    /// [`sigmoid`](crate::sigmoid).
+    /// [`sigmoid`].
     Sigmoid,
-    /// [`tanh`](crate::tanh).
+    /// [`tanh`].
     Tanh,
-    /// [`gelu`](crate::gelu), the exact (erf) form.
+    /// [`gelu`], the exact (erf) form.
     Gelu,
-    /// [`gelu`](crate::gelu), the tanh approximation (GPT-2's, torch's `approximate="tanh"`).
+    /// [`gelu`], the tanh approximation (GPT-2's, torch's `approximate="tanh"`).
     GeluTanh,
-    /// [`silu`](crate::silu) (swish).
+    /// [`silu`] (swish).
     Silu,
-    /// [`elu`](crate::elu) with this `alpha`.
+    /// [`elu`] with this `alpha`.
     Elu(f32),
-    /// [`softplus`](crate::softplus).
+    /// [`softplus`].
     Softplus,
-    /// [`softmax_axis`](crate::softmax_axis) over the last axis.
+    /// [`softmax_axis`] over the last axis.
     Softmax,
 }
 

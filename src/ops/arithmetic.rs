@@ -163,8 +163,8 @@ pub(crate) fn when(wanted: bool, make: impl FnOnce() -> Result<Node>) -> Result<
 /// ```
 ///
 /// # Errors
-/// [`Error::Node`](crate::Error::Node) wrapping [`Error::Broadcast`](crate::Error::Broadcast)
-/// when the static shapes cannot broadcast; [`Error::GraphMismatch`](crate::Error::GraphMismatch).
+/// [`Error::Node`] wrapping [`Error::Broadcast`]
+/// when the static shapes cannot broadcast; [`Error::GraphMismatch`].
 pub fn add(x: &Node, y: &Node) -> Result<Node> {
     build(Add, &[x, y])
 }

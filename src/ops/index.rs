@@ -3,8 +3,8 @@
 //! gradient is a gather again), and one_hot.
 //!
 //! Indices are `f32` tensors holding whole numbers (as the reference vectors
-//! store them). Each forward validates them with [`index_of`] /
-//! [`indices_of`]: a NaN, a fraction, a negative or an out-of-range index is
+//! store them). Each forward validates them with `index_of` /
+//! `indices_of`: a NaN, a fraction, a negative or an out-of-range index is
 //! an [`Error`] saying which value, at which position, and what the valid
 //! range is (the run time adds the node's name), never a panic or a wrong
 //! read. Indices take no gradient.

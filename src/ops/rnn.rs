@@ -13,7 +13,7 @@
 //! **Two outputs.** A node here has one value, so the cell's value is the
 //! state `[2, B, H]`: `h_t` at index 0, `c_t` at index 1 of the first axis.
 //! [`lstm_cell`] returns `h_t` and `c_t` as the two [`unstack`] pieces of
-//! that node (as [`split`](crate::split) returns its pieces), so the cell
+//! that node (as [`split`] returns its pieces), so the cell
 //! runs once for both; the gradients reaching the two pieces are joined into
 //! one `[2, B, H]` node (see [`add_n`](crate::add_n)), which is the one
 //! upstream gradient of the cell's fused gradient.
