@@ -384,8 +384,8 @@ impl Distributed {
         let n = self.inner.size;
         if send.len() != n * recv.len() || recv.len() > MAX_COUNT {
             return Err(Error::invalid(format!(
-                "reduce_scatter_sum: {} ranks need a send buffer of {n} blocks of the receive                  buffer's {} elements (at most 2^31 - 1), got {} elements",
-                n,
+                "reduce_scatter_sum: {n} ranks need a send buffer of {n} blocks of the receive \
+                 buffer's {} elements (at most 2^31 - 1), got {} elements",
                 recv.len(),
                 send.len()
             )));
@@ -418,7 +418,8 @@ impl Distributed {
         let n = self.inner.size;
         if recv.len() != n * send.len() || send.len() > MAX_COUNT {
             return Err(Error::invalid(format!(
-                "all_gather: {n} ranks need a receive buffer of {n} times the send buffer's {}                  elements (at most 2^31 - 1), got {} elements",
+                "all_gather: {n} ranks need a receive buffer of {n} times the send buffer's {} \
+                 elements (at most 2^31 - 1), got {} elements",
                 send.len(),
                 recv.len()
             )));
