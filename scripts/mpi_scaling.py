@@ -2,7 +2,7 @@
 """Images per second of the conv net demo: 1 rank x 1 thread, 1 rank x 2 threads and
 2 ranks x 1 thread (shared memory), interleaved over ROUNDS rounds (the machine drifts).
 
-    python3 scripts/mpi_scaling.py [ROUNDS] [STEPS] [--weak] [--balance] [--measure-wait]
+    python3 scripts/mpi_scaling.py [ROUNDS] [STEPS] [--weak] [--balance] [--ceiling] [--measure-wait]
 
 (default 3 rounds of 60 steps). Build first: cargo build --release --features mpi
 --example conv_net.
@@ -12,7 +12,11 @@ global batch 50 (2 ranks: 25 rows each), no test evaluation. With --weak, each r
 also runs 2 ranks x 1 thread on the global batch 100 (50 rows per rank, as one rank
 of batch 50), printed and summarised apart as weak scaling. With --balance, each round
 also runs 2 ranks x 1 thread on the global batch 50 with conv_net --balance (rows split by
-the ranks' speeds), summarised apart. With --measure-wait the
+the ranks' speeds), summarised apart. With --ceiling, each round also runs two
+independent one-thread processes of the demo at batch 25 (no MPI, no communication, each
+pinned to its own core) and sums their images per second: what this machine's two cores
+give two copies of the work with no synchronisation at all, the ceiling of any
+data-parallel run, and how far from it the 2-rank runs are. With --measure-wait the
 2-rank runs time apart each rank's wait for the other before the gradient
 communication (conv_net --measure-wait: a barrier per step, so not for the required
 figure).
@@ -71,11 +75,40 @@ def run(ranks, threads, batch, steps, measure_wait, balance=False):
     return float(values["images_per_s"]), detail, foreign
 
 
+def run_pair(steps):
+    """Two independent 1-thread processes at batch 25, pinned to cores 0 and 1 (the
+    ceiling): the sum of their images per second, and the foreign CPU meanwhile."""
+    env = dict(os.environ)
+    busy0, total0 = machine_ticks()
+    own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    procs = []
+    for core in (0, 1):
+        cmd = [BIN, "--threads", "1", "--steps", str(steps), "--batch", "25",
+               "--eval-every", "1000000", "--out", f"/tmp/mpi_scaling_out{core}"]
+        procs.append((cmd, subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))))
+    total_ips = 0.0
+    for cmd, p in procs:
+        stdout, stderr = p.communicate(timeout=1200)
+        if p.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{stdout}\n{stderr}")
+        values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line and " " not in line)
+        total_ips += float(values["images_per_s"])
+    own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy1, total1 = machine_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    own = (own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime) * hz
+    foreign = max(0.0, (busy1 - busy0 - own) / max(total1 - total0, 1) * 100)
+    return total_ips, "(two independent processes of batch 25, summed)", foreign
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     weak = "--weak" in sys.argv
     measure_wait = "--measure-wait" in sys.argv
     balance = "--balance" in sys.argv
+    ceiling = "--ceiling" in sys.argv
     rounds = int(args[0]) if len(args) > 0 else 3
     steps = int(args[1]) if len(args) > 1 else 60
     # (label, ranks, threads, global batch)
@@ -84,12 +117,17 @@ def main():
         configs.append(("weak", 2, 1, 100))
     if balance:
         configs.append(("balanced", 2, 1, 50))
+    if ceiling:
+        configs.append(("ceiling", 2, 1, 50))
     results = {c: [] for c in configs}
     for r in range(rounds):
         for c in configs:
             label, ranks, threads, batch = c
-            ips, detail, foreign = run(ranks, threads, batch, steps, measure_wait,
-                                       balance=label == "balanced")
+            if label == "ceiling":
+                ips, detail, foreign = run_pair(steps)
+            else:
+                ips, detail, foreign = run(ranks, threads, batch, steps, measure_wait,
+                                           balance=label == "balanced")
             results[c].append(ips)
             print(f"round {r + 1}: {label} ranks={ranks} threads={threads} global_batch={batch} "
                   f"images_per_s={ips:.0f} {detail} foreign_cpu={foreign:.0f}%", flush=True)
@@ -110,6 +148,14 @@ def main():
     if balance:
         print(f"strong scaling, balanced shares: "
               f"speedup_2ranks_vs_1rank_1thread={speedup(('balanced', 2, 1, 50))}")
+    if ceiling:
+        print(f"ceiling, two independent processes of batch 25: "
+              f"speedup_vs_1rank_1thread={speedup(('ceiling', 2, 1, 50))}")
+        for key, name in [(("strong", 2, 1, 50), "even"), (("balanced", 2, 1, 50), "balanced")]:
+            if key in results:
+                share = [v / c for v, c in zip(results[key], results[("ceiling", 2, 1, 50)])]
+                print(f"2 ranks x 1 thread ({name}) against the ceiling: per round: median "
+                      f"{statistics.median(share):.3f}")
     if weak:
         print(f"weak scaling (50 rows per rank, global batch 100): "
               f"speedup_2ranks_vs_1rank_1thread={speedup(('weak', 2, 1, 100))}")
