@@ -48,6 +48,26 @@ def machine_ticks():
     return sum(fields) - idle, sum(fields)
 
 
+def foreign_cpu(work):
+    """`work()`'s result, and the CPU that other processes used meanwhile, as a share of all
+    cores (from /proc/stat minus the CPU time of this script's children)."""
+    busy0, total0 = machine_ticks()
+    own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = work()
+    own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy1, total1 = machine_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    own = (own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime) * hz
+    return result, max(0.0, (busy1 - busy0 - own) / max(total1 - total0, 1) * 100)
+
+
+def key_values(cmd, out):
+    """The `key=value` lines of a finished demo run; exits with its output if it failed."""
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line and " " not in line)
+
+
 def run(ranks, threads, batch, steps, measure_wait, balance=False):
     cmd = [BIN, "--threads", str(threads), "--steps", str(steps), "--batch", str(batch),
            "--eval-every", "1000000", "--out", "/tmp/mpi_scaling_out"]
@@ -59,18 +79,9 @@ def run(ranks, threads, batch, steps, measure_wait, balance=False):
         if balance:
             cmd.append("--balance")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    busy0, total0 = machine_ticks()
-    own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy1, total1 = machine_ticks()
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    hz = os.sysconf("SC_CLK_TCK")
-    own = (own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime) * hz
-    total = max(total1 - total0, 1)
-    foreign = max(0.0, (busy1 - busy0 - own) / total * 100)
-    values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line and " " not in line)
+    out, foreign = foreign_cpu(
+        lambda: subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200))
+    values = key_values(cmd, out)
     detail = " ".join(f"{k}={values.get(k, 'n/a')}" for k in FIELDS)
     return float(values["images_per_s"]), detail, foreign
 
@@ -78,29 +89,23 @@ def run(ranks, threads, batch, steps, measure_wait, balance=False):
 def run_pair(steps):
     """Two independent 1-thread processes at batch 25, pinned to cores 0 and 1 (the
     ceiling): the sum of their images per second, and the foreign CPU meanwhile."""
-    env = dict(os.environ)
-    busy0, total0 = machine_ticks()
-    own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    procs = []
-    for core in (0, 1):
-        cmd = [BIN, "--threads", "1", "--steps", str(steps), "--batch", "25",
-               "--eval-every", "1000000", "--out", f"/tmp/mpi_scaling_out{core}"]
-        procs.append((cmd, subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))))
-    total_ips = 0.0
-    for cmd, p in procs:
-        stdout, stderr = p.communicate(timeout=1200)
-        if p.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{stdout}\n{stderr}")
-        values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line and " " not in line)
-        total_ips += float(values["images_per_s"])
-    own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy1, total1 = machine_ticks()
-    hz = os.sysconf("SC_CLK_TCK")
-    own = (own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime) * hz
-    foreign = max(0.0, (busy1 - busy0 - own) / max(total1 - total0, 1) * 100)
-    return total_ips, "(two independent processes of batch 25, summed)", foreign
+    def both():
+        procs = []
+        for core in (0, 1):
+            cmd = [BIN, "--threads", "1", "--steps", str(steps), "--batch", "25",
+                   "--eval-every", "1000000", "--out", f"/tmp/mpi_scaling_out{core}"]
+            procs.append((cmd, subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))))
+        total = 0.0
+        for cmd, p in procs:
+            stdout, stderr = p.communicate(timeout=1200)
+            done = subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr)
+            total += float(key_values(cmd, done)["images_per_s"])
+        return total
+
+    total, foreign = foreign_cpu(both)
+    return total, "(two independent processes of batch 25, summed)", foreign
 
 
 def main():
